@@ -1,0 +1,38 @@
+# Two commands set everything up: `make train` and `make test` (both install on first use).
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install train test test-fast lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e '.[dev]' $(TORCH)
+	touch $(STAMP)
+
+train: install
+	$(PY) train.py $(ARGS)
+
+test: install
+	$(PY) -m pytest -q $(ARGS)
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check vitrain tests train.py
+	$(VENV)/bin/ruff format --check vitrain tests train.py
+
+format: install
+	$(VENV)/bin/ruff check --fix vitrain tests train.py
+	$(VENV)/bin/ruff format vitrain tests train.py
+
+clean:
+	rm -rf $(VENV) logs outputs multirun wandb .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,5 @@
+"""Lightning callbacks."""
+
+from vitrain.callbacks.run_stats import RunStats
+
+__all__ = ["RunStats"]

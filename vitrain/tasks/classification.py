@@ -1,0 +1,113 @@
+"""Image classification: cross-entropy (or soft-target CE under mixup/cutmix), top-1/top-5."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from vitrain.errors import UserError
+from vitrain.tasks.optim import param_groups
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+class ClassificationTask(L.LightningModule):
+    """Train ``net`` (images ``(B, C, H, W)`` -> logits ``(B, num_classes)``) on labels ``(B,)``.
+
+    Args:
+        net: the network.
+        optimizer: partial optimizer, called with the parameter groups.
+        scheduler: partial schedule (``vitrain.tasks.optim.warmup_cosine``), called with the
+            optimizer, the total optimizer steps and the steps per epoch; stepped every step.
+        num_classes: number of classes.
+        label_smoothing: applied once: inside timm's Mixup when mixup/cutmix is on, else in
+            the training cross-entropy. Validation uses plain cross-entropy.
+        mixup_alpha, cutmix_alpha: timm Mixup/CutMix strengths (0 disables each).
+    """
+
+    data_kind = "image_classification"
+    monitor = "val/acc1"
+    monitor_mode = "max"
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        num_classes: int = 1000,
+        label_smoothing: float = 0.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.mixup = None
+        if mixup_alpha > 0 or cutmix_alpha > 0:
+            self.mixup = Mixup(
+                mixup_alpha=mixup_alpha,
+                cutmix_alpha=cutmix_alpha,
+                label_smoothing=label_smoothing,
+                num_classes=num_classes,
+            )
+            self.train_criterion: nn.Module = SoftTargetCrossEntropy()
+        else:
+            self.train_criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        accuracy = partial(MulticlassAccuracy, num_classes=num_classes, average="micro")
+        self.train_acc1 = accuracy(top_k=1)
+        self.val_acc1 = accuracy(top_k=1)
+        self.val_acc5 = accuracy(top_k=min(5, num_classes))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` -> logits ``(B, num_classes)``."""
+        return self.net(images)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, labels = batch
+        targets: torch.Tensor = labels
+        if self.mixup is not None:
+            if images.shape[0] % 2:
+                raise UserError(
+                    f"mixup/cutmix needs an even batch size, got {images.shape[0]}: set "
+                    "data.batch_size to an even number."
+                )
+            images, targets = self.mixup(images, labels)
+        logits = self(images)
+        loss = self.train_criterion(logits, targets)
+        self.train_acc1(logits, labels)  # accuracy on the original labels
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc1", self.train_acc1, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        images, labels = batch
+        logits = self(images)
+        self.val_acc1(logits, labels)
+        self.val_acc5(logits, labels)
+        self.log("val/loss", F.cross_entropy(logits, labels), sync_dist=True)
+        self.log("val/acc1", self.val_acc1, prog_bar=True)
+        self.log(f"val/acc{self.val_acc5.top_k}", self.val_acc5)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer over ``param_groups(net)`` (no decay on norms, biases, pos/cls)."""
+        return self.optimizer_factory(param_groups(self.net))
+
+    def configure_optimizers(self):
+        optimizer = self.build_optimizer()
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+        scheduler = self.scheduler_factory(optimizer, total_steps=total, steps_per_epoch=total / epochs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
