@@ -24,11 +24,10 @@ class ClassificationTask(L.LightningModule):
     """Train ``net`` (images ``(B, C, H, W)`` -> logits ``(B, num_classes)``) on labels ``(B,)``.
 
     Args:
-        net: the network.
+        net: the network; its ``num_classes`` attribute gives the class count.
         optimizer: partial optimizer, called with the parameter groups.
         scheduler: partial schedule (``vitrain.tasks.optim.warmup_cosine``), called with the
             optimizer, the total optimizer steps and the steps per epoch; stepped every step.
-        num_classes: number of classes.
         label_smoothing: applied once: inside timm's Mixup when mixup/cutmix is on, else in
             the training cross-entropy. Validation uses plain cross-entropy.
         mixup_alpha, cutmix_alpha: timm Mixup/CutMix strengths (0 disables each).
@@ -43,7 +42,6 @@ class ClassificationTask(L.LightningModule):
         net: nn.Module,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
-        num_classes: int = 1000,
         label_smoothing: float = 0.0,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
@@ -53,6 +51,7 @@ class ClassificationTask(L.LightningModule):
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        num_classes = net.num_classes
         self.mixup = None
         if mixup_alpha > 0 or cutmix_alpha > 0:
             self.mixup = Mixup(

@@ -1,0 +1,65 @@
+"""The classification task: losses with and without mixup, accuracy, optimizer groups."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from timm.loss import SoftTargetCrossEntropy
+from torch import nn
+
+from vitrain.errors import UserError
+from vitrain.models import create_vit
+from vitrain.tasks import ClassificationTask
+
+
+def make_task(**kwargs):
+    net = create_vit("vit_tiny_patch16_224", embed_dim=32, depth=1, num_heads=2, img_size=32, num_classes=10)
+    return ClassificationTask(net, optimizer=partial(torch.optim.AdamW, lr=1e-3, weight_decay=0.05), **kwargs)
+
+
+def batch(n=8):
+    return torch.randn(n, 3, 32, 32), torch.randint(0, 10, (n,))
+
+
+def test_plain_cross_entropy_with_smoothing():
+    task = make_task(label_smoothing=0.1)
+    assert task.mixup is None
+    assert isinstance(task.train_criterion, nn.CrossEntropyLoss)
+    assert task.train_criterion.label_smoothing == 0.1
+
+
+def test_mixup_uses_soft_targets_and_smooths_once():
+    task = make_task(label_smoothing=0.1, mixup_alpha=0.8, cutmix_alpha=1.0)
+    assert isinstance(task.train_criterion, SoftTargetCrossEntropy)
+    assert task.mixup.label_smoothing == 0.1  # smoothing lives in the mixed targets only
+    images, labels = batch()
+    mixed, targets = task.mixup(images.clone(), labels)
+    assert targets.shape == (8, 10) and torch.allclose(targets.sum(1), torch.ones(8))
+    assert targets.min() >= 0.1 / 10 - 1e-6  # smoothed exactly once: off = smoothing / classes
+    loss = task.training_step(batch(), 0)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+
+
+def test_mixup_rejects_odd_batches():
+    task = make_task(mixup_alpha=0.8)
+    with pytest.raises(UserError, match="even batch size"):
+        task.training_step(batch(7), 0)
+
+
+def test_train_accuracy_uses_original_labels():
+    task = make_task(mixup_alpha=0.8, cutmix_alpha=1.0)
+    images, labels = batch()
+    task.net.head.weight.data.zero_()
+    task.net.head.bias.data = nn.functional.one_hot(labels[0], 10).float() * 100
+    task.training_step((images, labels), 0)
+    expected = (labels == labels[0]).float().mean()
+    assert task.train_acc1.compute() == pytest.approx(expected.item())
+
+
+def test_build_optimizer_groups():
+    task = make_task()
+    opt = task.build_optimizer()
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(task.net.parameters()))
