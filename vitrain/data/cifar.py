@@ -1,0 +1,69 @@
+"""CIFAR-10 / CIFAR-100 through torchvision (downloaded when online)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torchvision import datasets
+from torchvision.transforms import v2
+
+from vitrain.data.base import ImageClassificationDataModule
+from vitrain.errors import UserError
+
+CIFAR_STATS = {  # per-channel mean and std of the training images
+    10: ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    100: ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+FOLDERS = {10: "cifar-10-batches-py", 100: "cifar-100-python"}
+
+
+class CIFARDataModule(ImageClassificationDataModule):
+    """CIFAR-``num_classes`` (10 or 100) from ``root``; 32 px images, resized to ``image_size``.
+
+    Training: random crop with 4 px padding and horizontal flip. With ``download`` the files
+    are fetched into ``root`` when missing; offline and without the files, a clear error names
+    the folder that was expected.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        num_classes: int = 10,
+        image_size: int = 32,
+        in_chans: int = 3,
+        download: bool = True,
+        **loader_kwargs,
+    ) -> None:
+        super().__init__(num_classes=num_classes, image_size=image_size, in_chans=in_chans, **loader_kwargs)
+        if num_classes not in CIFAR_STATS:
+            raise UserError(f"data.num_classes={num_classes}: CIFAR has 10 or 100 classes.")
+        self.root = Path(root)
+        self.download = download
+
+    def _transform(self, train: bool) -> v2.Compose:
+        mean, std = CIFAR_STATS[self.num_classes]
+        steps: list = [v2.ToImage()]
+        if train:
+            steps += [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]
+        if self.image_size != 32:
+            steps.append(v2.Resize(self.image_size, antialias=True))
+        return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+    def _dataset(self, train: bool):
+        cls = datasets.CIFAR10 if self.num_classes == 10 else datasets.CIFAR100
+        try:
+            return cls(str(self.root), train=train, transform=self._transform(train), download=self.download)
+        except (RuntimeError, OSError) as err:  # not found offline, or a failed download
+            expected = self.root / FOLDERS[self.num_classes]
+            raise UserError(
+                f"CIFAR-{self.num_classes} not found at {expected} ({err}). Put the extracted "
+                f"python-version files there, or set data.root=<folder that holds "
+                f"{FOLDERS[self.num_classes]}>, or run once with internet and data.download=true."
+            ) from err
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set = self._dataset(train=True)
+            self.val_set = self._dataset(train=False)
+            self.classes = list(self.train_set.classes)

@@ -1,0 +1,107 @@
+"""ImageNet-style folders ``ROOT/{train,val}/<class>/<image>`` with timm's transforms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+from timm.data import create_transform
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from vitrain.data.base import ImageClassificationDataModule
+from vitrain.errors import UserError
+
+LAYOUT = """expected layout:
+  ROOT/train/<class_a>/<image>.jpg
+  ROOT/train/<class_b>/...
+  ROOT/val/<class_a>/<image>.jpg
+  ROOT/val/<class_b>/..."""
+
+
+def load_rgb(path: str) -> Image.Image:
+    """Open an image file as RGB (grey, palette and RGBA images are converted)."""
+    try:
+        with open(path, "rb") as f:
+            image = Image.open(f)
+            return image.convert("RGB")
+    except Exception as err:  # PIL raises many types for damaged files
+        raise UserError(f"cannot read image {path} ({err}): remove or replace the file.") from err
+
+
+def _has_image(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMG_EXTENSIONS for p in folder.rglob("*"))
+
+
+class ImageFolderDataModule(ImageClassificationDataModule):
+    """Any ImageFolder tree; class folders of ``train`` and ``val`` must agree.
+
+    Transforms are timm's ``create_transform``: training uses RandomResizedCrop, flip,
+    RandAugment (``auto_augment``) and random erasing (``re_prob``); evaluation resizes by
+    ``crop_pct`` and centre-crops. ``mean``, ``std``, ``interpolation`` and ``crop_pct`` default
+    to the network's own data config (timm ``resolve_model_data_config``), passed in as
+    ``net_data_config`` by the orchestration layer.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        num_classes: int = 1000,
+        image_size: int = 224,
+        in_chans: int = 3,
+        auto_augment: str | None = "rand-m9-mstd0.5-inc1",
+        re_prob: float = 0.25,
+        crop_pct: float | None = None,
+        interpolation: str | None = None,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        **loader_kwargs,
+    ) -> None:
+        super().__init__(num_classes=num_classes, image_size=image_size, in_chans=in_chans, **loader_kwargs)
+        if in_chans != 3:
+            raise UserError(f"data.in_chans={in_chans}: images are loaded as RGB, set data.in_chans=3.")
+        self.root = Path(root)
+        self.split_dirs = {split: self.root / split for split in ("train", "val")}
+        for split, folder in self.split_dirs.items():
+            if not folder.is_dir():
+                raise UserError(f"data.root={root}: folder {folder} not found ({split} split).\n{LAYOUT}")
+        defaults = self.net_data_config
+        self.transform_args = dict(
+            input_size=(3, image_size, image_size),
+            mean=tuple(mean or defaults.get("mean", (0.485, 0.456, 0.406))),
+            std=tuple(std or defaults.get("std", (0.229, 0.224, 0.225))),
+            interpolation=interpolation or defaults.get("interpolation", "bicubic"),
+            crop_pct=crop_pct or defaults.get("crop_pct", 0.875),
+        )
+        self.auto_augment = auto_augment
+        self.re_prob = re_prob
+
+    def _dataset(self, split: str) -> ImageFolder:
+        folder = self.split_dirs[split]
+        train = split == "train"
+        transform = create_transform(
+            **self.transform_args,
+            is_training=train,
+            auto_augment=self.auto_augment if train else None,
+            re_prob=self.re_prob if train else 0.0,
+        )
+        try:
+            return ImageFolder(str(folder), transform=transform, loader=load_rgb)
+        except FileNotFoundError as err:  # no class folders, or a class folder without images
+            empty = [d for d in sorted(folder.iterdir()) if d.is_dir() and not _has_image(d)]
+            what = f"class folder {empty[0]} holds no images" if empty else str(err)
+            raise UserError(f"data.root={self.root}: {what}. Add images or remove it.\n{LAYOUT}") from err
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        train_set, val_set = self._dataset("train"), self._dataset("val")
+        if train_set.classes != val_set.classes:
+            only_train = sorted(set(train_set.classes) - set(val_set.classes))
+            only_val = sorted(set(val_set.classes) - set(train_set.classes))
+            raise UserError(
+                f"data.root={self.root}: train and val class folders differ (only in train: "
+                f"{only_train}; only in val: {only_val})."
+            )
+        self.check_num_classes(len(train_set.classes), f"data.root={self.root}")
+        self.train_set, self.val_set, self.classes = train_set, val_set, train_set.classes
