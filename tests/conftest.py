@@ -30,7 +30,12 @@ QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "ca
 
 
 def run_cli(run_dir: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``python train.py`` in a subprocess with its run directory at ``run_dir``."""
+    """Run ``python train.py`` in a subprocess with its run directory at ``run_dir``.
+
+    Uses ``logger=csv`` unless an override picks another logger (W&B runs cost seconds each).
+    """
+    if not any(o.startswith("logger=") for o in overrides):
+        overrides = ("logger=csv", *overrides)
     args = [
         sys.executable,
         str(ROOT / "train.py"),

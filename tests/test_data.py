@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
+from PIL import Image
 
 from tests.conftest import write_image
 from vitrain.data import CIFARDataModule, DigitsDataModule, ImageFolderDataModule
@@ -85,3 +88,14 @@ def test_cifar_offline_without_files_names_expected_path(tmp_path):
     dm = CIFARDataModule(root=str(tmp_path / "cifar"), num_classes=100, download=False)
     with pytest.raises(UserError, match=f"CIFAR-100 not found at {tmp_path}/cifar/cifar-100-python"):
         dm.setup()
+
+
+def test_default_randaugment_never_crashes(image_tree):
+    """RandAugment with magnitude noise reached Posterize(0 bits), which Pillow >= 11 rejects."""
+    dm = ImageFolderDataModule(root=str(image_tree), num_classes=3, image_size=16)
+    transform = dm._transform(train=True)
+    image = Image.new("RGB", (20, 20), (120, 60, 30))
+    torch.manual_seed(0)
+    random.seed(0)
+    for _ in range(400):
+        assert transform(image).shape == (3, 16, 16)

@@ -8,6 +8,7 @@ exits with status 1 instead of a traceback.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import sys
@@ -16,16 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from vitrain.callbacks import RunStats
+from vitrain.callbacks import EMA, AtomicCheckpointIO, CheckpointMetadata, ExactResume, Preemption, RunStats
+from vitrain.callbacks.preemption import Preempted
+from vitrain.checkpoints import export_network, find_latest, load_checkpoint, task_state_dict
 from vitrain.config_tree import save_config_tree
 from vitrain.errors import UserError, user_message
+from vitrain.loggers import finish_loggers
 from vitrain.models.vit import count_parameters
 
 log = logging.getLogger("vitrain")
@@ -40,12 +46,25 @@ def _task_monitor(field: str = "metric", *, _root_: DictConfig) -> str:
 OmegaConf.register_new_resolver("task_monitor", _task_monitor, replace=True)
 
 
+MODES = ("train", "eval", "export", "predict")
+
+
 def main(cfg: DictConfig) -> float | None:
-    """Command-line wrapper around ``run``: user mistakes end with one message, exit 1."""
+    """Command-line wrapper around ``run``.
+
+    A user mistake logs one message and writes a failed ``summary.json``; a single run then
+    exits with status 1, a multirun job returns NaN so the sweep goes on (Optuna records the
+    trial as failed).
+    """
     try:
         return run(cfg)
     except (UserError, InstantiationException) as err:
-        log.error(_error_text(err))
+        message = _error_text(err)
+        log.error(message)
+        if rank_zero_only.rank == 0:
+            write_summary(Path(cfg.paths.output_dir), {"status": "failed", "error": message})
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            return float("nan")
         sys.exit(1)
 
 
@@ -60,12 +79,14 @@ def _error_text(err: Exception) -> str:
 
 
 def run(cfg: DictConfig) -> float | None:
-    """Train (or with ``dry_run`` only build) what ``cfg`` describes.
+    """Train, evaluate, export or predict (``cfg.mode``) what ``cfg`` describes.
 
     Returns the best value of the task's monitored metric (the Optuna objective), or None.
     """
     choices = HydraConfig.get().runtime.choices
     check_pairing(cfg, choices)
+    if cfg.mode not in MODES:
+        raise UserError(f"mode={cfg.mode}: choose one of {', '.join(MODES)}.")
     run_dir = Path(cfg.paths.output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -78,24 +99,120 @@ def run(cfg: DictConfig) -> float | None:
         return None
 
     save_config_tree(cfg, run_dir, show=rank_zero_only.rank == 0)
-    resolved_config = run_dir / "resolved_config.yaml"
-    OmegaConf.save(cfg, resolved_config, resolve=True)
+    OmegaConf.save(cfg, run_dir / "resolved_config.yaml", resolve=True)
+    if cfg.mode == "train":
+        return fit(cfg, task, (total, trainable), choices)
+    if not cfg.get("ckpt_path"):
+        raise UserError(f"mode={cfg.mode} needs ckpt_path=<checkpoint file>.")
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    if cfg.mode == "export":
+        out = export_network(checkpoint, run_dir / "export")
+        log.info("Exported the network of %s to %s", cfg.ckpt_path, out)
+        return None
+    task.load_state_dict(task_state_dict(checkpoint))
     datamodule = build_datamodule(cfg, task)
-    stats = RunStats()
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    if cfg.mode == "eval":
+        return evaluate(trainer, task, datamodule, cfg, run_dir)
+    classes = checkpoint.get("vitrain", {}).get("class_names", [])
+    predict(trainer, task, datamodule, classes, run_dir / "predictions.csv")
+    return None
+
+
+def fit(cfg: DictConfig, task: L.LightningModule, params: tuple[int, int], choices) -> float | None:
+    """Train (resuming when asked), then write ``summary.json``."""
+    run_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resume_from(cfg)
+    datamodule = build_datamodule(cfg, task)
+    stats, preemption = RunStats(), Preemption(cfg.paths.checkpoint_dir)
+    seed = cfg.seed if cfg.get("seed") is not None else torch.initial_seed() % 2**31
+    net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
+    callbacks = [
+        *build_all(cfg.get("callbacks")),
+        stats,
+        preemption,
+        ExactResume(seed),
+        CheckpointMetadata(net_config),
+    ]
+    if cfg.ema.enabled:
+        callbacks.append(EMA(decay=cfg.ema.decay, warmup=cfg.ema.warmup))
+    loggers = build_all(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=[*build_all(cfg.get("callbacks")), stats], logger=build_all(cfg.get("logger"))
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
     log.info("Training %s on %s; run directory: %s", choices.model, choices.data, run_dir)
     start = time.perf_counter()
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+    except Preempted as stop:
+        log.warning("Stopped by %s; continue with the same run_name (resume=auto).", stop)
+    finally:
+        finish_loggers(trainer.loggers)
     wall = time.perf_counter() - start
 
-    summary = make_summary(trainer, task, stats, wall, (total, trainable), resolved_config, choices)
+    summary = make_summary(trainer, task, stats, wall, params, run_dir / "resolved_config.yaml", choices)
+    summary["status"] = "interrupted" if preemption.received else "completed"
+    summary["resumed_from"] = str(ckpt_path) if ckpt_path else None
     if trainer.is_global_zero:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_summary(run_dir, summary)
         report(summary, run_dir)
     best = summary["best"]
     return None if best is None else best.get(task.monitor)
+
+
+def resume_from(cfg: DictConfig) -> str | None:
+    """The checkpoint to resume from: ``ckpt_path``, or with ``resume=auto`` the newest one."""
+    if cfg.get("ckpt_path"):
+        load_checkpoint(cfg.ckpt_path)  # fail early and clearly on a missing or bad file
+        return str(cfg.ckpt_path)
+    resume = cfg.get("resume")
+    if resume in (None, False, "never"):
+        return None
+    if resume != "auto":
+        raise UserError(f"resume={resume}: use resume=auto (continue the newest checkpoint) or resume=never.")
+    latest = find_latest(cfg.paths.checkpoint_dir)
+    if latest is None:
+        return None
+    load_checkpoint(latest, key="resume=auto found")
+    log.info("resume=auto: continuing from %s", latest)
+    return str(latest)
+
+
+def evaluate(trainer, task, datamodule, cfg: DictConfig, run_dir: Path) -> float | None:
+    """Validate a checkpoint and write its own ``summary.json``."""
+    (metrics,) = trainer.validate(task, datamodule=datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in metrics.items()}
+    if trainer.is_global_zero:
+        write_summary(
+            run_dir,
+            {"status": "completed", "mode": "eval", "checkpoint": str(cfg.ckpt_path), "metrics": metrics},
+        )
+        log.info("eval %s: %s", cfg.ckpt_path, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return metrics.get(task.monitor)
+
+
+def predict(trainer, task, datamodule, classes: list[str], out: Path) -> None:
+    """Write each file's top-5 classes and probabilities to ``out`` (CSV)."""
+    batches = trainer.predict(task, datamodule=datamodule)
+    probs = torch.cat([b for b in batches]).float()
+    k = min(5, probs.shape[1])
+    top_p, top_i = probs.topk(k, dim=1)
+    names = classes or [str(i) for i in range(probs.shape[1])]
+    header = ["file"] + [f"{field}_{r}" for r in range(1, k + 1) for field in ("class", "prob")]
+    with open(out, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        for path, ps, idx in zip(datamodule.predict_set.files, top_p.tolist(), top_i.tolist(), strict=True):
+            row = [str(path)]
+            for p, i in zip(ps, idx, strict=True):
+                row += [names[i], f"{p:.6f}"]
+            writer.writerow(row)
+    log.info("Wrote %d predictions to %s", len(probs), out)
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
 def check_pairing(cfg: DictConfig, choices: Any) -> None:

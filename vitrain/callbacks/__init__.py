@@ -1,5 +1,10 @@
-"""Lightning callbacks."""
+"""Lightning callbacks and plugins."""
 
+from vitrain.callbacks.checkpoint_io import AtomicCheckpointIO
+from vitrain.callbacks.ema import EMA
+from vitrain.callbacks.metadata import CheckpointMetadata
+from vitrain.callbacks.preemption import Preemption
+from vitrain.callbacks.resume import ExactResume
 from vitrain.callbacks.run_stats import RunStats
 
-__all__ = ["RunStats"]
+__all__ = ["AtomicCheckpointIO", "CheckpointMetadata", "EMA", "ExactResume", "Preemption", "RunStats"]

@@ -2,10 +2,78 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
-from torch.utils.data import DataLoader, Dataset
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vitrain.errors import UserError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def open_image(path: str | Path, mode: str = "RGB") -> Image.Image:
+    """Open an image file converted to ``mode`` ("RGB" or "L"); a damaged file names itself."""
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert(mode)
+    except Exception as err:  # PIL raises many types for damaged files
+        raise UserError(f"cannot read image {path} ({err}): remove or replace the file.") from err
+
+
+class ImageFiles(Dataset):
+    """The image files under a folder (recursive, sorted), for prediction: ``(image, index)``."""
+
+    def __init__(self, folder: str | Path, transform, mode: str = "RGB") -> None:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise UserError(f"data.predict_dir={folder}: no such folder. Point it at a folder of images.")
+        self.files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise UserError(f"data.predict_dir={folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+        self.transform, self.mode = transform, mode
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(open_image(self.files[index], self.mode)), index
+
+
+class EpochSampler(Sampler[int]):
+    """Shuffles with a permutation that depends only on ``(seed, epoch)``; can skip a prefix.
+
+    Lightning calls ``set_epoch`` before each epoch. ``skip(n)`` makes the next iteration
+    start after the first ``n`` indices of that epoch's order (a mid-epoch resume); the length
+    stays the full epoch so Lightning's batch count is unchanged.
+    """
+
+    def __init__(self, size: int, seed: int = 0, shuffle: bool = True) -> None:
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.epoch = 0
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def skip(self, count: int) -> None:
+        self._skip = count
+
+    def order(self) -> list[int]:
+        """This epoch's full index order."""
+        if not self.shuffle:
+            return list(range(self.size))
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return torch.randperm(self.size, generator=generator).tolist()
+
+    def __iter__(self):
+        start, self._skip = self._skip, 0
+        return iter(self.order()[start:])
+
+    def __len__(self) -> int:
+        return self.size
 
 
 class ImageClassificationDataModule(L.LightningDataModule):
@@ -28,6 +96,8 @@ class ImageClassificationDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         net_data_config: dict | None = None,
+        seed: int | None = 0,
+        predict_dir: str | None = None,
     ) -> None:
         super().__init__()
         for key, value in (("batch_size", batch_size), ("image_size", image_size)):
@@ -41,6 +111,9 @@ class ImageClassificationDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.net_data_config = net_data_config or {}
+        self.seed = torch.initial_seed() % 2**31 if seed is None else seed
+        self.predict_dir = predict_dir
+        self._skip_batches = 0
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.classes: list[str] = []
@@ -53,17 +126,27 @@ class ImageClassificationDataModule(L.LightningDataModule):
                 f"data.num_classes={found}."
             )
 
+    def skip_train_batches(self, count: int) -> None:
+        """Make the next training epoch start after its first ``count`` batches (resume)."""
+        self._skip_batches = count
+
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("setup() must run before the dataloaders are requested")
+        sampler = EpochSampler(len(dataset), seed=self.seed, shuffle=train)
+        if train:
+            sampler.skip(self._skip_batches * self.batch_size)
+            self._skip_batches = 0
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
+            # worker seeds come from this generator, not from the global RNG
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -71,3 +154,16 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)
+
+    image_mode = "RGB"  # how prediction images are opened ("L" for grey data)
+
+    def eval_transform(self):
+        """The evaluation transform of a PIL image -> ``(in_chans, image_size, image_size)``."""
+        raise NotImplementedError
+
+    def predict_dataloader(self) -> DataLoader:
+        """Batches ``(images, indices)`` of the files under ``predict_dir``; see ``predict_files``."""
+        if not self.predict_dir:
+            raise UserError("mode=predict needs data.predict_dir=<folder of images>.")
+        self.predict_set = ImageFiles(self.predict_dir, self.eval_transform(), self.image_mode)
+        return self._loader(self.predict_set, train=False)

@@ -50,6 +50,9 @@ class CIFARDataModule(ImageClassificationDataModule):
             steps.append(v2.Resize(self.image_size, antialias=True))
         return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
 
+    def eval_transform(self):
+        return self._transform(train=False)
+
     def _dataset(self, train: bool):
         cls = datasets.CIFAR10 if self.num_classes == 10 else datasets.CIFAR100
         try:

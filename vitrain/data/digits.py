@@ -61,6 +61,19 @@ class DigitsDataModule(ImageClassificationDataModule):
         self.augment = augment
         self.classes = [str(i) for i in range(10)]
 
+    image_mode = "L"
+
+    def eval_transform(self):
+        """A grey image file -> ``(1, image_size, image_size)``, scaled like the digits (dark ground)."""
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                v2.Resize((self.image_size, self.image_size), antialias=True),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize([DIGITS_MEAN], [DIGITS_STD]),
+            ]
+        )
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
@@ -75,8 +88,6 @@ class DigitsDataModule(ImageClassificationDataModule):
         jitter = None
         if self.augment:
             background = -DIGITS_MEAN / DIGITS_STD  # a normalised 0 pixel
-            jitter = v2.RandomAffine(
-                degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), fill=background
-            )
+            jitter = v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), fill=background)
         self.train_set = TensorImageDataset(images[train_idx], labels[train_idx], jitter)
         self.val_set = TensorImageDataset(images[val_idx], labels[val_idx])

@@ -9,7 +9,7 @@ from timm.data import create_transform
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from vitrain.data.base import ImageClassificationDataModule
+from vitrain.data.base import ImageClassificationDataModule, open_image
 from vitrain.errors import UserError
 
 LAYOUT = """expected layout:
@@ -21,12 +21,7 @@ LAYOUT = """expected layout:
 
 def load_rgb(path: str) -> Image.Image:
     """Open an image file as RGB (grey, palette and RGBA images are converted)."""
-    try:
-        with open(path, "rb") as f:
-            image = Image.open(f)
-            return image.convert("RGB")
-    except Exception as err:  # PIL raises many types for damaged files
-        raise UserError(f"cannot read image {path} ({err}): remove or replace the file.") from err
+    return open_image(path, "RGB")
 
 
 def _has_image(folder: Path) -> bool:
@@ -49,7 +44,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         num_classes: int = 1000,
         image_size: int = 224,
         in_chans: int = 3,
-        auto_augment: str | None = "rand-m9-mstd0.5-inc1",
+        auto_augment: str | None = "rand-m9-mstd0.5-inc1-mmax9",
         re_prob: float = 0.25,
         crop_pct: float | None = None,
         interpolation: str | None = None,
@@ -76,15 +71,20 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         self.auto_augment = auto_augment
         self.re_prob = re_prob
 
-    def _dataset(self, split: str) -> ImageFolder:
-        folder = self.split_dirs[split]
-        train = split == "train"
-        transform = create_transform(
+    def _transform(self, train: bool):
+        return create_transform(
             **self.transform_args,
             is_training=train,
             auto_augment=self.auto_augment if train else None,
             re_prob=self.re_prob if train else 0.0,
         )
+
+    def eval_transform(self):
+        return self._transform(train=False)
+
+    def _dataset(self, split: str) -> ImageFolder:
+        folder = self.split_dirs[split]
+        transform = self._transform(train=split == "train")
         try:
             return ImageFolder(str(folder), transform=transform, loader=load_rgb)
         except FileNotFoundError as err:  # no class folders, or a class folder without images

@@ -98,6 +98,11 @@ class ClassificationTask(L.LightningModule):
         self.log("val/acc1", self.val_acc1, prog_bar=True)
         self.log(f"val/acc{self.val_acc5.top_k}", self.val_acc5)
 
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        """Class probabilities ``(B, num_classes)`` of a batch ``(images, indices)``."""
+        images, _ = batch
+        return self(images).float().softmax(dim=-1)
+
     def build_optimizer(self) -> torch.optim.Optimizer:
         """The optimizer over ``param_groups(net)`` (no decay on norms, biases, pos/cls)."""
         return self.optimizer_factory(param_groups(self.net))
