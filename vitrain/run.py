@@ -54,18 +54,30 @@ def main(cfg: DictConfig) -> float | None:
 
     A user mistake logs one message and writes a failed ``summary.json``; a single run then
     exits with status 1, a multirun job returns NaN so the sweep goes on (Optuna records the
-    trial as failed).
+    trial as failed). In a multirun any other exception is recorded the same way (with its
+    traceback in the log); in a single run it propagates.
     """
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         return run(cfg)
     except (UserError, InstantiationException) as err:
         message = _error_text(err)
         log.error(message)
-        if rank_zero_only.rank == 0:
-            write_summary(Path(cfg.paths.output_dir), {"status": "failed", "error": message})
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
+        _record_failure(cfg, message)
+        if multirun:
             return float("nan")
         sys.exit(1)
+    except Exception as err:  # a bug or a crash (NaN, out of memory): keep the sweep going
+        if not multirun:
+            raise
+        log.exception("Job failed")
+        _record_failure(cfg, f"{type(err).__name__}: {err}")
+        return float("nan")
+
+
+def _record_failure(cfg: DictConfig, message: str) -> None:
+    if rank_zero_only.rank == 0:
+        write_summary(Path(cfg.paths.output_dir), {"status": "failed", "error": message})
 
 
 def _error_text(err: Exception) -> str:
