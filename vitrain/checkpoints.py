@@ -57,7 +57,8 @@ def export_network(checkpoint: dict, out_dir: str | Path) -> Path:
     meta = checkpoint.get("vitrain", {})
     net_cfg = dict(meta.get("net", {}))
     target = net_cfg.pop("_target_", None)
-    net_cfg.pop("pretrained_file", None)
+    for key in ("pretrained_file", "init_from", "require_init_from"):  # not timm arguments
+        net_cfg.pop(key, None)
     name = net_cfg.pop("name", None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -53,6 +53,16 @@ class CIFARDataModule(ImageClassificationDataModule):
     def eval_transform(self):
         return self._transform(train=False)
 
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """Per-channel mean the images are normalised with."""
+        return CIFAR_STATS[self.num_classes][0]
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """Per-channel standard deviation the images are normalised with."""
+        return CIFAR_STATS[self.num_classes][1]
+
     def _dataset(self, train: bool):
         cls = datasets.CIFAR10 if self.num_classes == 10 else datasets.CIFAR100
         try:

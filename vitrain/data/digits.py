@@ -62,6 +62,9 @@ class DigitsDataModule(ImageClassificationDataModule):
         self.classes = [str(i) for i in range(10)]
 
     image_mode = "L"
+    # the normalisation of the images (per channel), to turn them back into pictures
+    mean: tuple[float, ...] = (DIGITS_MEAN,)
+    std: tuple[float, ...] = (DIGITS_STD,)
 
     def eval_transform(self):
         """A grey image file -> ``(1, image_size, image_size)``, scaled like the digits (dark ground)."""

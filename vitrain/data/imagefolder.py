@@ -31,8 +31,10 @@ def _has_image(folder: Path) -> bool:
 class ImageFolderDataModule(ImageClassificationDataModule):
     """Any ImageFolder tree; class folders of ``train`` and ``val`` must agree.
 
-    Transforms are timm's ``create_transform``: training uses RandomResizedCrop, flip,
-    RandAugment (``auto_augment``) and random erasing (``re_prob``); evaluation resizes by
+    Transforms are timm's ``create_transform``: training uses RandomResizedCrop (area range
+    ``scale``, timm's default ``(0.08, 1)`` when None), flip, RandAugment (``auto_augment``; with
+    it off, colour jitter of strength ``color_jitter`` unless None) and random erasing
+    (``re_prob``); evaluation resizes by
     ``crop_pct`` and centre-crops. ``mean``, ``std``, ``interpolation`` and ``crop_pct`` default
     to the network's own data config (timm ``resolve_model_data_config``), passed in as
     ``net_data_config`` by the orchestration layer.
@@ -50,6 +52,8 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         interpolation: str | None = None,
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
+        scale: tuple[float, float] | None = None,
+        color_jitter: float | None = 0.4,
         **loader_kwargs,
     ) -> None:
         super().__init__(num_classes=num_classes, image_size=image_size, in_chans=in_chans, **loader_kwargs)
@@ -70,6 +74,18 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         )
         self.auto_augment = auto_augment
         self.re_prob = re_prob
+        self.scale = tuple(scale) if scale is not None else None
+        self.color_jitter = color_jitter
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        """Per-channel mean the images are normalised with."""
+        return self.transform_args["mean"]
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        """Per-channel standard deviation the images are normalised with."""
+        return self.transform_args["std"]
 
     def _transform(self, train: bool):
         return create_transform(
@@ -77,6 +93,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             is_training=train,
             auto_augment=self.auto_augment if train else None,
             re_prob=self.re_prob if train else 0.0,
+            **(dict(scale=self.scale, color_jitter=self.color_jitter) if train else {}),
         )
 
     def eval_transform(self):

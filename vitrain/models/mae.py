@@ -20,7 +20,7 @@ name          patch  width   depth  heads  decoder w / d / h    parameters
 ============  =====  ======  =====  =====  ===================  ===========
 mae_vit_b16   16     768     12     12     512 / 8 / 16         111,907,840
 mae_vit_l16   16     1024    24     16     512 / 8 / 16         329,541,888
-mae_vit_h14   14     1280    32     16     512 / 8 / 16         657,158,400
+mae_vit_h14   14     1280    32     16     512 / 8 / 16         657,074,508
 mae_vit_tiny  4      192     6      3      128 / 2 / 4          (small images)
 ============  =====  ======  =====  =====  ===================  ===========
 
@@ -169,6 +169,11 @@ class MaskedAutoencoderViT(nn.Module):
         nn.init.normal_(self.mask_token, std=0.02)
         self.apply(_init_module)
 
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameters without weight decay (besides biases and norms): tokens and position tables."""
+        return {"cls_token", "mask_token", "pos_embed", "decoder_pos_embed"}
+
     # ------------------------------------------------------------------ patches
     def patchify(self, imgs: Tensor) -> Tensor:
         """Images ``(B, C, H, W)`` -> patches ``(B, L, p*p*C)``, row-major over the patch grid;
@@ -241,12 +246,18 @@ class MaskedAutoencoderViT(nn.Module):
         return x_visible, mask, ids_restore
 
     # ------------------------------------------------------------------ encoder / decoder
-    def forward_encoder(self, imgs: Tensor, mask_ratio: float) -> tuple[Tensor, Tensor, Tensor]:
+    def forward_encoder(
+        self, imgs: Tensor, mask_ratio: float, noise: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Images ``(B, C, H, W)`` -> ``latent (B, 1 + K, D)`` (cls token first, then the ``K``
-        visible patches), ``mask (B, L)`` and ``ids_restore (B, L)`` (see :meth:`random_masking`)."""
+        visible patches), ``mask (B, L)`` and ``ids_restore (B, L)`` (see :meth:`random_masking`;
+        ``noise (B, L)`` fixes the masks, default random)."""
         x = self.patch_embed(imgs)  # (B, L, D)
         x = x + self.pos_embed[:, 1:, :]
-        x, mask, ids_restore = self.random_masking(x, mask_ratio)
+        if noise is None:
+            x, mask, ids_restore = self.random_masking(x, mask_ratio)
+        else:
+            x, mask, ids_restore = self.random_masking(x, mask_ratio, noise=noise)
         cls = self.cls_token + self.pos_embed[:, :1, :]
         x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)
         for block in self.blocks:
@@ -290,13 +301,16 @@ class MaskedAutoencoderViT(nn.Module):
             mask = mask.float()
             return (per_patch * mask).sum() / mask.sum().clamp_min(1.0)
 
-    def forward(self, imgs: Tensor, mask_ratio: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self, imgs: Tensor, mask_ratio: float | None = None, noise: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """``imgs (B, C, H, W)`` -> ``(loss (), pred (B, L, p*p*C), mask (B, L))``.
 
-        ``mask_ratio`` defaults to the one given at construction.
+        ``mask_ratio`` defaults to the one given at construction; ``noise (B, L)`` fixes the
+        masks (the patches with the smallest noise stay visible), default fresh random noise.
         """
         ratio = self.mask_ratio if mask_ratio is None else mask_ratio
-        latent, mask, ids_restore = self.forward_encoder(imgs, ratio)
+        latent, mask, ids_restore = self.forward_encoder(imgs, ratio, noise)
         pred = self.forward_decoder(latent, ids_restore)
         loss = self.forward_loss(imgs, pred, mask)
         return loss, pred, mask

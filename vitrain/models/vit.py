@@ -20,10 +20,12 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.layers import trunc_normal_
 from timm.models import adapt_input_conv
 from timm.models import load_state_dict as timm_load_state_dict
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
+from vitrain.checkpoints import load_checkpoint, net_state_dict
 from vitrain.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,13 @@ class LoadReport:
     dropped_keys: list[str]  # in the file, not used (e.g. a head with another class count)
 
 
-def create_vit(name: str, pretrained_file: str | None = None, **kwargs) -> VisionTransformer:
+def create_vit(
+    name: str,
+    pretrained_file: str | None = None,
+    init_from: str | None = None,
+    require_init_from: bool = False,
+    **kwargs,
+) -> VisionTransformer:
     """Build timm's ViT ``name``; optionally load weights from a local file.
 
     Args:
@@ -46,11 +54,27 @@ def create_vit(name: str, pretrained_file: str | None = None, **kwargs) -> Visio
         pretrained_file: a timm ``.pth`` / ``.bin`` / ``.safetensors`` state dict. Its
             ``pos_embed`` is resized to this network's image size and its head is dropped when
             the class count differs.
+        init_from: a vitrain checkpoint to start from, typically an MAE pretraining run: a
+            Lightning ``.ckpt`` (its ``net.*`` weights) or the ``model.safetensors`` of
+            ``mode=export``. The MAE decoder (``decoder_*``, ``mask_token``) is dropped, the
+            rest loads as ``pretrained_file`` does (see :func:`load_pretrained_file`).
+        require_init_from: fail unless ``init_from`` is given (set by the fine-tuning and
+            linear-probing recipes).
         **kwargs: passed to ``timm.create_model`` (img_size, num_classes, in_chans,
             drop_path_rate, global_pool, ... and any architecture override).
 
     Input ``(B, in_chans, img_size, img_size)`` -> logits ``(B, num_classes)``.
     """
+    if require_init_from and not init_from:
+        raise UserError(
+            "model.net.init_from is required for this recipe: set model.net.init_from=<the MAE "
+            "pretraining checkpoint (.ckpt) or its exported model.safetensors>."
+        )
+    if pretrained_file and init_from:
+        raise UserError(
+            "model.net.pretrained_file and model.net.init_from are both set: give only one "
+            "(init_from for a vitrain checkpoint, pretrained_file for a timm weight file)."
+        )
     try:
         net = timm.create_model(name, pretrained=False, **kwargs)
     except RuntimeError as err:  # timm: "Unknown model (...)"
@@ -59,52 +83,133 @@ def create_vit(name: str, pretrained_file: str | None = None, **kwargs) -> Visio
         raise UserError(f"model.net.name={name!r} is not a timm VisionTransformer.")
     if pretrained_file:
         load_pretrained_file(net, pretrained_file)
+    if init_from:
+        load_pretrained_file(net, init_from, key="model.net.init_from")
     return net
 
 
-def load_pretrained_file(net: VisionTransformer, path: str | Path) -> LoadReport:
-    """Load a local timm ViT weight file into ``net``, adapting it to ``net``'s shape.
+# Keys of an MAE checkpoint that belong to the pretraining decoder, not to the encoder.
+MAE_DECODER_PREFIXES = ("decoder_", "mask_token")
 
-    Position embeddings are interpolated to ``net``'s patch grid (prefix tokens kept apart),
-    the patch embedding is adapted to ``net``'s input channels, and a classifier head whose
-    shape differs is dropped (left freshly initialised). Every other key must match.
-    """
+
+def read_weights(path: str | Path, key: str = "model.net.pretrained_file") -> dict[str, torch.Tensor]:
+    """The state dict stored in ``path``: a timm weight file (``.pth`` / ``.bin`` /
+    ``.safetensors``) or a vitrain Lightning checkpoint (``.ckpt``: its ``net.*`` weights,
+    prefix and ``torch.compile`` prefixes removed). Read with ``weights_only``; a missing or
+    unreadable file is a :class:`UserError` naming ``key``."""
     path = Path(path)
+    if path.suffix == ".ckpt":
+        checkpoint = load_checkpoint(path, key=key)
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise UserError(f"{key}={str(path)!r}: not a Lightning checkpoint (it has no state_dict).")
+        return net_state_dict(checkpoint)
     if not path.is_file():
         raise UserError(
-            f"model.net.pretrained_file={str(path)!r}: no such file. Give the path of a timm "
-            "ViT weight file (.pth, .bin or .safetensors)."
+            f"{key}={str(path)!r}: no such file. Give the path of a ViT weight file (.pth, .bin or "
+            ".safetensors) or of a vitrain checkpoint (.ckpt)."
         )
     try:
-        state = timm_load_state_dict(str(path), weights_only=True)
+        return timm_load_state_dict(str(path), weights_only=True)
     except Exception as err:  # corrupt or not a state dict: name the file
-        raise UserError(f"model.net.pretrained_file={str(path)!r}: cannot be read ({err}).") from err
+        raise UserError(f"{key}={str(path)!r}: cannot be read ({err}).") from err
+
+
+def load_pretrained_file(
+    net: VisionTransformer, path: str | Path, key: str = "model.net.pretrained_file"
+) -> LoadReport:
+    """Load a local ViT weight file or vitrain checkpoint into ``net``, adapting it to ``net``.
+
+    The one loading path of ``pretrained_file`` and ``init_from`` (``key`` names the config
+    entry in error messages):
+
+    * an MAE decoder (``decoder_*``, ``mask_token``) is dropped; MAE's fixed sin-cos
+      ``pos_embed`` has timm's layout (class position first) and loads as a learnable one;
+    * position embeddings are interpolated to ``net``'s patch grid (timm's
+      ``checkpoint_filter_fn``; the class-token position is kept apart);
+    * the patch embedding is adapted to ``net``'s input channels;
+    * a classifier head whose shape differs is dropped (left freshly initialised);
+    * a final ``norm`` is dropped when ``net`` pools by average (timm then has ``fc_norm``
+      after the pooling and ``norm`` is an identity).
+
+    Only ``head.*`` and ``fc_norm.*`` may be missing from the file; any other mismatch is a
+    :class:`UserError`. The new and the dropped keys are logged and returned.
+    """
+    state = read_weights(path, key)
+    decoder = [k for k in state if k.startswith(MAE_DECODER_PREFIXES)]
+    state = {k: v for k, v in state.items() if not k.startswith(MAE_DECODER_PREFIXES)}
     state = checkpoint_filter_fn(state, net)
     own = net.state_dict()
-    key = "patch_embed.proj.weight"
-    if key in state and state[key].shape[1] != own[key].shape[1]:
-        state[key] = adapt_input_conv(own[key].shape[1], state[key])
+    conv = "patch_embed.proj.weight"
+    if conv in state and conv in own and state[conv].shape[1] != own[conv].shape[1]:
+        state[conv] = adapt_input_conv(own[conv].shape[1], state[conv])
     dropped = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
-    if any(not k.startswith("head") for k in dropped):
-        bad = [f"{k}: file {tuple(state[k].shape)} vs network {tuple(own[k].shape)}" for k in dropped]
+    misfits = [k for k in dropped if not k.startswith("head")]
+    if misfits:
+        bad = [f"{k}: file {tuple(state[k].shape)} vs network {tuple(own[k].shape)}" for k in misfits]
         raise UserError(
-            f"model.net.pretrained_file={str(path)!r} does not fit the configured network "
-            "(check model.net.name and its size overrides): " + "; ".join(bad)
+            f"{key}={str(path)!r} does not fit the configured network (check model.net.name and "
+            f"its size overrides): " + _shorten(bad)
         )
     for k in dropped:
         state.pop(k)
     result = net.load_state_dict(state, strict=False)
-    dropped += list(result.unexpected_keys)
-    report = LoadReport(str(path), sorted(result.missing_keys), sorted(dropped))
-    if any(not k.startswith(("head", "fc_norm")) for k in report.new_keys):
+    replaced_norm = isinstance(net.norm, torch.nn.Identity)
+    extra = [
+        k
+        for k in result.unexpected_keys
+        if not (k.startswith(("head.", "fc_norm.")) or (replaced_norm and k.startswith("norm.")))
+    ]
+    if extra:
         raise UserError(
-            f"model.net.pretrained_file={str(path)!r} lacks weights for {report.new_keys}: "
-            "is it a checkpoint of a different architecture?"
+            f"{key}={str(path)!r} has weights the configured network lacks ({_shorten(extra)}): "
+            "check model.net.name and its size overrides (depth, embed_dim, patch_size)."
         )
+    dropped = sorted(dropped + list(result.unexpected_keys) + decoder)
+    report = LoadReport(str(path), sorted(result.missing_keys), dropped)
+    missing = [k for k in report.new_keys if not k.startswith(("head", "fc_norm"))]
+    if missing:
+        raise UserError(
+            f"{key}={str(path)!r} lacks weights for {_shorten(missing)}: is it a checkpoint of a "
+            "different architecture? Check model.net.name and its size overrides."
+        )
+    others = [k for k in report.dropped_keys if k not in decoder]
+    dropped_text = ([f"the MAE decoder ({len(decoder)} tensors)"] if decoder else []) + others
     log.info(
-        "Loaded %s (new: %s; dropped: %s)", path, report.new_keys or "none", report.dropped_keys or "none"
+        "Loaded %s (%s); new: %s; dropped: %s",
+        path,
+        key,
+        report.new_keys or "none",
+        _shorten(dropped_text) if dropped_text else "none",
     )
     return report
+
+
+def _shorten(keys: list[str], limit: int = 6) -> str:
+    """``keys`` joined, the first ``limit`` of them and a count of the rest."""
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def prepare_linear_probe(net: torch.nn.Module) -> torch.nn.Module:
+    """Turn ``net`` into a linear probe (MAE, He et al. 2021): in place, returns ``net``.
+
+    The head becomes ``Sequential(BatchNorm1d(embed_dim, affine=False, eps=1e-6), head)`` with
+    the linear layer re-initialised (truncated normal, std 0.01; zero bias), and every other
+    parameter is frozen (``requires_grad=False``). Only the linear layer trains; the batch norm
+    has no parameters, only running statistics.
+    """
+    head = getattr(net, "head", None)
+    if not isinstance(head, torch.nn.Linear):
+        raise UserError(
+            "model.linear_probe=true needs a network with a linear classifier head "
+            f"(net.head is {type(head).__name__}); check model.net.num_classes > 0."
+        )
+    net.requires_grad_(False)
+    trunc_normal_(head.weight, std=0.01)
+    torch.nn.init.zeros_(head.bias)
+    head.requires_grad_(True)
+    net.head = torch.nn.Sequential(torch.nn.BatchNorm1d(head.in_features, affine=False, eps=1e-6), head)
+    return net
 
 
 def count_parameters(net: torch.nn.Module) -> tuple[int, int]:

@@ -1,5 +1,6 @@
 """LightningModules: how a network learns (loss, metrics, optimizer groups, schedules)."""
 
 from vitrain.tasks.classification import ClassificationTask
+from vitrain.tasks.mae import MAETask
 
-__all__ = ["ClassificationTask"]
+__all__ = ["ClassificationTask", "MAETask"]

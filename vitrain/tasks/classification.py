@@ -11,10 +11,12 @@ import torch.nn.functional as F
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from vitrain.errors import UserError
-from vitrain.tasks.optim import param_groups
+from vitrain.models.vit import prepare_linear_probe
+from vitrain.tasks.optim import build_optimizer, param_groups, per_step_schedule
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -31,6 +33,12 @@ class ClassificationTask(L.LightningModule):
         label_smoothing: applied once: inside timm's Mixup when mixup/cutmix is on, else in
             the training cross-entropy. Validation uses plain cross-entropy.
         mixup_alpha, cutmix_alpha: timm Mixup/CutMix strengths (0 disables each).
+        layer_decay: layer-wise learning-rate decay (MAE / BEiT fine-tuning): block ``i`` trains
+            at ``lr * layer_decay ** (depth - i)``, the embeddings at ``layer_decay ** (depth + 1)``,
+            the head at ``lr`` (see ``vitrain.tasks.optim.param_groups``). None: one rate.
+        linear_probe: train only a new head on frozen features: the head becomes
+            ``BatchNorm1d(affine=False) -> Linear`` (MAE's linear probing), everything else is
+            frozen and kept in eval mode (no dropout / drop path in the features).
     """
 
     data_kind = "image_classification"
@@ -45,12 +53,18 @@ class ClassificationTask(L.LightningModule):
         label_smoothing: float = 0.0,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
+        layer_decay: float | None = None,
+        linear_probe: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.layer_decay = layer_decay
+        self.linear_probe = linear_probe
+        if linear_probe:
+            prepare_linear_probe(net)
         num_classes = net.num_classes
         self.mixup = None
         if mixup_alpha > 0 or cutmix_alpha > 0:
@@ -64,9 +78,12 @@ class ClassificationTask(L.LightningModule):
         else:
             self.train_criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         accuracy = partial(MulticlassAccuracy, num_classes=num_classes, average="micro")
-        self.train_acc1 = accuracy(top_k=1)
+        # training accuracy skips torchmetrics' argument checks: their torch.unique(labels) is a
+        # device-host sync every step (the cross-entropy already rejects bad labels)
+        self.train_acc1 = accuracy(top_k=1, validate_args=False)
         self.val_acc1 = accuracy(top_k=1)
         self.val_acc5 = accuracy(top_k=min(5, num_classes))
+        self.val_loss = MeanMetric()  # sum and count synced across ranks: an exact global mean
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> logits ``(B, num_classes)``."""
@@ -84,7 +101,9 @@ class ClassificationTask(L.LightningModule):
             images, targets = self.mixup(images, labels)
         logits = self(images)
         loss = self.train_criterion(logits, targets)
-        self.train_acc1(logits, labels)  # accuracy on the original labels
+        # accuracy on the original labels; update() only: the epoch value is logged, so the
+        # per-batch value a Metric call would also compute is not needed
+        self.train_acc1.update(logits, labels)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc1", self.train_acc1, on_step=False, on_epoch=True)
         return loss
@@ -94,7 +113,8 @@ class ClassificationTask(L.LightningModule):
         logits = self(images)
         self.val_acc1(logits, labels)
         self.val_acc5(logits, labels)
-        self.log("val/loss", F.cross_entropy(logits, labels), sync_dist=True)
+        self.val_loss.update(F.cross_entropy(logits, labels, reduction="none"))
+        self.log("val/loss", self.val_loss)
         self.log("val/acc1", self.val_acc1, prog_bar=True)
         self.log(f"val/acc{self.val_acc5.top_k}", self.val_acc5)
 
@@ -103,15 +123,20 @@ class ClassificationTask(L.LightningModule):
         images, _ = batch
         return self(images).float().softmax(dim=-1)
 
+    def train(self, mode: bool = True):
+        """Set train/eval mode; under ``linear_probe`` everything but the head stays in eval mode."""
+        super().train(mode)
+        if self.linear_probe and mode:
+            net = getattr(self.net, "_orig_mod", self.net)  # torch.compile'd
+            for name, child in net.named_children():
+                if name != "head":
+                    child.eval()
+        return self
+
     def build_optimizer(self) -> torch.optim.Optimizer:
-        """The optimizer over ``param_groups(net)`` (no decay on norms, biases, pos/cls)."""
-        return self.optimizer_factory(param_groups(self.net))
+        """The optimizer over ``param_groups(net, layer_decay)`` (no decay on norms, biases,
+        pos/cls; frozen parameters left out), each group's ``lr`` scaled by its layer."""
+        return build_optimizer(self.optimizer_factory, param_groups(self.net, self.layer_decay))
 
     def configure_optimizers(self):
-        optimizer = self.build_optimizer()
-        if self.scheduler_factory is None:
-            return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-        scheduler = self.scheduler_factory(optimizer, total_steps=total, steps_per_epoch=total / epochs)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return per_step_schedule(self.build_optimizer(), self.scheduler_factory, self.trainer)
