@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install train test test-fast lint format clean
+.PHONY: install train test test-fast bench lint format clean
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(ARGS)
+
+# vitrain against plain PyTorch, side by side in one process; writes docs/benchmarks.md
+bench: install
+	$(PY) benchmarks/bench.py $(ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check vitrain tests train.py
