@@ -14,6 +14,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -85,8 +86,21 @@ def _wandb_records(path: Path) -> list:
     return records
 
 
-def read_offline_run(run_dir: Path) -> dict:
-    """Id, group, config, logged history keys/values of an offline run directory."""
+def read_offline_run(run_dir: Path, timeout: float = 30.0) -> dict:
+    """Id, group, config, logged history keys/values of an offline run directory.
+
+    W&B's service writes the transaction log in the background: wait (up to ``timeout``) until
+    the run record is there.
+    """
+    deadline = time.monotonic() + timeout
+    run = _parse_offline_run(run_dir)
+    while run["id"] is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+        run = _parse_offline_run(run_dir)
+    return run
+
+
+def _parse_offline_run(run_dir: Path) -> dict:
     (log_file,) = run_dir.glob("run-*.wandb")
     run: dict = {"id": None, "group": None, "config": {}, "history": {}}
     for record in _wandb_records(log_file):

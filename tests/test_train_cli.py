@@ -35,6 +35,7 @@ def test_digits_run_writes_summary_and_checkpoints(tmp_path):
     assert 0.0 <= summary["last"]["val/acc1"] <= 1.0 and summary["last"]["val/loss"] > 0
     assert summary["params"]["total"] == summary["params"]["trainable"] > 0
     assert summary["wall_time_s"] > 0 and summary["train_samples_per_s"] > 0
+    assert summary["throughput"]["samples_per_s"] > 0 and summary["throughput"]["tflops"] > 0
     for path in summary["checkpoints"].values():
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         assert ckpt["global_step"] in (4, 8)

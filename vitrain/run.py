@@ -8,9 +8,11 @@ exits with status 1 instead of a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,9 +26,17 @@ from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from vitrain.callbacks import EMA, AtomicCheckpointIO, CheckpointMetadata, ExactResume, Preemption, RunStats
+from vitrain.callbacks import (
+    EMA,
+    AtomicCheckpointIO,
+    CheckpointMetadata,
+    ExactResume,
+    Preemption,
+    RunStats,
+    Throughput,
+)
 from vitrain.callbacks.preemption import Preempted
 from vitrain.checkpoints import export_network, find_latest, load_checkpoint, task_state_dict
 from vitrain.config_tree import save_config_tree
@@ -103,15 +113,18 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
+    scale_batch_and_lr(cfg)
     task = instantiate(cfg.model, _convert_="object")
+    adapt_network(cfg, task)
     total, trainable = count_parameters(task)
     if cfg.get("dry_run"):
         task.build_optimizer()
         print(f"params: total={total} trainable={trainable}")
         return None
 
-    save_config_tree(cfg, run_dir, show=rank_zero_only.rank == 0)
-    OmegaConf.save(cfg, run_dir / "resolved_config.yaml", resolve=True)
+    if rank_zero_only.rank == 0:
+        save_config_tree(cfg, run_dir)
+        OmegaConf.save(cfg, run_dir / "resolved_config.yaml", resolve=True)
     if cfg.mode == "train":
         return fit(cfg, task, (total, trainable), choices)
     if not cfg.get("ckpt_path"):
@@ -155,7 +168,8 @@ def fit(cfg: DictConfig, task: L.LightningModule, params: tuple[int, int], choic
     log.info("Training %s on %s; run directory: %s", choices.model, choices.data, run_dir)
     start = time.perf_counter()
     try:
-        trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+        with ddp_ranks_in_this_job(run_dir):
+            trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     except Preempted as stop:
         log.warning("Stopped by %s; continue with the same run_name (resume=auto).", stop)
     finally:
@@ -170,6 +184,96 @@ def fit(cfg: DictConfig, task: L.LightningModule, params: tuple[int, int], choic
         report(summary, run_dir)
     best = summary["best"]
     return None if best is None else best.get(task.monitor)
+
+
+def world_size(trainer_cfg: DictConfig) -> int:
+    """Processes of the run: devices per node x nodes (``devices=-1``/``auto``: all GPUs)."""
+    devices = trainer_cfg.get("devices", 1)
+    if isinstance(devices, str) and devices.isdigit():
+        devices = int(devices)
+    if devices in (-1, "auto"):
+        on_gpu = trainer_cfg.get("accelerator") in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+        devices = torch.cuda.device_count() if on_gpu else 1
+    elif not isinstance(devices, int):  # a list of device ids
+        devices = len(devices)
+    return devices * int(trainer_cfg.get("num_nodes", 1))
+
+
+def derive_accumulation(per_device: int, world: int, global_batch: int | None, accumulate: int) -> int:
+    """Gradient accumulation that makes ``per_device x world x accumulation == global_batch``."""
+    if not global_batch:
+        return accumulate
+    per_step = per_device * world
+    if global_batch % per_step:
+        raise UserError(
+            f"global_batch_size={global_batch} is not a multiple of data.batch_size x devices = "
+            f"{per_device} x {world} = {per_step}: change data.batch_size or global_batch_size."
+        )
+    return global_batch // per_step
+
+
+def scaled_lr(base_lr: float, global_batch: int, reference: int = 256) -> float:
+    """The linear scaling rule of DeiT and MAE: ``lr = base_lr * global_batch / 256``."""
+    return base_lr * global_batch / reference
+
+
+def scale_batch_and_lr(cfg: DictConfig) -> None:
+    """Set ``trainer.accumulate_grad_batches`` and ``optimizer.lr`` from the global batch rules."""
+    world = world_size(cfg.trainer)
+    accumulate = derive_accumulation(
+        cfg.data.batch_size, world, cfg.get("global_batch_size"), cfg.trainer.accumulate_grad_batches
+    )
+    global_batch = cfg.data.batch_size * world * accumulate
+    with open_dict(cfg):
+        cfg.trainer.accumulate_grad_batches = accumulate
+        if cfg.get("base_lr") is not None:
+            cfg.optimizer.lr = scaled_lr(cfg.base_lr, global_batch)
+    log.info(
+        "Global batch %d = %d per device x %d processes x %d accumulation; lr %g",
+        global_batch, cfg.data.batch_size, world, accumulate, cfg.optimizer.lr,
+    )  # fmt: skip
+
+
+def adapt_network(cfg: DictConfig, task: L.LightningModule) -> None:
+    """Activation checkpointing and ``torch.compile`` of ``task.net`` when asked."""
+    if cfg.get("activation_checkpointing"):
+        if not hasattr(task.net, "set_grad_checkpointing"):
+            raise UserError(
+                f"activation_checkpointing=true: {type(task.net).__name__} does not support it "
+                "(it needs set_grad_checkpointing); set activation_checkpointing=false."
+            )
+        task.net.set_grad_checkpointing(True)
+    if cfg.get("compile"):
+        task.net = torch.compile(task.net)
+
+
+@contextlib.contextmanager
+def ddp_ranks_in_this_job(run_dir: Path):
+    """Make Lightning's DDP launcher start the other ranks as this job, not a new sweep.
+
+    Lightning re-runs the command line for ranks > 0 with ``hydra.run.dir`` set to Hydra's
+    *run* dir. In a multirun that command holds ``-m`` and the sweep lists, so every rank would
+    start its own sweep (Lightning #11617). Inside this context the command is this job's own
+    overrides and the run dir this job's directory. On exit the process group and the
+    environment variables the launcher set (``LOCAL_RANK``, ``MASTER_PORT``, ...) are cleared,
+    so the next job of the sweep launches its own ranks.
+    """
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        yield
+        return
+    argv, environ = list(sys.argv), dict(os.environ)
+    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    with read_write(hydra_cfg.run):
+        hydra_cfg.run.dir = str(run_dir)
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        sys.argv = argv
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 def resume_from(cfg: DictConfig) -> str | None:
@@ -250,6 +354,7 @@ def build_datamodule(cfg: DictConfig, task: L.LightningModule) -> L.LightningDat
 
 def net_data_config(net) -> dict:
     """timm's preferred mean/std/interpolation/crop_pct for ``net`` ({} for non-timm nets)."""
+    net = getattr(net, "_orig_mod", net)  # under torch.compile
     if not hasattr(net, "pretrained_cfg"):
         return {}
     from timm.data import resolve_model_data_config
@@ -277,7 +382,10 @@ def make_summary(trainer, task, stats: RunStats, wall: float, params, config_pat
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
         "wall_time_s": round(wall, 2),
+        # samples over the time inside training batches (compute only); "throughput" below is
+        # end to end (data loading included), with step time, TFLOP/s and MFU
         "train_samples_per_s": round(stats.samples_per_second, 2),
+        "throughput": next((c.summary() for c in trainer.callbacks if isinstance(c, Throughput)), None),
         "checkpoints": {
             "best": (ckpt.best_model_path or None) if ckpt else None,
             "last": (ckpt.last_model_path or None) if ckpt else None,

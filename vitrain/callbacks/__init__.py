@@ -4,7 +4,18 @@ from vitrain.callbacks.checkpoint_io import AtomicCheckpointIO
 from vitrain.callbacks.ema import EMA
 from vitrain.callbacks.metadata import CheckpointMetadata
 from vitrain.callbacks.preemption import Preemption
+from vitrain.callbacks.reconstructions import Reconstructions
 from vitrain.callbacks.resume import ExactResume
 from vitrain.callbacks.run_stats import RunStats
+from vitrain.callbacks.throughput import Throughput
 
-__all__ = ["AtomicCheckpointIO", "CheckpointMetadata", "EMA", "ExactResume", "Preemption", "RunStats"]
+__all__ = [
+    "AtomicCheckpointIO",
+    "CheckpointMetadata",
+    "EMA",
+    "ExactResume",
+    "Preemption",
+    "Reconstructions",
+    "RunStats",
+    "Throughput",
+]

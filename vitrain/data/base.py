@@ -43,15 +43,24 @@ class ImageFiles(Dataset):
 
 
 class EpochSampler(Sampler[int]):
-    """Shuffles with a permutation that depends only on ``(seed, epoch)``; can skip a prefix.
+    """This rank's share of a permutation that depends only on ``(seed, epoch)``.
 
-    Lightning calls ``set_epoch`` before each epoch. ``skip(n)`` makes the next iteration
-    start after the first ``n`` indices of that epoch's order (a mid-epoch resume); the length
-    stays the full epoch so Lightning's batch count is unchanged.
+    Every rank draws the same permutation and takes every ``world``-th index from position
+    ``rank``, so one step of ``world`` ranks with batch ``b`` sees exactly the samples one
+    process with batch ``world * b`` would. Training (``even=True``) truncates to a multiple of
+    ``world`` so all ranks run the same number of steps; evaluation keeps every sample exactly
+    once (ranks may differ by one sample; metrics are synchronised at epoch end).
+
+    Lightning calls ``set_epoch`` before each epoch. ``skip(n)`` makes the next iteration start
+    after the first ``n`` of this rank's indices (a mid-epoch resume); the length stays the full
+    epoch so Lightning's batch count is unchanged.
     """
 
-    def __init__(self, size: int, seed: int = 0, shuffle: bool = True) -> None:
+    def __init__(
+        self, size: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world: int = 1, even: bool = True
+    ) -> None:
         self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.rank, self.world, self.even = rank, world, even
         self.epoch = 0
         self._skip = 0
 
@@ -62,18 +71,24 @@ class EpochSampler(Sampler[int]):
         self._skip = count
 
     def order(self) -> list[int]:
-        """This epoch's full index order."""
-        if not self.shuffle:
-            return list(range(self.size))
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return torch.randperm(self.size, generator=generator).tolist()
+        """This rank's index order for the current epoch."""
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = list(range(self.size))
+        if self.even:
+            order = order[: self.size - self.size % self.world]
+        return order[self.rank :: self.world]
 
     def __iter__(self):
         start, self._skip = self._skip, 0
         return iter(self.order()[start:])
 
     def __len__(self) -> int:
-        return self.size
+        if self.even:
+            return self.size // self.world
+        return len(range(self.rank, self.size, self.world))
 
 
 class ImageClassificationDataModule(L.LightningDataModule):
@@ -133,7 +148,10 @@ class ImageClassificationDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("setup() must run before the dataloaders are requested")
-        sampler = EpochSampler(len(dataset), seed=self.seed, shuffle=train)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        sampler = EpochSampler(
+            len(dataset), seed=self.seed, shuffle=train, rank=rank, world=world, even=train
+        )
         if train:
             sampler.skip(self._skip_batches * self.batch_size)
             self._skip_batches = 0
