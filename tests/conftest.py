@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -83,3 +84,12 @@ def image_tree(tmp_path: Path) -> Path:
                 mode, suffix = kinds[i % len(kinds)]
                 write_image(root / split / name / f"{i}{suffix}", mode, seed=100 * c + i)
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: faster for tiny tensors, and much faster on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
