@@ -43,11 +43,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from timm.layers import Mlp, trunc_normal_
-from timm.models import load_state_dict as timm_load_state_dict
 from timm.models.vision_transformer import Block
 from torch import nn
 
 from vitrain.errors import UserError
+from vitrain.models.vit import read_weights, shorten_keys
 
 log = logging.getLogger(__name__)
 
@@ -425,28 +425,14 @@ def create_t2t_vit(
     return net
 
 
-def _first(keys: list[str], limit: int = 6) -> str:
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
-
-
 def load_t2t_state_file(net: T2TViT, path: str | Path) -> None:
     """Load a state dict file into ``net``: every key and shape must match.
 
     ``pos_embed`` is a fixed function of the token count and is never taken from the file.
-    Checkpoint wrappers (``state_dict``, ``state_dict_ema``, ``model``) and a ``module.``
-    prefix are unwrapped by timm's loader.
+    The file is read by ``vit.read_weights``: a timm-style state dict (wrappers and a
+    ``module.`` prefix unwrapped) or a vitrain ``.ckpt``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(
-            f"model.net.pretrained_file={str(path)!r}: no such file. Give the path of a T2T-ViT "
-            "state dict (.pth, .bin or .safetensors)."
-        )
-    try:
-        state = timm_load_state_dict(str(path), weights_only=True)
-    except Exception as err:  # corrupt or not a state dict: name the file
-        raise UserError(f"model.net.pretrained_file={str(path)!r}: cannot be read ({err}).") from err
+    state = read_weights(path)
     state = {k: v for k, v in state.items() if k != "pos_embed"}
     own = {k: v for k, v in net.state_dict().items() if k != "pos_embed"}
     missing = sorted(own.keys() - state.keys())
@@ -457,7 +443,7 @@ def load_t2t_state_file(net: T2TViT, path: str | Path) -> None:
         if tuple(state[k].shape) != tuple(own[k].shape)
     )
     problems = [
-        f"{label}: {_first(keys)}"
+        f"{label}: {shorten_keys(keys)}"
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", mismatched))
         if keys
     ]

@@ -148,7 +148,7 @@ def load_pretrained_file(
         bad = [f"{k}: file {tuple(state[k].shape)} vs network {tuple(own[k].shape)}" for k in misfits]
         raise UserError(
             f"{key}={str(path)!r} does not fit the configured network (check model.net.name and "
-            f"its size overrides): " + _shorten(bad)
+            f"its size overrides): " + shorten_keys(bad)
         )
     for k in dropped:
         state.pop(k)
@@ -161,7 +161,7 @@ def load_pretrained_file(
     ]
     if extra:
         raise UserError(
-            f"{key}={str(path)!r} has weights the configured network lacks ({_shorten(extra)}): "
+            f"{key}={str(path)!r} has weights the configured network lacks ({shorten_keys(extra)}): "
             "check model.net.name and its size overrides (depth, embed_dim, patch_size)."
         )
     dropped = sorted(dropped + list(result.unexpected_keys) + decoder)
@@ -169,7 +169,7 @@ def load_pretrained_file(
     missing = [k for k in report.new_keys if not k.startswith(("head", "fc_norm"))]
     if missing:
         raise UserError(
-            f"{key}={str(path)!r} lacks weights for {_shorten(missing)}: is it a checkpoint of a "
+            f"{key}={str(path)!r} lacks weights for {shorten_keys(missing)}: is it a checkpoint of a "
             "different architecture? Check model.net.name and its size overrides."
         )
     others = [k for k in report.dropped_keys if k not in decoder]
@@ -179,12 +179,12 @@ def load_pretrained_file(
         path,
         key,
         report.new_keys or "none",
-        _shorten(dropped_text) if dropped_text else "none",
+        shorten_keys(dropped_text) if dropped_text else "none",
     )
     return report
 
 
-def _shorten(keys: list[str], limit: int = 6) -> str:
+def shorten_keys(keys: list[str], limit: int = 6) -> str:
     """``keys`` joined, the first ``limit`` of them and a count of the rest."""
     more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
     return ", ".join(keys[:limit]) + more
