@@ -223,3 +223,20 @@ def test_debug_options_build_a_trainer(tmp_path, option, check):
     cfg = compose_train(f"debug={option}", "trainer=cpu", *QUIET, output_dir=str(tmp_path / "run"))
     trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     assert check(trainer)
+
+
+def test_multirun_with_the_default_sweep_dir(tmp_path):
+    """``python train.py -m`` without ``hydra.sweep.dir``: the sweep dir goes under paths.log_dir.
+
+    Regression: the default sweep dir resolved ``${hydra:runtime.cwd}`` before Hydra had set its
+    config, so every plain multirun stopped with "HydraConfig was not set".
+    """
+    logs = tmp_path / "logs"
+    args = [sys.executable, str(ROOT / "train.py"), "-m", f"paths.log_dir={logs}", "dry_run=true", "seed=1,2"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
+    result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("params: total=") == 2
+    (sweep,) = (logs / "train" / "multiruns").iterdir()
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    assert not (tmp_path / "multirun").exists()

@@ -54,6 +54,9 @@ def _task_monitor(field: str = "metric", *, _root_: DictConfig) -> str:
 
 
 OmegaConf.register_new_resolver("task_monitor", _task_monitor, replace=True)
+# ``${cwd:}``: the launch directory. Unlike ``${hydra:runtime.cwd}`` it also resolves before a
+# job starts, when the multirun sweeper creates ``hydra.sweep.dir`` (under ``paths.log_dir``).
+OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
 
 
 MODES = ("train", "eval", "export", "predict")
