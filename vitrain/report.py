@@ -1,0 +1,278 @@
+"""Experiment reports: a Markdown table and plots from the ``summary.json`` of finished runs.
+
+``python -m vitrain.report DIR [DIR ...] --out OUT`` reads every run under the given sweep or
+run directories (a run is a directory holding Hydra's ``.hydra/overrides.yaml`` and vitrain's
+``summary.json``), groups runs that differ only in ``seed=``, and writes into ``OUT``:
+
+- ``report.md``: one row per group: runs, the monitored metric's best value (mean ± sample std
+  over seeds), the other best ``val/*`` metrics (mean), parameters, training samples/s, wall time;
+- ``metric_vs_params.png``: the monitored metric against the parameter count (mean ± std);
+- ``metric_vs_throughput.png``: the monitored metric against training samples/s;
+- ``curves.png``: per-epoch ``train/loss`` and the monitored metric from each run's
+  ``csv/metrics.csv`` (the CSV logger's file), averaged over the seeds of each group.
+
+A group's label is the overrides that differ between groups (``model=t2t_vit_7``); overrides
+shared by every run are listed above the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vitrain.sweep import find_job_dirs
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "report.md"
+PLOTS = ("metric_vs_params.png", "metric_vs_throughput.png", "curves.png")
+
+
+@dataclass
+class Run:
+    """One finished run: where it is, its overrides and what its ``summary.json`` says."""
+
+    path: Path
+    overrides: list[str]
+    summary: dict[str, Any]
+    # per-epoch values from csv/metrics.csv: {metric: {epoch: value}}
+    curves: dict[str, dict[int, float]] = field(default_factory=dict)
+
+    @property
+    def monitor(self) -> str | None:
+        return (self.summary.get("monitor") or {}).get("metric")
+
+    @property
+    def best(self) -> dict[str, Any]:
+        return self.summary.get("best") or {}
+
+    @property
+    def samples_per_s(self) -> float | None:
+        """End-to-end training samples/s (Throughput callback), else compute-only (RunStats)."""
+        throughput = self.summary.get("throughput") or {}
+        return throughput.get("samples_per_s") or self.summary.get("train_samples_per_s")
+
+
+@dataclass
+class Group:
+    """Runs that differ only in their seed."""
+
+    label: str
+    runs: list[Run]
+
+    def values(self, metric: str) -> list[float]:
+        return [r.best[metric] for r in self.runs if _is_number(r.best.get(metric))]
+
+    def mean_std(self, metric: str) -> tuple[float, float] | None:
+        """Mean and sample standard deviation (0 for one run) of the best ``metric``."""
+        values = self.values(metric)
+        if not values:
+            return None
+        return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+    def mean_of(self, getter) -> float | None:
+        values = [v for v in map(getter, self.runs) if _is_number(v)]
+        return statistics.fmean(values) if values else None
+
+    def mean_curve(self, metric: str) -> tuple[list[int], list[float]]:
+        """Epochs and the mean over runs of ``metric`` at the epochs every run has."""
+        curves = [r.curves.get(metric, {}) for r in self.runs]
+        epochs = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+        return epochs, [statistics.fmean(c[e] for c in curves) for e in epochs]
+
+
+def find_runs(dirs: list[Path]) -> list[Run]:
+    """The completed runs under ``dirs`` (each a run directory or a folder of them)."""
+    runs, skipped = [], 0
+    for root in dirs:
+        if not Path(root).is_dir():
+            raise FileNotFoundError(f"{root}: no such directory. Pass sweep or run directories.")
+        for job in find_job_dirs(root):
+            run = read_run(job)
+            if run is None:
+                skipped += 1
+            else:
+                runs.append(run)
+    if skipped:
+        log.warning("Left out %d runs that have no completed summary.json", skipped)
+    return runs
+
+
+def read_run(job: Path) -> Run | None:
+    """The run in ``job``, or None when it has no ``summary.json`` or did not complete."""
+    try:
+        summary = json.loads((job / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if summary.get("status", "completed") != "completed":
+        return None
+    overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) or []
+    return Run(job, [str(o) for o in overrides], summary, read_curves(job / "csv" / "metrics.csv"))
+
+
+def read_curves(path: Path) -> dict[str, dict[int, float]]:
+    """Per-epoch means of every metric in a Lightning CSVLogger file ({} when there is none).
+
+    Step-level rows (``train/loss`` every ``log_every_n_steps``) are averaged within their epoch.
+    """
+    if not path.is_file():
+        return {}
+    sums: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            if not row.get("epoch"):
+                continue
+            epoch = int(float(row["epoch"]))
+            for key, value in row.items():
+                if key in ("epoch", "step") or value in (None, ""):
+                    continue
+                sums[key][epoch].append(float(value))
+    return {k: {e: statistics.fmean(v) for e, v in per_epoch.items()} for k, per_epoch in sums.items()}
+
+
+def group_runs(runs: list[Run]) -> tuple[list[Group], list[str]]:
+    """Group runs by their overrides without ``seed=``; also return the overrides all share."""
+
+    def key(run: Run) -> tuple[str, ...]:
+        return tuple(o for o in run.overrides if not o.lstrip("+~").startswith("seed="))
+
+    keys = [key(r) for r in runs]
+    shared = [o for o in keys[0] if all(o in k for k in keys[1:])] if keys else []
+    groups: dict[tuple[str, ...], list[Run]] = {}
+    for run, k in zip(runs, keys, strict=True):
+        groups.setdefault(k, []).append(run)
+    out = []
+    for k, members in groups.items():
+        label = " ".join(o for o in k if o not in shared) or str(members[0].summary.get("model") or "all")
+        out.append(Group(label, members))
+    return out, shared
+
+
+def markdown(groups: list[Group], shared: list[str], title: str) -> str:
+    """The report: a header (metric, shared overrides) and one table row per group."""
+    monitor = next((r.monitor for g in groups for r in g.runs if r.monitor), None)
+    metrics = sorted({k for g in groups for r in g.runs for k in r.best if k.startswith("val/")} - {monitor})
+    lines = [f"# {title}", ""]
+    lines.append(f"{sum(len(g.runs) for g in groups)} runs in {len(groups)} groups (seeds averaged).")
+    if monitor:
+        mode = groups[0].runs[0].summary.get("monitor", {}).get("mode", "")
+        lines.append(f"Metric: best `{monitor}` of each run ({mode}), mean ± std over seeds.")
+    if shared:
+        lines.append("Shared overrides: " + " ".join(f"`{o}`" for o in shared))
+    lines.append("")
+    head = ["run", "seeds", f"{monitor} (mean ± std)", *metrics, "params", "train samples/s", "wall s"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join("---" for _ in head) + "|")
+    for g in groups:
+        stats = g.mean_std(monitor) if monitor else None
+        cells = [f"`{g.label}`", str(len(g.runs)), f"{stats[0]:.4f} ± {stats[1]:.4f}" if stats else ""]
+        cells += [_fmt(g.mean_std(m)[0] if g.mean_std(m) else None) for m in metrics]
+        cells.append(_fmt_int(g.mean_of(lambda r: (r.summary.get("params") or {}).get("total"))))
+        cells.append(_fmt(g.mean_of(lambda r: r.samples_per_s), 1))
+        cells.append(_fmt(g.mean_of(lambda r: r.summary.get("wall_time_s")), 1))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(groups: list[Group], out: Path) -> list[Path]:
+    """Write the three PNG plots into ``out``; return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    monitor = next((r.monitor for g in groups for r in g.runs if r.monitor), "metric")
+    written = []
+    for name, getter, xlabel in (
+        (PLOTS[0], lambda r: (r.summary.get("params") or {}).get("total"), "parameters"),
+        (PLOTS[1], lambda r: r.samples_per_s, "training samples/s"),
+    ):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for g in groups:
+            stats, x = g.mean_std(monitor), g.mean_of(getter)
+            if stats and x is not None:
+                ax.errorbar([x], [stats[0]], yerr=[stats[1]], fmt="o", capsize=4, label=g.label)
+        ax.set(xlabel=xlabel, ylabel=f"best {monitor}", xscale="log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        written.append(_save(fig, out / name))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric in zip(axes, ("train/loss", monitor), strict=True):
+        for g in groups:
+            epochs, values = g.mean_curve(metric)
+            if epochs:
+                ax.plot(epochs, values, marker=".", label=g.label)
+        ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} (mean over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    written.append(_save(fig, out / PLOTS[2]))
+    return written
+
+
+def write_report(dirs: list[Path], out: Path, title: str = "Report") -> Path:
+    """Read the runs under ``dirs``; write ``report.md`` and the plots into ``out``."""
+    runs = find_runs(dirs)
+    if not runs:
+        raise ValueError(
+            f"no completed runs (summary.json with status completed) under {', '.join(map(str, dirs))}"
+        )
+    groups, shared = group_runs(runs)
+    out.mkdir(parents=True, exist_ok=True)
+    plot(groups, out)
+    path = out / REPORT_NAME
+    path.write_text(markdown(groups, shared, title))
+    return path
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _fmt(value: float | None, decimals: int = 4) -> str:
+    return "" if value is None else f"{value:.{decimals}f}"
+
+
+def _fmt_int(value: float | None) -> str:
+    return "" if value is None else f"{round(value):,}"
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m vitrain.report DIR [DIR ...] --out OUT [--title TITLE]``."""
+    parser = argparse.ArgumentParser(prog="python -m vitrain.report", description=__doc__.split("\n")[0])
+    parser.add_argument("dirs", nargs="+", type=Path, help="sweep or run directories")
+    parser.add_argument("--out", type=Path, required=True, help="folder for report.md and the PNG plots")
+    parser.add_argument("--title", default="Report", help="the report's heading")
+    args = parser.parse_args(argv)
+    try:
+        path = write_report(args.dirs, args.out, args.title)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(path.read_text())
+    print(f"Wrote {path} and {', '.join(PLOTS)} in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sys.exit(cli())
