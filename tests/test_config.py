@@ -74,3 +74,9 @@ def test_t2t_recipe(tmp_path):
     assert cfg.ema.enabled and cfg.global_batch_size == 512 and cfg.optimizer.weight_decay == 0.05
     assert (cfg.model.mixup_alpha, cfg.model.cutmix_alpha, cfg.model.net.drop_path_rate) == (0.8, 1.0, 0.1)
     assert cfg.data.auto_augment.startswith("rand-m9")
+
+
+@pytest.mark.parametrize(("model", "direction"), [("vit_ti16", "maximize"), ("mae_vit_tiny", "minimize")])
+def test_optuna_direction_follows_the_task(model, direction, tmp_path):
+    cfg = compose_train("hparams_search=vit_optuna", f"model={model}", output_dir=str(tmp_path))
+    assert cfg.hydra.sweeper.direction == direction
