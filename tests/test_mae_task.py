@@ -298,3 +298,24 @@ def test_linear_probe_trains_only_the_head():
     changed = {n for n, p in task.net.named_parameters() if not torch.equal(p, before[n])}
     assert changed == {"head.1.weight", "head.1.bias"}
     assert head[0].running_mean.abs().sum() > 0
+
+
+def test_linear_probe_export_folds_the_head_into_plain_timm(tmp_path):
+    """mode=export of a linear probe: BN -> Linear becomes one Linear; same logits in plain timm."""
+    task = ClassificationTask(tiny_vit(), optimizer=partial(torch.optim.SGD, lr=0.1), linear_probe=True)
+    task.train()
+    with torch.no_grad():
+        for _ in range(3):  # running statistics of the BN that are far from (0, 1)
+            task(torch.randn(8, 1, 32, 32) * 3 + 1)
+        task.net.head[1].weight.normal_()
+    task.eval()
+    images = torch.randn(4, 1, 32, 32)
+    expected = task(images)
+    state = {f"net.{k}": v for k, v in task.net.state_dict().items()}
+    net_cfg = {"_target_": "vitrain.models.create_vit", "name": "vit_tiny_patch16_224",
+               "img_size": 32, "in_chans": 1, "num_classes": 10, **VIT_ARCH}  # fmt: skip
+    out = export_network({"state_dict": state, "vitrain": {"net": net_cfg}}, tmp_path / "export")
+    config = json.loads((out / "config.json").read_text())
+    plain = timm.create_model(config["name"], **config["kwargs"])
+    plain.load_state_dict(load_file(out / "model.safetensors"))  # strict: the timm layout
+    torch.testing.assert_close(plain.eval()(images), expected, rtol=1e-4, atol=1e-4)

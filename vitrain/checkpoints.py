@@ -48,6 +48,9 @@ def net_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
 def export_network(checkpoint: dict, out_dir: str | Path) -> Path:
     """Write ``model.safetensors`` and ``config.json`` (constructor config, class names).
 
+    A linear probe's ``BatchNorm1d -> Linear`` head is folded into one ``Linear`` (same outputs
+    in eval mode), so a probed network has the plain timm layout too.
+
     For a timm network the pair loads without vitrain::
 
         cfg = json.load(open("config.json"))
@@ -62,7 +65,26 @@ def export_network(checkpoint: dict, out_dir: str | Path) -> Path:
     name = net_cfg.pop("name", None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(net_state_dict(checkpoint), out / "model.safetensors")
+    save_file(fold_probe_head(net_state_dict(checkpoint)), out / "model.safetensors")
     config = {"target": target, "name": name, "kwargs": net_cfg, "class_names": meta.get("class_names", [])}
     (out / "config.json").write_text(json.dumps(config, indent=2))
+    return out
+
+
+# eps of the linear probe's BatchNorm1d (vitrain.models.vit.prepare_linear_probe)
+PROBE_BN_EPS = 1e-6
+
+
+def fold_probe_head(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Fold a linear probe's head (``head.0`` BatchNorm without affine, ``head.1`` Linear) into
+    one ``head`` Linear: ``W' = W / sqrt(var + eps)`` (scaling input column j by its running
+    std), ``b' = b - W' @ mean``. Other state dicts are returned unchanged."""
+    if "head.0.running_var" not in state or "head.1.weight" not in state:
+        return state
+    out = {k: v for k, v in state.items() if not k.startswith(("head.0.", "head.1."))}
+    inv_std = (state["head.0.running_var"].double() + PROBE_BN_EPS).rsqrt()  # (D,)
+    weight = state["head.1.weight"].double() * inv_std  # (num_classes, D)
+    bias = state["head.1.bias"].double() - weight @ state["head.0.running_mean"].double()
+    dtype = state["head.1.weight"].dtype
+    out["head.weight"], out["head.bias"] = weight.to(dtype).contiguous(), bias.to(dtype).contiguous()
     return out
