@@ -167,7 +167,10 @@ def markdown(groups: list[Group], shared: list[str], title: str) -> str:
     lines.append(f"{sum(len(g.runs) for g in groups)} runs in {len(groups)} groups (seeds averaged).")
     if monitor:
         mode = groups[0].runs[0].summary.get("monitor", {}).get("mode", "")
-        lines.append(f"Metric: best `{monitor}` of each run ({mode}), mean ± std over seeds.")
+        lines.append(
+            f"Metric: best `{monitor}` of each run ({mode}), mean ± std over seeds; the other "
+            "`val/*` columns are at each run's best epoch (mean)."
+        )
     if shared:
         lines.append("Shared overrides: " + " ".join(f"`{o}`" for o in shared))
     lines.append("")
