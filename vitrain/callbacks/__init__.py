@@ -1,6 +1,7 @@
 """Lightning callbacks and plugins."""
 
 from vitrain.callbacks.checkpoint_io import AtomicCheckpointIO
+from vitrain.callbacks.detections import Detections
 from vitrain.callbacks.ema import EMA
 from vitrain.callbacks.metadata import CheckpointMetadata
 from vitrain.callbacks.preemption import Preemption
@@ -12,6 +13,7 @@ from vitrain.callbacks.throughput import Throughput
 __all__ = [
     "AtomicCheckpointIO",
     "CheckpointMetadata",
+    "Detections",
     "EMA",
     "ExactResume",
     "Preemption",

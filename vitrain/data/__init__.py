@@ -1,7 +1,15 @@
 """LightningDataModules, datasets and transforms."""
 
 from vitrain.data.cifar import CIFARDataModule
+from vitrain.data.coco import COCODataModule
 from vitrain.data.digits import DigitsDataModule
 from vitrain.data.imagefolder import ImageFolderDataModule
+from vitrain.data.shapes import ShapesDataModule
 
-__all__ = ["CIFARDataModule", "DigitsDataModule", "ImageFolderDataModule"]
+__all__ = [
+    "CIFARDataModule",
+    "DigitsDataModule",
+    "ImageFolderDataModule",
+    "COCODataModule",
+    "ShapesDataModule",
+]

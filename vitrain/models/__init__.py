@@ -1,7 +1,16 @@
 """Plain ``torch.nn.Module`` networks and their factories (no Lightning, no Hydra)."""
 
+from vitrain.models.detr import DETR, create_detr
 from vitrain.models.mae import MaskedAutoencoderViT, create_mae
 from vitrain.models.t2t_vit import create_t2t_vit
 from vitrain.models.vit import create_vit, load_pretrained_file
 
-__all__ = ["MaskedAutoencoderViT", "create_mae", "create_t2t_vit", "create_vit", "load_pretrained_file"]
+__all__ = [
+    "MaskedAutoencoderViT",
+    "create_mae",
+    "create_t2t_vit",
+    "create_vit",
+    "load_pretrained_file",
+    "DETR",
+    "create_detr",
+]

@@ -1,6 +1,7 @@
 """LightningModules: how a network learns (loss, metrics, optimizer groups, schedules)."""
 
 from vitrain.tasks.classification import ClassificationTask
+from vitrain.tasks.detection import DetectionTask
 from vitrain.tasks.mae import MAETask
 
-__all__ = ["ClassificationTask", "MAETask"]
+__all__ = ["ClassificationTask", "MAETask", "DetectionTask"]

@@ -1,0 +1,175 @@
+"""Synthetic detection data: coloured geometric shapes on textured backgrounds (no files).
+
+Every image is drawn from ``(seed, split, index)`` alone, so the dataset is the same on every
+machine and in every process, and costs no disk. Boxes are exact: each shape fills its square
+bounding box edge to edge (a circle touches all four sides, a square is its box, a triangle has
+its base on one side and its apex on the opposite one).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch.utils.data import Dataset
+
+from vitrain.data.detection import DetectionDataModule
+from vitrain.data.detection_transforms import Compose, RandomHorizontalFlip, ToTensorNormalize
+from vitrain.errors import UserError
+
+SHAPES = ("circle", "square", "triangle")
+SPLITS = {"train": 0, "val": 1}
+
+
+def background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A ``(size, size, 3)`` float texture: a two-colour gradient, blotches and pixel noise."""
+    a, b = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    angle = rng.uniform(0, 2 * np.pi)
+    coords = np.linspace(0, 1, size)
+    ramp = np.cos(angle) * coords[None, :] + np.sin(angle) * coords[:, None]
+    ramp = (ramp - ramp.min()) / max(ramp.max() - ramp.min(), 1e-6)
+    image = a + (b - a) * ramp[..., None]
+    blotches = rng.normal(0, 25, (4, 4, 3))
+    image += np.kron(blotches, np.ones((size // 4 + 1, size // 4 + 1, 1)))[:size, :size]
+    image += rng.normal(0, 8, (size, size, 3))
+    return image
+
+
+def place_boxes(rng: np.random.Generator, count: int, size: int, min_side: int, max_side: int) -> list:
+    """Up to ``count`` non-overlapping square boxes ``[x0, y0, x1, y1]`` (ints) inside the image."""
+    boxes: list[list[int]] = []
+    for _ in range(20 * count):
+        if len(boxes) == count:
+            break
+        side = int(rng.integers(min_side, max_side + 1))
+        x0, y0 = (int(v) for v in rng.integers(0, size - side + 1, 2))
+        box = [x0, y0, x0 + side, y0 + side]
+        if all(box[2] <= o[0] or o[2] <= box[0] or box[3] <= o[1] or o[3] <= box[1] for o in boxes):
+            boxes.append(box)
+    return boxes
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: list[int], colour: tuple, direction: int) -> None:
+    """Fill ``shape`` over exactly the pixels ``x0 .. x1 - 1`` and ``y0 .. y1 - 1`` of ``box``."""
+    x0, y0, x1, y1 = box[0], box[1], box[2] - 1, box[3] - 1
+    if shape == "circle":
+        draw.ellipse([x0, y0, x1, y1], fill=colour)
+    elif shape == "square":
+        draw.rectangle([x0, y0, x1, y1], fill=colour)
+    else:  # a triangle pointing up, right, down or left
+        mx, my = (x0 + x1) / 2, (y0 + y1) / 2
+        points = [
+            [(x0, y1), (x1, y1), (mx, y0)],
+            [(x0, y0), (x0, y1), (x1, my)],
+            [(x0, y0), (x1, y0), (mx, y1)],
+            [(x1, y0), (x1, y1), (x0, my)],
+        ][direction]
+        draw.polygon(points, fill=colour)
+
+
+def render(seed: int, split: int, index: int, size: int, objects: tuple[int, int], sides: tuple[int, int]):
+    """One image: ``(PIL image (size x size RGB), boxes (N, 4) float32 xyxy pixels, labels (N,))``."""
+    rng = np.random.default_rng([seed, split, index])
+    pixels = background(rng, size)
+    count = int(rng.integers(objects[0], objects[1] + 1))
+    boxes = place_boxes(rng, count, size, *sides)
+    image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    labels = []
+    for box in boxes:
+        label = int(rng.integers(len(SHAPES)))
+        x0, y0, x1, y1 = box
+        local = pixels[y0:y1, x0:x1].reshape(-1, 3).mean(0)
+        colour = rng.uniform(0, 255, 3)
+        while np.abs(colour - local).sum() < 150:  # stand out from the background under it
+            colour = rng.uniform(0, 255, 3)
+        draw_shape(draw, SHAPES[label], box, tuple(int(c) for c in colour), int(rng.integers(4)))
+        labels.append(label)
+    return (
+        image,
+        torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+        torch.tensor(labels, dtype=torch.int64),
+    )
+
+
+class ShapesDataset(Dataset):
+    """``size`` images of one split, rendered on access (:func:`render`), then ``transform``."""
+
+    def __init__(
+        self, size: int, split: str, seed: int, image_size: int, objects: tuple, sides: tuple, transform
+    ) -> None:
+        self.size, self.split, self.seed = size, SPLITS[split], seed
+        self.image_size, self.objects, self.sides = image_size, objects, sides
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        image, boxes, labels = render(self.seed, self.split, index, self.image_size, self.objects, self.sides)
+        target = {
+            "boxes": boxes,
+            "labels": labels,
+            "iscrowd": torch.zeros(len(labels), dtype=torch.bool),
+            "orig_size": torch.tensor([self.image_size, self.image_size]),
+            "image_id": torch.tensor(index),
+        }
+        return self.transform(image, target)
+
+
+class ShapesDataModule(DetectionDataModule):
+    """The embedded detection data: circles, squares and triangles (3 classes).
+
+    Each image has ``min_objects`` to ``max_objects`` non-overlapping shapes of random colour,
+    with sides between ``min_size`` and ``max_size`` times ``image_size``, on a random gradient
+    with blotches and noise. Training images are flipped at random. ``data_seed`` fixes the
+    images (independent of the training seed, so validation numbers compare across runs).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 3,
+        image_size: int = 64,
+        train_size: int = 2000,
+        val_size: int = 200,
+        min_objects: int = 1,
+        max_objects: int = 3,
+        min_size: float = 0.2,
+        max_size: float = 0.45,
+        data_seed: int = 0,
+        **loader_kwargs,
+    ) -> None:
+        super().__init__(num_classes=num_classes, **loader_kwargs)
+        self.check_num_classes(len(SHAPES), "data=shapes")
+        for key, value in (("image_size", image_size), ("train_size", train_size), ("val_size", val_size)):
+            if value < 1:
+                raise UserError(f"data.{key}={value}: must be a positive integer.")
+        if not 0 <= min_objects <= max_objects:
+            raise UserError(
+                f"data.min_objects={min_objects}, data.max_objects={max_objects}: need 0 <= min <= max."
+            )
+        if not 0 < min_size <= max_size <= 1:
+            raise UserError(f"data.min_size={min_size}, data.max_size={max_size}: need 0 < min <= max <= 1.")
+        sides = (max(2, round(min_size * image_size)), max(2, round(max_size * image_size)))
+        self.image_size = image_size
+        self.sizes = {"train": train_size, "val": val_size}
+        self.objects, self.sides, self.data_seed = (min_objects, max_objects), sides, data_seed
+        self.classes = list(SHAPES)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        normalize = ToTensorNormalize(self.mean, self.std)
+        transforms = {"train": Compose([RandomHorizontalFlip(), normalize]), "val": normalize}
+        self.train_set, self.val_set = (
+            ShapesDataset(
+                self.sizes[split],
+                split,
+                self.data_seed,
+                self.image_size,
+                self.objects,
+                self.sides,
+                transforms[split],
+            )
+            for split in ("train", "val")
+        )
