@@ -48,12 +48,24 @@ log = logging.getLogger("vitrain")
 
 
 def _task_monitor(field: str = "metric", *, _root_: DictConfig) -> str:
-    """``${task_monitor:}`` / ``${task_monitor:mode}``: the model's task decides what to monitor."""
+    """The model's task decides what to monitor: ``${task_monitor:}`` is the metric,
+    ``${task_monitor:mode}`` "max" or "min", ``${task_monitor:direction}`` Optuna's "maximize" or
+    "minimize"."""
     task_cls = get_class(_root_.model._target_)
-    return task_cls.monitor if field == "metric" else task_cls.monitor_mode
+    if field == "metric":
+        return task_cls.monitor
+    if field == "direction":
+        return "maximize" if task_cls.monitor_mode == "max" else "minimize"
+    return task_cls.monitor_mode
+
+
+def _task_attr(name: str, *, _root_: DictConfig) -> Any:
+    """``${task_attr:NAME}``: a class attribute of the model's task (``data=text`` takes its packing)."""
+    return getattr(get_class(_root_.model._target_), name, None)
 
 
 OmegaConf.register_new_resolver("task_monitor", _task_monitor, replace=True)
+OmegaConf.register_new_resolver("task_attr", _task_attr, replace=True)
 # ``${cwd:}``: the launch directory. Unlike ``${hydra:runtime.cwd}`` it also resolves before a
 # job starts, when the multirun sweeper creates ``hydra.sweep.dir`` (under ``paths.log_dir``).
 OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
@@ -117,6 +129,7 @@ def run(cfg: DictConfig) -> float | None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     scale_batch_and_lr(cfg)
+    datamodule = data_before_task(cfg)
     task = instantiate(cfg.model, _convert_="object")
     adapt_network(cfg, task)
     total, trainable = count_parameters(task)
@@ -129,7 +142,7 @@ def run(cfg: DictConfig) -> float | None:
         save_config_tree(cfg, run_dir)
         OmegaConf.save(cfg, run_dir / "resolved_config.yaml", resolve=True)
     if cfg.mode == "train":
-        return fit(cfg, task, (total, trainable), choices)
+        return fit(cfg, task, (total, trainable), choices, datamodule)
     if not cfg.get("ckpt_path"):
         raise UserError(f"mode={cfg.mode} needs ckpt_path=<checkpoint file>.")
     checkpoint = load_checkpoint(cfg.ckpt_path)
@@ -138,7 +151,7 @@ def run(cfg: DictConfig) -> float | None:
         log.info("Exported the network of %s to %s", cfg.ckpt_path, out)
         return None
     task.load_state_dict(task_state_dict(checkpoint))
-    datamodule = build_datamodule(cfg, task)
+    datamodule = datamodule or build_datamodule(cfg, task)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     if cfg.mode == "eval":
         return evaluate(trainer, task, datamodule, cfg, run_dir)
@@ -147,11 +160,13 @@ def run(cfg: DictConfig) -> float | None:
     return None
 
 
-def fit(cfg: DictConfig, task: L.LightningModule, params: tuple[int, int], choices) -> float | None:
+def fit(
+    cfg: DictConfig, task: L.LightningModule, params: tuple[int, int], choices, datamodule=None
+) -> float | None:
     """Train (resuming when asked), then write ``summary.json``."""
     run_dir = Path(cfg.paths.output_dir)
     ckpt_path = resume_from(cfg)
-    datamodule = build_datamodule(cfg, task)
+    datamodule = datamodule or build_datamodule(cfg, task)
     stats, preemption = RunStats(), Preemption(cfg.paths.checkpoint_dir)
     seed = cfg.seed if cfg.get("seed") is not None else torch.initial_seed() % 2**31
     net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
@@ -353,6 +368,20 @@ def build_datamodule(cfg: DictConfig, task: L.LightningModule) -> L.LightningDat
     if getattr(data_cls, "wants_net_data_config", False):
         extra["net_data_config"] = net_data_config(task.net)
     return instantiate(cfg.data, **extra)
+
+
+def data_before_task(cfg: DictConfig) -> L.LightningDataModule | None:
+    """Build the data first when it decides network sizes (``model_sizes()``, e.g. the vocabulary
+    of a tokenizer trained on the corpus): each ``model.net`` entry left null takes the data's
+    value. Returns the DataModule, or None for data that needs no such step."""
+    if not hasattr(get_class(cfg.data._target_), "model_sizes"):
+        return None
+    datamodule = instantiate(cfg.data)
+    with open_dict(cfg):
+        for key, value in datamodule.model_sizes().items():
+            if cfg.model.net.get(key) is None:
+                cfg.model.net[key] = value
+    return datamodule
 
 
 def net_data_config(net) -> dict:

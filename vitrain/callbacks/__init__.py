@@ -8,6 +8,7 @@ from vitrain.callbacks.preemption import Preemption
 from vitrain.callbacks.reconstructions import Reconstructions
 from vitrain.callbacks.resume import ExactResume
 from vitrain.callbacks.run_stats import RunStats
+from vitrain.callbacks.samples import TextSamples
 from vitrain.callbacks.throughput import Throughput
 
 __all__ = [
@@ -19,5 +20,6 @@ __all__ = [
     "Preemption",
     "Reconstructions",
     "RunStats",
+    "TextSamples",
     "Throughput",
 ]

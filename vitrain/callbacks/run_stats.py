@@ -7,6 +7,8 @@ import time
 import lightning as L
 import torch
 
+from vitrain.callbacks.throughput import batch_size_of
+
 
 def _scalar(value) -> float:
     return float(value.item() if isinstance(value, torch.Tensor) else value)
@@ -32,7 +34,7 @@ class RunStats(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._batch_start is not None:
             self.train_seconds += time.perf_counter() - self._batch_start
-            self.train_samples += len(batch[0])
+            self.train_samples += batch_size_of(batch)  # tuples and dicts of tensors
             self._batch_start = None
 
     def on_validation_end(self, trainer, pl_module) -> None:

@@ -1,6 +1,8 @@
 """Plain ``torch.nn.Module`` networks and their factories (no Lightning, no Hydra)."""
 
+from vitrain.models.bert import BERT, create_bert
 from vitrain.models.detr import DETR, create_detr
+from vitrain.models.gpt import GPT, create_gpt
 from vitrain.models.mae import MaskedAutoencoderViT, create_mae
 from vitrain.models.t2t_vit import create_t2t_vit
 from vitrain.models.vit import create_vit, load_pretrained_file
@@ -13,4 +15,8 @@ __all__ = [
     "load_pretrained_file",
     "DETR",
     "create_detr",
+    "BERT",
+    "GPT",
+    "create_bert",
+    "create_gpt",
 ]

@@ -2,6 +2,7 @@
 
 from vitrain.tasks.classification import ClassificationTask
 from vitrain.tasks.detection import DetectionTask
+from vitrain.tasks.language import CausalLMTask, MaskedLMTask
 from vitrain.tasks.mae import MAETask
 
-__all__ = ["ClassificationTask", "MAETask", "DetectionTask"]
+__all__ = ["ClassificationTask", "MAETask", "DetectionTask", "CausalLMTask", "MaskedLMTask"]

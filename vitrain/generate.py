@@ -1,0 +1,103 @@
+"""Sample text from a trained GPT checkpoint.
+
+    python -m vitrain.generate logs/train/runs/<run>/checkpoints/last.ckpt --prompt "def main" \\
+        --max-new-tokens 100 --temperature 0.8 --top-k 50 --seed 0
+
+The checkpoint carries the network config (``checkpoint["vitrain"]["net"]``) and the tokenizer
+(``checkpoint["vitrain_tokenizer"]``), so no training data or config is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from vitrain.checkpoints import load_checkpoint, net_state_dict
+from vitrain.errors import UserError
+from vitrain.models.gpt import GPT, create_gpt
+from vitrain.tasks.language import TOKENIZER_KEY
+
+
+def load_gpt(path: str | Path):
+    """``(net, tokenizer)`` of a GPT checkpoint written by vitrain (``CausalLMTask``)."""
+    from tokenizers import Tokenizer
+
+    checkpoint = load_checkpoint(path, key="checkpoint")
+    net_cfg = dict(checkpoint.get("vitrain", {}).get("net", {}))
+    if net_cfg.get("_target_") != "vitrain.models.create_gpt":
+        raise UserError(
+            f"checkpoint={path}: not a GPT checkpoint (its network is {net_cfg.get('_target_')}); "
+            "give a checkpoint of a model=gpt* run."
+        )
+    if TOKENIZER_KEY not in checkpoint:
+        raise UserError(f"checkpoint={path}: holds no tokenizer; it was not written by a data=text run.")
+    net_cfg.pop("_target_")
+    net_cfg["hf_weights"] = None
+    net = create_gpt(**net_cfg)
+    net.load_state_dict(net_state_dict(checkpoint), strict=False)
+    return net.eval(), Tokenizer.from_str(checkpoint[TOKENIZER_KEY])
+
+
+def generate_text(
+    net: GPT,
+    tokenizer,
+    prompt: str,
+    max_new_tokens: int = 100,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+) -> str:
+    """The prompt followed by up to ``max_new_tokens`` sampled tokens, decoded.
+
+    The same ``seed`` gives the same text; ``top_k=1`` (or ``temperature=0``) is greedy. An
+    empty prompt starts from the end-of-text token. Generation stops at end-of-text.
+    """
+    eot = tokenizer.token_to_id("<|endoftext|>")
+    ids = tokenizer.encode(prompt, add_special_tokens=False).ids if prompt else []
+    if not ids:
+        ids = [eot if eot is not None else 0]
+    device = next(net.parameters()).device
+    idx = torch.tensor([ids], dtype=torch.long, device=device)
+    generator = torch.Generator().manual_seed(seed)
+    was_training = net.training
+    net.eval()
+    try:
+        out = net.generate(idx, max_new_tokens, temperature, top_k, generator=generator, stop_token=eot)
+    finally:
+        net.train(was_training)
+    new = [i for i in out[0, len(ids) :].tolist() if i != eot]
+    return prompt + tokenizer.decode(new, skip_special_tokens=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vitrain.generate", description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint", help="a .ckpt of a GPT run (e.g. <run_dir>/checkpoints/last.ckpt)")
+    parser.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
+    parser.add_argument("--max-new-tokens", type=int, default=100)
+    parser.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
+    parser.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens")
+    parser.add_argument("--num-samples", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    try:
+        if args.max_new_tokens < 1 or (args.top_k is not None and args.top_k < 1):
+            raise UserError("--max-new-tokens and --top-k must be positive integers.")
+        net, tokenizer = load_gpt(args.checkpoint)
+        net.to(args.device)
+        for i in range(args.num_samples):
+            text = generate_text(
+                net, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed + i
+            )
+            print(text if args.num_samples == 1 else f"--- sample {i}\n{text}")
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""Language-model pretraining: causal LM (GPT) and masked LM (BERT, optional NSP).
+
+Both tasks take their batches from ``vitrain.data.TextDataModule`` (``data=text``), whose
+``packing`` follows the task (``packing`` class attribute). At ``setup`` they check that the
+tokenizer fits the network (vocabulary, sequence length) and keep the tokenizer, which every
+checkpoint then carries (``checkpoint["vitrain_tokenizer"]``, a ``tokenizer.json`` string) so
+``python -m vitrain.generate`` can decode without the training data.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics import MeanMetric
+
+from vitrain.errors import UserError
+from vitrain.tasks.classification import OptimizerFactory, SchedulerFactory
+from vitrain.tasks.optim import build_optimizer, param_groups, per_step_schedule
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+TOKENIZER_KEY = "vitrain_tokenizer"
+
+
+def mask_tokens(
+    input_ids: Tensor,
+    special: Tensor,
+    vocab_size: int,
+    mask_id: int,
+    generator: torch.Generator | None = None,
+    mask_prob: float = 0.15,
+) -> tuple[Tensor, Tensor]:
+    """BERT's masking: select ``mask_prob`` of the non-special tokens, replace 80% of the selected
+    by ``mask_id``, 10% by a random token, leave 10% unchanged.
+
+    Args:
+        input_ids: ``(B, T)`` token ids.
+        special: ``(B, T)`` bool, True where a token may never be selected ([CLS], [SEP], [PAD]).
+        generator: random source (on ``input_ids``' device) that fixes the masks.
+
+    Returns ``(inputs (B, T), labels (B, T))``: labels hold the original id at the selected
+    positions and ``-100`` (ignored by the loss) elsewhere.
+    """
+    shape, device = input_ids.shape, input_ids.device
+    selected = (torch.rand(shape, generator=generator, device=device) < mask_prob) & ~special
+    action = torch.rand(shape, generator=generator, device=device)
+    random_ids = torch.randint(vocab_size, shape, generator=generator, device=device)
+    inputs = torch.where(selected & (action < 0.8), torch.full_like(input_ids, mask_id), input_ids)
+    inputs = torch.where(selected & (action >= 0.8) & (action < 0.9), random_ids, inputs)
+    return inputs, input_ids.masked_fill(~selected, IGNORE_INDEX)
+
+
+def warmup_decay(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    steps_per_epoch: float,
+    warmup_steps: int = 0,
+    decay: str = "cosine",
+    min_lr_ratio: float = 0.1,
+    decay_steps: int | None = None,
+) -> LambdaLR:
+    """Linear warm-up over ``warmup_steps`` optimizer steps, then cosine or linear decay to
+    ``min_lr_ratio * lr`` at ``decay_steps`` (default: the end of the run), flat afterwards.
+
+    nanoGPT's GPT-2 schedule is ``warmup_steps=2000, decay=cosine, min_lr_ratio=0.1``; BERT's is
+    ``warmup_steps=10000, decay=linear, min_lr_ratio=0``.
+    """
+    if decay not in ("cosine", "linear"):
+        raise UserError(f"scheduler.decay={decay!r}: choose cosine or linear.")
+    end = decay_steps or total_steps
+    warmup = min(warmup_steps, max(end - 1, 0))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min((step - warmup) / max(end - warmup, 1), 1.0)
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if decay == "cosine" else 1 - progress
+        return min_lr_ratio + (1 - min_lr_ratio) * shape
+
+    return LambdaLR(optimizer, factor)
+
+
+class _LanguageTask(L.LightningModule):
+    """What both language tasks share: the optimizer, the data checks, the tokenizer."""
+
+    data_kind = "text"
+    packing = ""
+    monitor = "val/loss"
+    monitor_mode = "min"
+
+    def __init__(
+        self, net: nn.Module, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.tokenizer_json: str | None = None
+        self.special_ids: dict[str, int] = {}
+        self.val_loss = MeanMetric()  # per-token losses, synced across ranks: an exact mean
+
+    @property
+    def bare_net(self) -> nn.Module:
+        return getattr(self.net, "_orig_mod", self.net)  # under torch.compile
+
+    def setup(self, stage: str) -> None:
+        """Check the data against the network and keep the tokenizer (for checkpoints)."""
+        data = self.trainer.datamodule if self.trainer else None
+        if data is None or not hasattr(data, "tokenizer"):
+            return
+        check_data_fits(data, self.bare_net, self.packing)
+        self.tokenizer_json = data.tokenizer.to_str()
+        self.special_ids = data.special_ids
+        if self.trainer.is_global_zero and stage == "fit":
+            out = Path(self.trainer.default_root_dir) / "tokenizer.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(self.tokenizer_json)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self.tokenizer_json is not None:
+            checkpoint[TOKENIZER_KEY] = self.tokenizer_json
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.tokenizer_json = checkpoint.get(TOKENIZER_KEY, self.tokenizer_json)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_loss.update_called:
+            self.log("val/ppl", torch.exp(self.val_loss.compute().clamp(max=30.0)))
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer over ``param_groups(net)``: no weight decay on biases, norms, embeddings."""
+        return build_optimizer(self.optimizer_factory, param_groups(self.net))
+
+    def configure_optimizers(self):
+        return per_step_schedule(self.build_optimizer(), self.scheduler_factory, self.trainer)
+
+
+def check_data_fits(data, net: nn.Module, packing: str) -> None:
+    """Fail clearly when the data's packing, vocabulary or sequence length do not fit ``net``."""
+    if getattr(data, "packing", packing) != packing:
+        raise UserError(
+            f"data.packing={data.packing} but the model needs packing={packing}: leave data.packing at "
+            "its default (it follows the model)."
+        )
+    vocab, net_vocab = data.vocab_size, net.vocab_size
+    if vocab > net_vocab:
+        raise UserError(
+            f"the tokenizer has {vocab} tokens but model.net.vocab_size={net_vocab}: set "
+            f"model.net.vocab_size=null (it then takes the tokenizer's size) or >= {vocab}, or use a "
+            "tokenizer with fewer tokens (data.vocab_size, data.tokenizer)."
+        )
+    net_nsp = bool(getattr(getattr(net, "config", None), "nsp", False))
+    if packing == "masked" and net_nsp != bool(getattr(data, "nsp", False)):
+        raise UserError(
+            f"model.net.nsp={net_nsp} but data.nsp={data.nsp}: next-sentence prediction needs both "
+            "(sentence pairs and the NSP head); set both to true or both to false."
+        )
+    if data.seq_len > net.n_positions:
+        raise UserError(
+            f"data.seq_len={data.seq_len} is longer than the model's model.net.n_positions="
+            f"{net.n_positions}: lower data.seq_len or raise model.net.n_positions."
+        )
+
+
+class CausalLMTask(_LanguageTask):
+    """Train a GPT ``net`` (``(B, T)`` ids -> ``(B, T, V)`` logits) to predict the next token.
+
+    Batches are ``{"tokens": (B, T + 1)}``: inputs ``tokens[:, :-1]``, targets ``tokens[:, 1:]``.
+    Metrics: ``train/loss``, ``val/loss`` (mean next-token cross-entropy, nats) and ``val/ppl``
+    (its exponential); tokens/s come from the Throughput callback (``tokens_in_batch``).
+
+    Args:
+        net: the GPT network.
+        optimizer: partial optimizer, called with the parameter groups.
+        scheduler: partial schedule (``warmup_decay`` or ``vitrain.tasks.optim.warmup_cosine``).
+    """
+
+    packing = "causal"
+
+    def __init__(
+        self, net: nn.Module, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None = None
+    ) -> None:
+        super().__init__(net, optimizer, scheduler)
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+
+    def forward(self, idx: Tensor) -> Tensor:
+        return self.net(idx)
+
+    def token_losses(self, tokens: Tensor) -> Tensor:
+        """``tokens (B, T + 1)`` -> next-token cross-entropy ``(B * T,)`` in float32."""
+        logits = self(tokens[:, :-1])
+        return F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten(), reduction="none")
+
+    def tokens_in_batch(self, batch: dict[str, Tensor]) -> int:
+        tokens = batch["tokens"]
+        return tokens.shape[0] * (tokens.shape[1] - 1)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss = self.token_losses(batch["tokens"]).mean()
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self.val_loss.update(self.token_losses(batch["tokens"]))
+        self.log("val/loss", self.val_loss, prog_bar=True)
+
+
+class MaskedLMTask(_LanguageTask):
+    """Train a BERT ``net`` by masked language modelling (and next-sentence prediction).
+
+    ``mask_prob`` of the non-special tokens of each batch are selected (80% -> [MASK], 10% ->
+    random, 10% unchanged; see :func:`mask_tokens`); the loss and accuracy count the selected
+    tokens only. Training masks are drawn per batch from ``(mask_seed, epoch, batch, rank)``;
+    validation masks are fixed (``mask_seed`` and the batch index), so ``val/loss`` of the same
+    weights is the same every epoch. With an NSP network and sentence-pair data
+    (``data.nsp=true``) the NSP cross-entropy times ``nsp_weight`` is added to the training loss.
+
+    Metrics: ``train/loss``, ``train/mlm_loss``, ``val/loss`` (masked-LM loss), ``val/ppl``,
+    ``val/acc`` (masked-LM accuracy), and ``val/nsp_acc`` with NSP.
+    """
+
+    packing = "masked"
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        mask_prob: float = 0.15,
+        mask_seed: int = 0,
+        nsp_weight: float = 1.0,
+    ) -> None:
+        super().__init__(net, optimizer, scheduler)
+        if not 0 < mask_prob < 1:
+            raise UserError(f"model.mask_prob={mask_prob}: must be between 0 and 1 (BERT: 0.15).")
+        self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        self.mask_prob, self.mask_seed, self.nsp_weight = mask_prob, mask_seed, nsp_weight
+        self.val_acc = MeanMetric()
+        self.val_nsp_acc = MeanMetric()
+
+    def tokens_in_batch(self, batch: dict[str, Tensor]) -> int:
+        return int(batch["input_ids"].numel())
+
+    def mask(self, input_ids: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+        """Masked inputs and labels of a batch, fixed by ``seed`` (see :func:`mask_tokens`)."""
+        if not self.special_ids:
+            raise RuntimeError("MaskedLMTask needs the data's special token ids (set at setup)")
+        ids = self.special_ids
+        special = torch.isin(
+            input_ids,
+            torch.tensor([ids["pad"], ids["cls"], ids["sep"], ids["mask"]], device=input_ids.device),
+        )
+        generator = torch.Generator(device=input_ids.device).manual_seed(seed)
+        vocab = self.bare_net.vocab_size
+        return mask_tokens(input_ids, special, vocab, ids["mask"], generator, self.mask_prob)
+
+    def losses(self, batch: dict[str, Tensor], seed: int) -> dict[str, Tensor]:
+        """Per-token MLM losses and hits ``(N,)`` of the N selected tokens, plus NSP losses/hits ``(B,)``."""
+        inputs, labels = self.mask(batch["input_ids"], seed)
+        net = self.net
+        hidden = net.encode(inputs, batch.get("token_type_ids"), batch.get("attention_mask"))
+        selected = labels != IGNORE_INDEX
+        logits = self.bare_net.mlm_logits(hidden[selected]).float()  # (N, V)
+        target = labels[selected]
+        out = {
+            "mlm": F.cross_entropy(logits, target, reduction="none"),
+            "hits": (logits.argmax(dim=-1) == target).float(),
+        }
+        if "next_sentence_label" in batch and self.bare_net.config.nsp:
+            nsp_logits = self.bare_net.nsp_logits(hidden).float()
+            out["nsp"] = F.cross_entropy(nsp_logits, batch["next_sentence_label"], reduction="none")
+            out["nsp_hits"] = (nsp_logits.argmax(dim=-1) == batch["next_sentence_label"]).float()
+        return out
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        seed = hash((self.mask_seed, self.current_epoch, batch_idx, self.global_rank)) % 2**62
+        out = self.losses(batch, seed)
+        mlm = out["mlm"].sum() / max(out["mlm"].numel(), 1)  # no selected token: 0, not NaN
+        loss = mlm
+        if "nsp" in out:
+            loss = loss + self.nsp_weight * out["nsp"].mean()
+            self.log("train/nsp_loss", out["nsp"].mean())
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/mlm_loss", mlm)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        seed = hash((self.mask_seed, -1, batch_idx, self.global_rank)) % 2**62
+        out = self.losses(batch, seed)
+        if out["mlm"].numel():
+            self.val_loss.update(out["mlm"])
+            self.val_acc.update(out["hits"])
+        self.log("val/loss", self.val_loss, prog_bar=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+        if "nsp" in out:
+            self.val_nsp_acc.update(out["nsp_hits"])
+            self.log("val/nsp_acc", self.val_nsp_acc)
