@@ -1,4 +1,4 @@
-"""Shared loader settings of the image-classification DataModules."""
+"""What every DataModule shares: per-rank epoch sampling, loaders, resume; image-data helpers."""
 
 from __future__ import annotations
 
@@ -91,47 +91,36 @@ class EpochSampler(Sampler[int]):
         return len(range(self.rank, self.size, self.world))
 
 
-class ImageClassificationDataModule(L.LightningDataModule):
-    """Base class: subclasses set ``train_set``, ``val_set`` and ``classes`` in ``setup``.
+class ShardedDataModule(L.LightningDataModule):
+    """Loaders shared by every vitrain DataModule; subclasses set ``train_set`` and ``val_set``.
 
-    Batches are ``(images (B, in_chans, image_size, image_size) float, labels (B,) int64)``.
-    Training batches drop the last incomplete batch (mixup/cutmix need even batches).
+    Each rank gets its share of an epoch-seeded permutation (:class:`EpochSampler`): training
+    shards are equal in size and drop the last incomplete batch (mixup/cutmix need even
+    batches), validation gives every sample to exactly one rank. ``collate_fn`` (None: torch's
+    default) batches the samples; ``skip_train_batches`` serves a mid-epoch resume.
     """
 
-    kind = "image_classification"
-    wants_net_data_config = True  # the orchestration passes timm's data config of the network
+    collate_fn = None
 
     def __init__(
         self,
-        num_classes: int,
-        image_size: int,
-        in_chans: int,
-        batch_size: int = 64,
+        batch_size: int,
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
-        net_data_config: dict | None = None,
         seed: int | None = 0,
-        predict_dir: str | None = None,
     ) -> None:
         super().__init__()
-        for key, value in (("batch_size", batch_size), ("image_size", image_size)):
-            if value < 1:
-                raise UserError(f"data.{key}={value}: must be a positive integer.")
-        self.num_classes = num_classes
-        self.image_size = image_size
-        self.in_chans = in_chans
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise UserError(f"data.batch_size={batch_size}: must be a positive integer.")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
-        self.net_data_config = net_data_config or {}
         self.seed = torch.initial_seed() % 2**31 if seed is None else seed
-        self.predict_dir = predict_dir
         self._skip_batches = 0
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
-        self.classes: list[str] = []
 
     def check_num_classes(self, found: int, where: str) -> None:
         """Fail when the data's class count differs from ``data.num_classes``."""
@@ -160,6 +149,7 @@ class ImageClassificationDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             sampler=sampler,
             drop_last=train,
+            collate_fn=self.collate_fn,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
@@ -172,6 +162,39 @@ class ImageClassificationDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)
+
+
+class ImageClassificationDataModule(ShardedDataModule):
+    """Base class: subclasses set ``train_set``, ``val_set`` and ``classes`` in ``setup``.
+
+    Batches are ``(images (B, in_chans, image_size, image_size) float, labels (B,) int64)``.
+    """
+
+    kind = "image_classification"
+    wants_net_data_config = True  # the orchestration passes timm's data config of the network
+
+    def __init__(
+        self,
+        num_classes: int,
+        image_size: int,
+        in_chans: int,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        net_data_config: dict | None = None,
+        seed: int | None = 0,
+        predict_dir: str | None = None,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+        if image_size < 1:
+            raise UserError(f"data.image_size={image_size}: must be a positive integer.")
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.in_chans = in_chans
+        self.net_data_config = net_data_config or {}
+        self.predict_dir = predict_dir
+        self.classes: list[str] = []
 
     image_mode = "RGB"  # how prediction images are opened ("L" for grey data)
 

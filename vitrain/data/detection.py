@@ -14,12 +14,11 @@ Images without boxes have ``boxes`` of shape ``(0, 4)`` and ``labels`` of shape 
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from vitrain.data.base import EpochSampler
+from vitrain.data.base import ShardedDataModule
 from vitrain.data.detection_transforms import IMAGENET_MEAN, IMAGENET_STD
 from vitrain.errors import UserError
 
@@ -44,19 +43,20 @@ def collate_detection(samples: list[tuple[Tensor, dict[str, Tensor]]]) -> Batch:
     return images, mask, [target for _, target in samples]
 
 
-class DetectionDataModule(L.LightningDataModule):
+class DetectionDataModule(ShardedDataModule):
     """Base class: subclasses set ``train_set``, ``val_set`` and ``classes`` in ``setup``.
 
-    Batches are :func:`collate_detection`'s ``(images, mask, targets)``. Each rank gets its share
-    of an epoch-seeded permutation (:class:`vitrain.data.base.EpochSampler`): training shards
-    are equal in size, validation gives every image to exactly one rank, so the COCO evaluation
-    counts each image once.
+    Batches are :func:`collate_detection`'s ``(images, mask, targets)``. Validation gives every
+    image to exactly one rank (:class:`vitrain.data.base.ShardedDataModule`), so the COCO
+    evaluation counts each image once.
     """
 
     kind = "detection"
     # the normalisation of the images (per channel), to turn them back into pictures
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+
+    collate_fn = staticmethod(collate_detection)
 
     def __init__(
         self,
@@ -67,59 +67,9 @@ class DetectionDataModule(L.LightningDataModule):
         persistent_workers: bool = False,
         seed: int | None = 0,
     ) -> None:
-        super().__init__()
-        if batch_size < 1:
-            raise UserError(f"data.batch_size={batch_size}: must be a positive integer.")
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
         self.num_classes = num_classes
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
-        self.seed = torch.initial_seed() % 2**31 if seed is None else seed
-        self._skip_batches = 0
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
         self.classes: list[str] = []
-
-    def check_num_classes(self, found: int, where: str) -> None:
-        """Fail when the data's class count differs from ``data.num_classes``."""
-        if found != self.num_classes:
-            raise UserError(
-                f"{where} has {found} classes but data.num_classes={self.num_classes}: set "
-                f"data.num_classes={found}."
-            )
-
-    def skip_train_batches(self, count: int) -> None:
-        """Make the next training epoch start after its first ``count`` batches (resume)."""
-        self._skip_batches = count
-
-    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("setup() must run before the dataloaders are requested")
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        sampler = EpochSampler(
-            len(dataset), seed=self.seed, shuffle=train, rank=rank, world=world, even=train
-        )
-        if train:
-            sampler.skip(self._skip_batches * self.batch_size)
-            self._skip_batches = 0
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=train,
-            collate_fn=collate_detection,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            generator=torch.Generator().manual_seed(self.seed),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, train=False)
 
     def predict_dataloader(self) -> DataLoader:
         raise UserError(

@@ -33,12 +33,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vitrain.data.base import EpochSampler
+from vitrain.data.base import ShardedDataModule
 from vitrain.data.tokenizer import (
     PACKINGS,
     check_special_tokens,
@@ -248,7 +247,7 @@ def pack_sentences(lengths: np.ndarray, docs: np.ndarray, budget: int, nsp: bool
 
 
 # ------------------------------------------------------------------ the DataModule
-class TextDataModule(L.LightningDataModule):
+class TextDataModule(ShardedDataModule):
     """Tokenized, packed text for GPT (``packing=causal``) or BERT (``packing=masked``).
 
     Args:
@@ -295,7 +294,7 @@ class TextDataModule(L.LightningDataModule):
         seed: int | None = 0,
         require_files: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
         if require_files and files in (None, "", []):
             raise UserError(
                 "data.files is required here (a recipe for a real corpus): data.files=<.txt/.jsonl files or "
@@ -308,9 +307,8 @@ class TextDataModule(L.LightningDataModule):
         if not 0 < val_fraction < 1:
             raise UserError(f"data.val_fraction={val_fraction}: must be between 0 and 1.")
         minimum = 2 if packing == "causal" else 8
-        for key, value, low in (("seq_len", seq_len, minimum), ("batch_size", batch_size, 1)):
-            if not isinstance(value, int) or value < low:
-                raise UserError(f"data.{key}={value}: must be an integer >= {low}.")
+        if not isinstance(seq_len, int) or seq_len < minimum:
+            raise UserError(f"data.seq_len={seq_len}: must be an integer >= {minimum}.")
         if nsp and packing != "masked":
             raise UserError("data.nsp=true needs a BERT model (packing=masked); set data.nsp=false.")
         self.files = None if files in (None, "", []) else files
@@ -319,15 +317,9 @@ class TextDataModule(L.LightningDataModule):
         self.val_fraction, self.split_seed = val_fraction, split_seed
         self.txt_documents, self.text_field, self.max_chars = txt_documents, text_field, max_chars
         self.cache_dir = Path(cache_dir)
-        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
-        self.persistent_workers = persistent_workers and num_workers > 0
-        self.seed = torch.initial_seed() % 2**31 if seed is None else seed
         self.tokenizer = None
         self.cache_path: Path | None = None
         self.cache_built = False  # whether this process tokenized the corpus (False: reused)
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
-        self._skip_batches = 0
 
     # -------------------------------------------------------------- what the model needs
     @property
@@ -522,40 +514,10 @@ class TextDataModule(L.LightningDataModule):
             len(self.train_set), len(self.val_set), self.seq_len, self.vocab_size, self.cache_path,
         )  # fmt: skip
 
-    def skip_train_batches(self, count: int) -> None:
-        """Make the next training epoch start after its first ``count`` batches (resume)."""
-        self._skip_batches = count
-
-    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("setup() must run before the dataloaders are requested")
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        sampler = EpochSampler(
-            len(dataset), seed=self.seed, shuffle=train, rank=rank, world=world, even=train
-        )
-        if train:
-            sampler.skip(self._skip_batches * self.batch_size)
-            self._skip_batches = 0
-        collate = None
-        if self.packing == "masked":
-            collate = _PadCollate(self.special_ids["pad"])
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=train,
-            collate_fn=collate,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.persistent_workers,
-            generator=torch.Generator().manual_seed(self.seed),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, train=False)
+    @property
+    def collate_fn(self):
+        """Padding to the longest sequence for BERT's packed sentences; fixed blocks need none."""
+        return _PadCollate(self.special_ids["pad"]) if self.packing == "masked" else None
 
     def predict_dataloader(self) -> DataLoader:
         raise UserError(
