@@ -113,3 +113,14 @@ def test_tied_decoder_and_unknown_variant():
     assert torch.allclose(net.mlm_logits(hidden), expected)
     with pytest.raises(UserError, match="bert_base"):
         create_bert("roberta")
+
+
+def test_mlm_mask_gives_the_logits_of_the_selected_positions_only():
+    net = create_bert("bert_tiny", vocab_size=50, dropout=0.0, **TINY).eval()
+    ids = torch.randint(5, 50, (2, 9))
+    selected = torch.zeros(2, 9, dtype=torch.bool)
+    selected[0, 1], selected[1, 4], selected[1, 8] = True, True, True
+    full, _ = net(ids)
+    picked, _ = net(ids, mlm_mask=selected)
+    assert full.shape == (2, 9, 50) and picked.shape == (3, 50)
+    torch.testing.assert_close(picked, full[selected])

@@ -190,12 +190,18 @@ class BERT(nn.Module):
         return self.nsp_head(torch.tanh(self.pooler(hidden[:, 0])))
 
     def forward(
-        self, input_ids: Tensor, token_type_ids: Tensor | None = None, attention_mask: Tensor | None = None
+        self,
+        input_ids: Tensor,
+        token_type_ids: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        mlm_mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """-> ``(mlm logits (B, T, vocab_size), NSP logits (B, 2) or None)``."""
+        """-> ``(mlm logits, NSP logits (B, 2) or None)``; the MLM logits are ``(B, T, vocab_size)``,
+        or with ``mlm_mask (B, T)`` bool only those of the ``N`` selected positions, ``(N, vocab_size)``
+        (the vocabulary projection is the costly part; MLM training needs only the selected tokens)."""
         hidden = self.encode(input_ids, token_type_ids, attention_mask)
         nsp = self.nsp_logits(hidden) if self.config.nsp else None
-        return self.mlm_logits(hidden), nsp
+        return self.mlm_logits(hidden if mlm_mask is None else hidden[mlm_mask]), nsp
 
 
 _ARCH_KEYS = tuple(BertConfig.__dataclass_fields__)

@@ -265,17 +265,19 @@ class MaskedLMTask(_LanguageTask):
     def losses(self, batch: dict[str, Tensor], seed: int) -> dict[str, Tensor]:
         """Per-token MLM losses and hits ``(N,)`` of the N selected tokens, plus NSP losses/hits ``(B,)``."""
         inputs, labels = self.mask(batch["input_ids"], seed)
-        net = self.net
-        hidden = net.encode(inputs, batch.get("token_type_ids"), batch.get("attention_mask"))
         selected = labels != IGNORE_INDEX
-        logits = self.bare_net.mlm_logits(hidden[selected]).float()  # (N, V)
+        # through forward (not net.encode) so that compile=true compiles all of it
+        logits, nsp_logits = self.net(
+            inputs, batch.get("token_type_ids"), batch.get("attention_mask"), selected
+        )
+        logits = logits.float()  # (N, V)
         target = labels[selected]
         out = {
             "mlm": F.cross_entropy(logits, target, reduction="none"),
             "hits": (logits.argmax(dim=-1) == target).float(),
         }
-        if "next_sentence_label" in batch and self.bare_net.config.nsp:
-            nsp_logits = self.bare_net.nsp_logits(hidden).float()
+        if "next_sentence_label" in batch and nsp_logits is not None:
+            nsp_logits = nsp_logits.float()
             out["nsp"] = F.cross_entropy(nsp_logits, batch["next_sentence_label"], reduction="none")
             out["nsp_hits"] = (nsp_logits.argmax(dim=-1) == batch["next_sentence_label"]).float()
         return out
