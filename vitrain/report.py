@@ -21,7 +21,6 @@ import argparse
 import csv
 import json
 import logging
-import math
 import statistics
 import sys
 from collections import defaultdict
@@ -31,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from vitrain.sweep import find_job_dirs
+from vitrain.sweep import _fmt, _is_number, find_job_dirs
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +179,7 @@ def markdown(groups: list[Group], shared: list[str], title: str) -> str:
     for g in groups:
         stats = g.mean_std(monitor) if monitor else None
         cells = [f"`{g.label}`", str(len(g.runs)), f"{stats[0]:.4f} ± {stats[1]:.4f}" if stats else ""]
-        cells += [_fmt(g.mean_std(m)[0] if g.mean_std(m) else None) for m in metrics]
+        cells += [_fmt(stats_m[0] if (stats_m := g.mean_std(m)) else None) for m in metrics]
         cells.append(_fmt_int(g.mean_of(lambda r: (r.summary.get("params") or {}).get("total"))))
         cells.append(_fmt(g.mean_of(lambda r: r.samples_per_s), 1))
         cells.append(_fmt(g.mean_of(lambda r: r.summary.get("wall_time_s")), 1))
@@ -245,14 +244,6 @@ def _save(fig, path: Path) -> Path:
 
     plt.close(fig)
     return path
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
-
-
-def _fmt(value: float | None, decimals: int = 4) -> str:
-    return "" if value is None else f"{value:.{decimals}f}"
 
 
 def _fmt_int(value: float | None) -> str:
