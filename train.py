@@ -3,6 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
+from vitrain.cli import launch
 from vitrain.run import main
 
 
@@ -12,4 +13,4 @@ def app(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    app()
+    launch(app)

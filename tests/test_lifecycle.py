@@ -48,7 +48,7 @@ def full_run(tmp_path_factory) -> Path:
         *EVERY_EPOCH,
         "trainer.max_epochs=4",
         "trainer.limit_train_batches=4",
-        "ema.enabled=true",
+        "callbacks=ema",
     )
     assert proc.returncode == 0, proc.stderr
     return run_dir
@@ -61,7 +61,7 @@ def test_resume_from_epoch_checkpoint_is_exact(full_run, tmp_path):
     run_dir = tmp_path / "resumed"
     proc = run_cli(
         run_dir, *SMALL, *EVERY_EPOCH, "trainer.max_epochs=4", "trainer.limit_train_batches=4",
-        "ema.enabled=true", f"ckpt_path={middle}",
+        "callbacks=ema", f"ckpt_path={middle}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     resumed, full = summary(run_dir), summary(full_run)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -32,6 +33,48 @@ def find_latest(checkpoint_dir: str | Path) -> Path | None:
     folder = Path(checkpoint_dir)
     files = [p for p in folder.glob("*.ckpt") if p.is_file()] if folder.is_dir() else []
     return max(files, key=lambda p: p.stat().st_mtime_ns, default=None)
+
+
+def intact_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
+    """The ``*.ckpt`` files of ``checkpoint_dir`` that load, oldest first."""
+    folder = Path(checkpoint_dir)
+    files = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns) if folder.is_dir() else []
+    intact = []
+    for path in files:
+        try:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # noqa: BLE001  (any unreadable file is simply not intact)
+            continue
+        intact.append(path)
+    return intact
+
+
+def load_task_weights(task: torch.nn.Module, checkpoint: dict, path: str | Path, model_choice: str | None) -> None:
+    """Load ``checkpoint``'s weights into ``task``; a checkpoint of another network is one clear error
+    naming both networks instead of a list of size mismatches."""
+    state = task_state_dict(checkpoint)
+    own = task.state_dict()
+    missing = sorted(own.keys() - state.keys())
+    unexpected = sorted(state.keys() - own.keys())
+    resized = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
+    if missing or unexpected or resized:
+        trained = checkpoint.get("vitrain", {}).get("net", {})
+        trained_name = trained.get("name") or trained.get("_target_") or "another network"
+        details = []
+        if resized:
+            k = sorted(resized)[0]
+            details.append(f"{len(resized)} tensors differ in shape, e.g. {k}: {tuple(state[k].shape)} in the "
+                           f"checkpoint, {tuple(own[k].shape)} here")  # fmt: skip
+        if missing:
+            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        raise UserError(
+            f"ckpt_path={path} holds {trained_name}, which does not fit model={model_choice} "
+            f"({'; '.join(details)}). Pass the model= choice and size overrides the checkpoint was "
+            "trained with (see resolved_config.yaml next to its run)."
+        )
+    task.load_state_dict(state)
 
 
 def task_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
@@ -65,10 +108,18 @@ def export_network(checkpoint: dict, out_dir: str | Path) -> Path:
     name = net_cfg.pop("name", None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(fold_probe_head(net_state_dict(checkpoint)), out / "model.safetensors")
+    weights = out / "model.safetensors"
+    save_file(fold_probe_head(net_state_dict(checkpoint)), weights)
+    weights.chmod(0o666 & ~_umask())  # safetensors creates the file 0600; match every other file
     config = {"target": target, "name": name, "kwargs": net_cfg, "class_names": meta.get("class_names", [])}
     (out / "config.json").write_text(json.dumps(config, indent=2))
     return out
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 # eps of the linear probe's BatchNorm1d (vitrain.models.vit.prepare_linear_probe)

@@ -1,4 +1,9 @@
-"""Experiment loggers: a resumable, sweep-aware W&B logger, image logging and a clean finish.
+"""Experiment loggers: a resumable CSV logger, a resumable, sweep-aware W&B logger, image logging
+and a clean finish.
+
+``CSVLogger`` is Lightning's, except that a restarted run keeps its ``metrics.csv`` and appends
+to it (Lightning's deletes the file when the log directory exists); ``trim_csv_history`` drops
+the rows a crashed segment logged after the checkpoint the run resumes from.
 
 ``create_wandb_logger`` builds Lightning's ``WandbLogger`` so that
 
@@ -17,6 +22,7 @@ at the end of every job) and ``log_images`` logs images to every W&B and TensorB
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
@@ -29,7 +35,10 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import yaml
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 log = logging.getLogger(__name__)
@@ -38,6 +47,54 @@ RUN_ID_FILE = "wandb_run_id.txt"
 MODES = ("auto", "online", "offline", "disabled")
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer that continues an existing ``metrics.csv`` instead of deleting it.
+
+    The columns of the existing file are known columns: rows are appended under them, and a
+    metric never logged before rewrites the file once with the union of the columns.
+    """
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = next(csv.reader(file), [])
+
+
+class CSVLogger(LightningCSVLogger):
+    """Metrics to ``<save_dir>/<name>/<version>/metrics.csv``, appended across restarts."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _AppendingWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+def trim_csv_history(path: str | os.PathLike, last_step: int) -> int:
+    """Drop the rows of ``metrics.csv`` at ``path`` logged after step ``last_step``.
+
+    A run resumed from a checkpoint at ``last_step`` logs the later steps again; rows a crashed
+    segment wrote after that checkpoint would otherwise appear twice. Returns the rows dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        fields, rows = reader.fieldnames or [], list(reader)
+    kept = [row for row in rows if not row.get("step") or int(float(row["step"])) <= last_step]
+    if len(kept) < len(rows):
+        tmp = path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(kept)
+        os.replace(tmp, path)
+    return len(rows) - len(kept)
 
 
 def wandb_credentials_found() -> bool:

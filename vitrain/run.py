@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -25,23 +26,22 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from vitrain.callbacks import (
-    EMA,
-    AtomicCheckpointIO,
-    CheckpointMetadata,
-    ExactResume,
-    Preemption,
-    RunStats,
-    Throughput,
-)
+from vitrain.callbacks import AtomicCheckpointIO, CheckpointMetadata, Preemption, RunStats, Throughput
 from vitrain.callbacks.preemption import Preempted
-from vitrain.checkpoints import export_network, find_latest, load_checkpoint, task_state_dict
+from vitrain.checkpoints import (
+    export_network,
+    find_latest,
+    intact_checkpoints,
+    load_checkpoint,
+    load_task_weights,
+)
 from vitrain.config_tree import save_config_tree
 from vitrain.errors import UserError, user_message
-from vitrain.loggers import finish_loggers
+from vitrain.loggers import finish_loggers, trim_csv_history
 from vitrain.models.vit import count_parameters
 
 log = logging.getLogger("vitrain")
@@ -79,8 +79,9 @@ def main(cfg: DictConfig) -> float | None:
 
     A user mistake logs one message and writes a failed ``summary.json``; a single run then
     exits with status 1, a multirun job returns NaN so the sweep goes on (Optuna records the
-    trial as failed). In a multirun any other exception is recorded the same way (with its
-    traceback in the log); in a single run it propagates.
+    trial as failed). Any other exception (a bug, NaN, out of memory) also writes a failed
+    ``summary.json`` with the error; in a multirun it is logged with its traceback and the
+    sweep goes on, in a single run it propagates (traceback, exit status 1).
     """
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
@@ -92,17 +93,24 @@ def main(cfg: DictConfig) -> float | None:
         if multirun:
             return float("nan")
         sys.exit(1)
-    except Exception as err:  # a bug or a crash (NaN, out of memory): keep the sweep going
+    except Exception as err:  # a bug or a crash (NaN, out of memory)
+        _record_failure(cfg, f"{type(err).__name__}: {err}")
         if not multirun:
             raise
         log.exception("Job failed")
-        _record_failure(cfg, f"{type(err).__name__}: {err}")
         return float("nan")
 
 
 def _record_failure(cfg: DictConfig, message: str) -> None:
-    if rank_zero_only.rank == 0:
-        write_summary(Path(cfg.paths.output_dir), {"status": "failed", "error": message})
+    """A failed ``summary.json``; a finished run's summary is never replaced by a failure."""
+    if rank_zero_only.rank != 0:
+        return
+    run_dir = Path(cfg.paths.output_dir)
+    previous = read_summary(run_dir)
+    if previous.get("status") == "completed" and previous.get("mode", "train") == "train":
+        log.error("The run in %s stays completed; this launch failed: %s", run_dir, message)
+        return
+    write_summary(run_dir, {**previous, "status": "failed", "error": message})
 
 
 def _error_text(err: Exception) -> str:
@@ -118,13 +126,16 @@ def _error_text(err: Exception) -> str:
 def run(cfg: DictConfig) -> float | None:
     """Train, evaluate, export or predict (``cfg.mode``) what ``cfg`` describes.
 
-    Returns the best value of the task's monitored metric (the Optuna objective), or None.
+    The shape of every mode: check the config, build the task (and the data, whose paths are
+    checked before anything is printed or written), save the config, then fit / validate /
+    export / predict and write ``summary.json``. Returns the best value of the task's monitored
+    metric (the Optuna objective), or None.
     """
     choices = HydraConfig.get().runtime.choices
-    check_pairing(cfg, choices)
-    if cfg.mode not in MODES:
-        raise UserError(f"mode={cfg.mode}: choose one of {', '.join(MODES)}.")
+    check_config(cfg, choices)
     run_dir = Path(cfg.paths.output_dir)
+    if cfg.mode == "train" and already_finished(previous := read_summary(run_dir), cfg):
+        return report_finished(run_dir, previous, cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -132,76 +143,153 @@ def run(cfg: DictConfig) -> float | None:
     datamodule = data_before_task(cfg)
     task = instantiate(cfg.model, _convert_="object")
     adapt_network(cfg, task)
-    total, trainable = count_parameters(task)
+    params = count_parameters(task)
     if cfg.get("dry_run"):
         task.build_optimizer()
-        print(f"params: total={total} trainable={trainable}")
+        print(f"params: total={params[0]} trainable={params[1]}")
         return None
-
+    if cfg.mode != "export":
+        datamodule = datamodule or build_datamodule(cfg, task)
     if rank_zero_only.rank == 0:
         save_config_tree(cfg, run_dir)
         OmegaConf.save(cfg, run_dir / "resolved_config.yaml", resolve=True)
     if cfg.mode == "train":
-        return fit(cfg, task, (total, trainable), choices, datamodule)
-    if not cfg.get("ckpt_path"):
+        return fit(cfg, task, params, choices, datamodule)
+    return use_checkpoint(cfg, task, choices, datamodule)
+
+
+def check_config(cfg: DictConfig, choices: Any) -> None:
+    """The checks that need no network or data: pairing, mode, seed, CPU processes."""
+    check_pairing(cfg, choices)
+    if cfg.mode not in MODES:
+        raise UserError(f"mode={cfg.mode}: choose one of {', '.join(MODES)}.")
+    seed = cfg.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise UserError(f"seed={seed!r}: must be an integer (e.g. seed=42) or null (unseeded).")
+    if cfg.mode != "train" and not cfg.get("ckpt_path"):
         raise UserError(f"mode={cfg.mode} needs ckpt_path=<checkpoint file>.")
+    check_cpu_processes(cfg.trainer)
+
+
+def use_checkpoint(cfg: DictConfig, task: L.LightningModule, choices: Any, datamodule) -> float | None:
+    """``mode=eval`` / ``export`` / ``predict`` of ``ckpt_path``; each writes ``summary.json``."""
+    run_dir = Path(cfg.paths.output_dir)
     checkpoint = load_checkpoint(cfg.ckpt_path)
+    load_task_weights(task, checkpoint, cfg.ckpt_path, choices.get("model"))
+    record = {"status": "completed", "mode": cfg.mode, "checkpoint": str(cfg.ckpt_path)}
     if cfg.mode == "export":
         out = export_network(checkpoint, run_dir / "export")
         log.info("Exported the network of %s to %s", cfg.ckpt_path, out)
+        write_summary(run_dir, {**record, "export_dir": str(out)})
         return None
-    task.load_state_dict(task_state_dict(checkpoint))
-    datamodule = datamodule or build_datamodule(cfg, task)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     if cfg.mode == "eval":
         return evaluate(trainer, task, datamodule, cfg, run_dir)
     classes = checkpoint.get("vitrain", {}).get("class_names", [])
-    predict(trainer, task, datamodule, classes, run_dir / "predictions.csv")
+    out = run_dir / "predictions.csv"
+    count = predict(trainer, task, datamodule, classes, out)
+    write_summary(run_dir, {**record, "predictions": str(out), "files": count})
     return None
 
 
 def fit(
-    cfg: DictConfig, task: L.LightningModule, params: tuple[int, int], choices, datamodule=None
+    cfg: DictConfig, task: L.LightningModule, params: tuple[int, int], choices, datamodule
 ) -> float | None:
     """Train (resuming when asked), then write ``summary.json``."""
     run_dir = Path(cfg.paths.output_dir)
-    ckpt_path = resume_from(cfg)
-    datamodule = datamodule or build_datamodule(cfg, task)
-    stats, preemption = RunStats(), Preemption(cfg.paths.checkpoint_dir)
-    seed = cfg.seed if cfg.get("seed") is not None else torch.initial_seed() % 2**31
+    previous = read_summary(run_dir)
+    ckpt_path, resume_step = resume_from(cfg, previous)
     net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
-    callbacks = [
-        *build_all(cfg.get("callbacks")),
-        stats,
-        preemption,
-        ExactResume(seed),
-        CheckpointMetadata(net_config),
-    ]
-    if cfg.ema.enabled:
-        callbacks.append(EMA(decay=cfg.ema.decay, warmup=cfg.ema.warmup))
+    callbacks = [*build_all(cfg.get("callbacks")), CheckpointMetadata(net_config)]
     loggers = build_all(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
+    if resume_step is not None and trainer.is_global_zero:
+        keep_history_until(trainer, resume_step)
     log.info("Training %s on %s; run directory: %s", choices.model, choices.data, run_dir)
     start = time.perf_counter()
     try:
         with ddp_ranks_in_this_job(run_dir):
             trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
     except Preempted as stop:
-        log.warning("Stopped by %s; continue with the same run_name (resume=auto).", stop)
+        log.warning("Stopped by %s. Continue this run with:\n  %s", stop, resume_command(run_dir))
     finally:
         finish_loggers(trainer.loggers)
     wall = time.perf_counter() - start
 
-    summary = make_summary(trainer, task, stats, wall, params, run_dir / "resolved_config.yaml", choices)
-    summary["status"] = "interrupted" if preemption.received else "completed"
+    summary = make_summary(trainer, task, wall, params, run_dir / "resolved_config.yaml", choices)
+    preemption = find_callback(trainer, Preemption)
+    summary["status"] = "interrupted" if preemption and preemption.received else "completed"
     summary["resumed_from"] = str(ckpt_path) if ckpt_path else None
+    summary["limits"] = stopping_limits(cfg.trainer)
     if trainer.is_global_zero:
         write_summary(run_dir, summary)
         report(summary, run_dir)
     best = summary["best"]
     return None if best is None else best.get(task.monitor)
+
+
+def read_summary(run_dir: Path) -> dict:
+    """The run directory's ``summary.json`` ({} when there is none or it is unreadable)."""
+    try:
+        return json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def stopping_limits(trainer_cfg: DictConfig) -> dict:
+    """The trainer settings that decide when a run is finished."""
+    limits = {k: trainer_cfg.get(k) for k in ("max_epochs", "max_steps", "max_time")}
+    return OmegaConf.to_container(OmegaConf.create(limits), resolve=True)
+
+
+def already_finished(previous: dict, cfg: DictConfig) -> bool:
+    """Whether ``previous`` (a summary) is a completed training run with the limits of ``cfg``: a
+    re-launch of it (``resume=auto``, no ``ckpt_path``) then has nothing to do."""
+    if previous.get("status") != "completed" or previous.get("mode", "train") != "train":
+        return False
+    if cfg.get("ckpt_path") or cfg.get("resume") != "auto":
+        return False
+    limits = previous.get("limits")
+    if limits is None:  # a summary from before limits were recorded
+        return previous.get("epochs") == cfg.trainer.get("max_epochs")
+    return limits == stopping_limits(cfg.trainer)
+
+
+def report_finished(run_dir: Path, previous: dict, cfg: DictConfig) -> float | None:
+    """Leave a completed run as it is (nothing trained or rewritten); return its best value."""
+    log.warning(
+        "%s already holds a completed run (%s steps, %s epochs): nothing to do; its summary, metrics "
+        "and checkpoints stay as they are. To train it further raise trainer.max_epochs (now %s) or "
+        "trainer.max_steps; to start another run pick a new run_name.",
+        run_dir, previous.get("global_step"), previous.get("epochs"), cfg.trainer.get("max_epochs"),
+    )  # fmt: skip
+    best = previous.get("best") or {}
+    return best.get((previous.get("monitor") or {}).get("metric"))
+
+
+def keep_history_until(trainer: L.Trainer, step: int) -> None:
+    """Drop CSV rows a crashed segment logged after the checkpoint at ``step`` (they are redone)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, LightningCSVLogger):
+            dropped = trim_csv_history(Path(logger.log_dir) / "metrics.csv", step)
+            if dropped:
+                log.info(
+                    "Dropped %d metric rows logged after step %d (they are trained again).", dropped, step
+                )
+
+
+def resume_command(run_dir: Path) -> str:
+    """The command line that continues the run in ``run_dir`` (``resume=auto`` is the default)."""
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("ckpt_path=", "resume="))]
+    args = ["python", sys.argv[0], *overrides, f"hydra.run.dir={run_dir}"]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def find_callback(trainer: L.Trainer, kind: type):
+    """The first callback of type ``kind`` on ``trainer`` (None when there is none)."""
+    return next((c for c in trainer.callbacks if isinstance(c, kind)), None)
 
 
 def world_size(trainer_cfg: DictConfig) -> int:
@@ -215,6 +303,23 @@ def world_size(trainer_cfg: DictConfig) -> int:
     elif not isinstance(devices, int):  # a list of device ids
         devices = len(devices)
     return devices * int(trainer_cfg.get("num_nodes", 1))
+
+
+def check_cpu_processes(trainer_cfg: DictConfig) -> None:
+    """Refuse more CPU processes than cores unless a strategy was chosen explicitly."""
+    accelerator = trainer_cfg.get("accelerator", "auto")
+    if accelerator not in ("cpu", "auto") or (accelerator == "auto" and torch.cuda.is_available()):
+        return
+    processes, cores = world_size(trainer_cfg) // int(trainer_cfg.get("num_nodes", 1)), os.cpu_count() or 1
+    if processes <= cores:
+        return
+    if trainer_cfg.get("strategy", "auto") == "auto":
+        raise UserError(
+            f"trainer.devices={trainer_cfg.get('devices')} starts {processes} CPU processes on a machine "
+            f"with {cores} cores: lower trainer.devices to at most {cores} (trainer=ddp_cpu uses 2), or "
+            "choose trainer.strategy explicitly (e.g. trainer.strategy=ddp) if you mean it."
+        )
+    log.warning("%d CPU processes on %d cores: they will compete for the cores.", processes, cores)
 
 
 def derive_accumulation(per_device: int, world: int, global_batch: int | None, accumulate: int) -> int:
@@ -294,22 +399,36 @@ def ddp_ranks_in_this_job(run_dir: Path):
         os.environ.update(environ)
 
 
-def resume_from(cfg: DictConfig) -> str | None:
-    """The checkpoint to resume from: ``ckpt_path``, or with ``resume=auto`` the newest one."""
+def resume_from(cfg: DictConfig, previous: dict) -> tuple[str | None, int | None]:
+    """The checkpoint to resume from and its global step: ``ckpt_path``, or with ``resume=auto``
+    the newest one of the run directory; ``(None, None)`` for a fresh start."""
     if cfg.get("ckpt_path"):
-        load_checkpoint(cfg.ckpt_path)  # fail early and clearly on a missing or bad file
-        return str(cfg.ckpt_path)
+        checkpoint = load_checkpoint(cfg.ckpt_path)  # fail early and clearly on a missing or bad file
+        return str(cfg.ckpt_path), int(checkpoint.get("global_step", 0))
     resume = cfg.get("resume")
+    latest = find_latest(cfg.paths.checkpoint_dir)
     if resume in (None, False, "never"):
-        return None
+        if latest is not None or previous.get("status") in ("completed", "interrupted"):
+            raise UserError(
+                f"resume=never, but {cfg.paths.output_dir} already holds a run ({latest or 'summary.json'}): "
+                "starting over there would overwrite it. Pick a new run_name (or hydra.run.dir), or "
+                "resume=auto to continue it."
+            )
+        return None, None
     if resume != "auto":
         raise UserError(f"resume={resume}: use resume=auto (continue the newest checkpoint) or resume=never.")
-    latest = find_latest(cfg.paths.checkpoint_dir)
     if latest is None:
-        return None
-    load_checkpoint(latest, key="resume=auto found")
+        return None, None
+    try:
+        checkpoint = load_checkpoint(latest, key="resume=auto found")
+    except UserError as err:
+        intact = [p for p in intact_checkpoints(cfg.paths.checkpoint_dir) if p != latest]
+        ways = "resume=never with a new run_name (start over)"
+        if intact:
+            ways = f"ckpt_path=<one of: {', '.join(str(p) for p in intact)}> (continue from it), or " + ways
+        raise UserError(f"{err} Ways out: {ways}.") from err
     log.info("resume=auto: continuing from %s", latest)
-    return str(latest)
+    return str(latest), int(checkpoint.get("global_step", 0))
 
 
 def evaluate(trainer, task, datamodule, cfg: DictConfig, run_dir: Path) -> float | None:
@@ -325,8 +444,8 @@ def evaluate(trainer, task, datamodule, cfg: DictConfig, run_dir: Path) -> float
     return metrics.get(task.monitor)
 
 
-def predict(trainer, task, datamodule, classes: list[str], out: Path) -> None:
-    """Write each file's top-5 classes and probabilities to ``out`` (CSV)."""
+def predict(trainer, task, datamodule, classes: list[str], out: Path) -> int:
+    """Write each file's top-5 classes and probabilities to ``out`` (CSV); returns the file count."""
     batches = trainer.predict(task, datamodule=datamodule)
     probs = torch.cat([b for b in batches]).float()
     k = min(5, probs.shape[1])
@@ -342,6 +461,7 @@ def predict(trainer, task, datamodule, classes: list[str], out: Path) -> None:
                 row += [names[i], f"{p:.6f}"]
             writer.writerow(row)
     log.info("Wrote %d predictions to %s", len(probs), out)
+    return len(probs)
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
@@ -401,9 +521,12 @@ def build_all(group: DictConfig | None) -> list:
     return [instantiate(node) for node in group.values() if node is not None and "_target_" in node]
 
 
-def make_summary(trainer, task, stats: RunStats, wall: float, params, config_path, choices) -> dict:
-    """The content of ``summary.json``."""
-    ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+def make_summary(trainer, task, wall: float, params, config_path, choices) -> dict:
+    """The content of ``summary.json``; the metrics and timings cover every segment of a resumed run
+    (``RunStats`` keeps them in the checkpoints)."""
+    ckpt = find_callback(trainer, ModelCheckpoint)
+    stats = find_callback(trainer, RunStats) or RunStats()
+    throughput = find_callback(trainer, Throughput)
     return {
         "model": choices.get("model"),
         "data": choices.get("data"),
@@ -413,11 +536,11 @@ def make_summary(trainer, task, stats: RunStats, wall: float, params, config_pat
         "params": {"total": params[0], "trainable": params[1]},
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
-        "wall_time_s": round(wall, 2),
+        "wall_time_s": round(max(wall, stats.fit_seconds), 2),
         # samples over the time inside training batches (compute only); "throughput" below is
         # end to end (data loading included), with step time, TFLOP/s and MFU
         "train_samples_per_s": round(stats.samples_per_second, 2),
-        "throughput": next((c.summary() for c in trainer.callbacks if isinstance(c, Throughput)), None),
+        "throughput": throughput.summary() if throughput else None,
         "checkpoints": {
             "best": (ckpt.best_model_path or None) if ckpt else None,
             "last": (ckpt.last_model_path or None) if ckpt else None,

@@ -53,8 +53,9 @@ class ExactResume(L.Callback):
       RNG states are restored before the next batch.
     """
 
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
+    def __init__(self, seed: int | None = None) -> None:
+        # an unseeded run (seed=null) still gets one fixed stream for the whole run
+        self.seed = torch.initial_seed() % 2**31 if seed is None else int(seed)
         self._pending_rng: dict | None = None
         self._resumed_mid_epoch = False
 

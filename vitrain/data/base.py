@@ -130,6 +130,18 @@ class ShardedDataModule(L.LightningDataModule):
                 f"data.num_classes={found}."
             )
 
+    def check_one_batch(self, samples: int, per_rank: int, world: int) -> None:
+        """Refuse a training set that gives no full batch: the loader drops the last partial
+        batch, so training would "complete" after 0 steps."""
+        if per_rank >= self.batch_size:
+            return
+        processes = f" over {world} processes ({per_rank} each)" if world > 1 else ""
+        raise UserError(
+            f"data: the training split has {samples} samples{processes}, fewer than one batch of "
+            f"data.batch_size={self.batch_size}, so no training step would run (the last partial batch "
+            f"is dropped). Set data.batch_size={max(per_rank, 1)} or smaller, or add training data."
+        )
+
     def skip_train_batches(self, count: int) -> None:
         """Make the next training epoch start after its first ``count`` batches (resume)."""
         self._skip_batches = count
@@ -142,6 +154,7 @@ class ShardedDataModule(L.LightningDataModule):
             len(dataset), seed=self.seed, shuffle=train, rank=rank, world=world, even=train
         )
         if train:
+            self.check_one_batch(len(dataset), len(sampler), world)
             sampler.skip(self._skip_batches * self.batch_size)
             self._skip_batches = 0
         return DataLoader(

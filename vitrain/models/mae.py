@@ -41,6 +41,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from vitrain.errors import UserError
+from vitrain.models.sizes import check_image_size, patch_stages
 
 __all__ = ["MAE_VARIANTS", "MaskedAutoencoderViT", "create_mae", "sincos_pos_embed_2d"]
 
@@ -400,13 +401,9 @@ def create_mae(
             f"Architecture arguments: {', '.join(_ARCH_KEYS)}."
         )
     arch = {**MAE_VARIANTS[name], **overrides}
-    gh, gw = to_2tuple(img_size)
-    p = arch["patch_size"]
-    if gh % p or gw % p:
-        raise UserError(
-            f"model.net.img_size={img_size} is not divisible by the patch size {p} of {name}: "
-            "pick a multiple of it."
-        )
+    check_image_size(
+        img_size, patch_stages(arch["patch_size"]), f"the patch size {arch['patch_size']} of {name}"
+    )
     for key in ("embed_dim", "decoder_embed_dim"):
         if arch[key] % 4:
             raise UserError(f"model.net.{key}={arch[key]}: must be divisible by 4 (2-D sin-cos positions).")

@@ -47,6 +47,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from vitrain.errors import UserError
+from vitrain.models.sizes import check_image_size
 from vitrain.models.vit import read_weights, shorten_keys
 
 log = logging.getLogger(__name__)
@@ -415,8 +416,7 @@ def create_t2t_vit(
             f"model.net.embed_dim={args['embed_dim']} must be divisible by model.net.num_heads="
             f"{args['num_heads']}."
         )
-    if min(t2t_grid(img_size)) < 1:
-        raise UserError(f"model.net.img_size={img_size} is too small for T2T-ViT's soft splits (minimum 3).")
+    check_image_size(img_size, SOFT_SPLITS, f"the soft splits of {name} (kernels 7/3/3, strides 4/2/2)")
     net = T2TViT(
         img_size=img_size, in_chans=in_chans, num_classes=num_classes, drop_path_rate=drop_path_rate, **args
     )

@@ -15,6 +15,7 @@ vit_l16    vit_large_patch16_224        1024    24     16     304.3M
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 
 from vitrain.checkpoints import load_checkpoint, net_state_dict
 from vitrain.errors import UserError
+from vitrain.models.sizes import check_image_size, patch_stages
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ def create_vit(
             "model.net.pretrained_file and model.net.init_from are both set: give only one "
             "(init_from for a vitrain checkpoint, pretrained_file for a timm weight file)."
         )
+    check_vit_image_size(name, kwargs)
     try:
         net = timm.create_model(name, pretrained=False, **kwargs)
     except RuntimeError as err:  # timm: "Unknown model (...)"
@@ -86,6 +89,20 @@ def create_vit(
     if init_from:
         load_pretrained_file(net, init_from, key="model.net.init_from")
     return net
+
+
+def check_vit_image_size(name: str, kwargs: dict) -> None:
+    """Refuse an ``img_size`` that the patch size of timm's ``name`` (or ``patch_size=``) does not
+    divide, before the network is built."""
+    if "img_size" not in kwargs:
+        return
+    patch = kwargs.get("patch_size")
+    if patch is None:
+        found = re.search(r"patch(\d+)", name)
+        if found is None:
+            return
+        patch = int(found.group(1))
+    check_image_size(kwargs["img_size"], patch_stages(patch), f"the patch size {patch} of {name}")
 
 
 # Keys of an MAE checkpoint that belong to the pretraining decoder, not to the encoder.

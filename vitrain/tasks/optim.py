@@ -86,7 +86,14 @@ def build_optimizer(
     A schedule created afterwards (``LambdaLR``) takes each group's scaled ``lr`` as its
     ``initial_lr``, so the scale holds at every step: ``lr = factor(step) * base_lr * lr_scale``.
     """
-    optimizer = factory(groups)
+    try:
+        optimizer = factory(groups)
+    except ValueError as err:  # torch checks lr, eps, betas, weight_decay: "Invalid learning rate: -1"
+        settings = ", ".join(f"{k}={v}" for k, v in getattr(factory, "keywords", {}).items())
+        raise UserError(
+            f"optimizer ({settings}): {err}. Fix the optimizer.* value it names (e.g. optimizer.lr must be "
+            "positive)."
+        ) from err
     for group in optimizer.param_groups:
         if "lr_scale" in group:
             group["lr"] = group["lr"] * group["lr_scale"]

@@ -1,0 +1,98 @@
+"""The command line around Hydra: one message, not a traceback, for a config that cannot compose.
+
+Hydra reports a misspelled key (``trainer.max_epoch=3``) by suggesting to *add* it
+(``+trainer.max_epoch=3``), which would train with the setting silently ignored. ``launch``
+runs the Hydra app and turns composition errors into one message that names the closest
+existing key or option (``did you mean trainer.max_epochs?``) and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def launch(app: Callable[[], object], argv: list[str] | None = None) -> None:
+    """Run the ``@hydra.main`` function ``app``; composition errors exit 1 with one message."""
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach this function
+    try:
+        app()
+    except (ConfigCompositionException, MissingConfigException, OverrideParseException) as err:
+        print(
+            f"Error in the command line: {explain(err, argv if argv is not None else sys.argv[1:])}",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
+def explain(err: Exception, argv: list[str]) -> str:
+    """The message for a composition error, with a suggestion when a close key or option exists."""
+    text = str(err).strip()
+    bad_key = re.search(r"Could not override '([^']+)'", text)
+    if bad_key:
+        key = bad_key.group(1)
+        line = next((a for a in argv if a.split("=", 1)[0] == key), key)
+        message = f"{line}: there is no config key {key}."
+        suggestion = closest_key(key, [a for a in argv if a.split("=", 1)[0] != key])
+        if suggestion:
+            value = line.split("=", 1)[1] if "=" in line else "..."
+            return f"{message} Did you mean {suggestion}? ({suggestion}={value})"
+        return f"{message} Check the spelling (python train.py --cfg job lists every key); '+{line}' adds a new key."
+    missing = re.search(r"Could not find '([^']+)/([^'/]+)'", text)
+    if missing:
+        group, option = missing.groups()
+        options = re.findall(r"^\s+(\S+)$", text.split("Available options", 1)[-1], flags=re.M)
+        close = difflib.get_close_matches(option, options, n=1)
+        hint = f" Did you mean {group}={close[0]}?" if close else ""
+        return f"{group}={option}: no such option.{hint} Options: {', '.join(options)}."
+    return text
+
+
+def closest_key(key: str, other_args: list[str]) -> str | None:
+    """The existing config key closest to the misspelled ``key`` (same parent first)."""
+    cfg = compose_quietly(other_args)
+    if cfg is None:
+        return None
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not isinstance(node, DictConfig):  # the parent is misspelled too: match the whole path
+        candidates = list(all_keys(cfg))
+        close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+        return close[0] if close else None
+    close = difflib.get_close_matches(leaf, [str(k) for k in node], n=1, cutoff=0.6)
+    return f"{parent}.{close[0]}" if close and parent else (close[0] if close else None)
+
+
+def all_keys(cfg: DictConfig, prefix: str = ""):
+    """Every dotted key path of ``cfg`` (values not resolved)."""
+    for k in cfg:
+        path = f"{prefix}{k}"
+        yield path
+        child = cfg._get_node(k)
+        if isinstance(child, DictConfig):
+            yield from all_keys(child, f"{path}.")
+
+
+def compose_quietly(args: list[str]) -> DictConfig | None:
+    """``conf/train.yaml`` composed with the other command-line overrides (None if that fails too)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [a for a in args if "=" in a and not a.startswith(("-", "hydra.", "+hydra.", "~hydra."))]
+    for attempt in (overrides, []):
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                return compose(config_name="train", overrides=attempt)
+        except Exception:  # noqa: BLE001  (another bad override: fall back to the defaults)
+            continue
+    return None
