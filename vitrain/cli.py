@@ -9,9 +9,11 @@ existing key or option (``did you mean trainer.max_epochs?``) and exits with sta
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +26,9 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 def launch(app: Callable[[], object], argv: list[str] | None = None) -> None:
     """Run the ``@hydra.main`` function ``app``; composition errors exit 1 with one message."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let composition errors reach this function
+    # Optuna's storage module imports SQLAlchemy/alembic, which print deprecation noise on a sweep
+    warnings.filterwarnings("ignore", message=r".*declarative_base\(\).*")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         app()
     except (ConfigCompositionException, MissingConfigException, OverrideParseException) as err:
@@ -32,6 +37,20 @@ def launch(app: Callable[[], object], argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(1)
+
+
+def config_groups() -> str:
+    """``--help``'s list of config groups and their options (internal ``_*`` folders left out)."""
+    lines = []
+    for folder in sorted(
+        p for p in CONF_DIR.iterdir() if p.is_dir() and not p.name.startswith(("_", "hydra"))
+    ):
+        options = sorted(f.stem for f in folder.glob("*.yaml"))
+        lines.append(f"{folder.name}: {', '.join(options)}")
+    return "\n".join(lines)
+
+
+OmegaConf.register_new_resolver("vitrain_config_groups", config_groups, replace=True)
 
 
 def explain(err: Exception, argv: list[str]) -> str:

@@ -64,7 +64,14 @@ def _task_attr(name: str, *, _root_: DictConfig) -> Any:
     return getattr(get_class(_root_.model._target_), name, None)
 
 
+def _sweep_dir() -> str | None:
+    """``${sweep_dir:}``: Hydra's sweep directory in a multirun, null in a single run (which has none)."""
+    hydra_cfg = HydraConfig.get()
+    return str(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
+
+
 OmegaConf.register_new_resolver("task_monitor", _task_monitor, replace=True)
+OmegaConf.register_new_resolver("sweep_dir", _sweep_dir, replace=True)
 OmegaConf.register_new_resolver("task_attr", _task_attr, replace=True)
 # ``${cwd:}``: the launch directory. Unlike ``${hydra:runtime.cwd}`` it also resolves before a
 # job starts, when the multirun sweeper creates ``hydra.sweep.dir`` (under ``paths.log_dir``).

@@ -268,9 +268,9 @@ def _is_number(value: Any) -> bool:
 
 
 def _fmt(value: Any, decimals: int = 4) -> str:
-    """A table cell: floats rounded, None empty."""
+    """A table cell: floats rounded, None (a metric the run did not log) "n/a"."""
     if value is None:
-        return ""
+        return "n/a"
     if isinstance(value, float):
         return f"{value:.{decimals}f}"
     return str(value)

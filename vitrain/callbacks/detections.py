@@ -17,7 +17,8 @@ from vitrain.models.box_ops import to_original_xyxy
 
 log = logging.getLogger(__name__)
 
-TRUTH_COLOUR, PREDICTION_COLOUR = (0, 200, 0), (230, 30, 30)
+# every box is drawn over a black outline, so it stays visible on objects of its own colour
+TRUTH_COLOUR, PREDICTION_COLOUR, OUTLINE = (255, 255, 255), (230, 30, 30), (0, 0, 0)
 
 
 class Detections(L.Callback):
@@ -25,8 +26,8 @@ class Detections(L.Callback):
 
     The first ``num_images`` validation images (the same ones every time) go through the
     task's ``detect``; each is shown at its original aspect ratio, scaled to fit a
-    ``tile_size`` square, with the ground-truth boxes in green and the predictions scoring at
-    least ``score_threshold`` in red, labelled ``class score``. The tiles form a grid of
+    ``tile_size`` square, with the ground-truth boxes in white and the predictions scoring at
+    least ``score_threshold`` in red (each over a black outline, visible on any colour), labelled ``class score``. The tiles form a grid of
     ``columns`` columns. Written to ``<dirpath>/epoch<NNN>.png`` (``dirpath`` defaults to
     ``<trainer.default_root_dir>/detections``) on rank zero and logged to the W&B /
     TensorBoard loggers under ``detections``.
@@ -88,7 +89,7 @@ class Detections(L.Callback):
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(grid).save(path)
         log.info("Detections of epoch %d: %s", epoch, path)
-        caption = f"epoch {epoch}: ground truth (green), predictions >= {self.score_threshold} (red)"
+        caption = f"epoch {epoch}: ground truth (white), predictions >= {self.score_threshold} (red)"
         log_images(trainer.loggers, "detections", [grid], captions=[caption], step=trainer.global_step)
 
     def draw(self, datamodule, images, mask, targets, predictions) -> np.ndarray:
@@ -128,12 +129,13 @@ def draw_tile(
         (pred["boxes"], pred["labels"], pred["scores"], PREDICTION_COLOUR),
     ):
         for i, box in enumerate((boxes.float() * scale).tolist()):
+            draw.rectangle(box, outline=OUTLINE, width=4)
             draw.rectangle(box, outline=colour, width=2)
             label = int(labels[i])
             text = classes[label] if label < len(classes) else str(label)
             if scores is not None:
                 text = f"{text} {float(scores[i]):.2f}"
-            draw.text((box[0] + 3, box[1] + 2), text, fill=colour)
+            draw.text((box[0] + 3, box[1] + 2), text, fill=colour, stroke_width=1, stroke_fill=OUTLINE)
     return np.asarray(picture)
 
 

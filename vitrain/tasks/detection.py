@@ -41,7 +41,8 @@ class DetectionTask(L.LightningModule):
     layer's ``train/loss_ce``, ``train/loss_bbox`` and ``train/loss_giou``; ``val/loss``; and
     COCO box mAP (torchmetrics ``MeanAveragePrecision``, faster_coco_eval backend) as
     ``val/map`` (IoU 0.5:0.95, monitored for checkpoints), ``val/map50``, ``val/map75``,
-    ``val/map_small``, ``val/map_medium`` and ``val/map_large`` (-1 where a size has no boxes).
+    ``val/map_small``, ``val/map_medium`` and ``val/map_large`` (not logged, so n/a in tables, where a
+    size has no ground-truth boxes; COCO reports -1 there).
     Predictions and ground truth are compared as absolute xyxy boxes in the coordinates of the
     original images; crowd boxes are passed as such (matches to them are ignored).
 
@@ -117,6 +118,8 @@ class DetectionTask(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         results = self.val_map.compute()  # synced across ranks: each image counted once
         for key, name in MAP_KEYS.items():
+            if results[key] < 0:  # COCO's -1: no ground-truth boxes of that size (n/a), not a score
+                continue
             self.log(name, results[key].float(), prog_bar=key == "map_50", sync_dist=False)
         self.val_map.reset()
 
