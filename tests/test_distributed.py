@@ -138,7 +138,7 @@ def test_compile_smoke(tmp_path):
                    "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     ckpt = load(tmp_path / "run" / "checkpoints" / "last.ckpt")
-    assert any("_orig_mod." in k for k in ckpt["state_dict"])
+    assert not any("_orig_mod." in k for k in ckpt["state_dict"])  # compiled in place: plain names
     proc = run_cli(tmp_path / "export", *TINY_VIT, "data.image_size=16", "mode=export",
                    f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}")  # fmt: skip
     assert proc.returncode == 0, proc.stderr

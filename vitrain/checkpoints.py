@@ -11,8 +11,6 @@ from safetensors.torch import save_file
 
 from vitrain.errors import UserError
 
-COMPILE_PREFIX = "_orig_mod."
-
 
 def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict:
     """``torch.load(path, weights_only=True)`` with a clear error for a missing or bad file."""
@@ -49,7 +47,9 @@ def intact_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
     return intact
 
 
-def load_task_weights(task: torch.nn.Module, checkpoint: dict, path: str | Path, model_choice: str | None) -> None:
+def load_task_weights(
+    task: torch.nn.Module, checkpoint: dict, path: str | Path, model_choice: str | None
+) -> None:
     """Load ``checkpoint``'s weights into ``task``; a checkpoint of another network is one clear error
     naming both networks instead of a list of size mismatches."""
     state = task_state_dict(checkpoint)
@@ -78,8 +78,8 @@ def load_task_weights(task: torch.nn.Module, checkpoint: dict, path: str | Path,
 
 
 def task_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
-    """The task's ``state_dict`` with ``torch.compile`` prefixes (``_orig_mod.``) removed."""
-    return {k.replace(COMPILE_PREFIX, ""): v for k, v in checkpoint["state_dict"].items()}
+    """The task's ``state_dict`` of ``checkpoint`` (``torch.compile`` runs in place: no key prefixes)."""
+    return dict(checkpoint["state_dict"])
 
 
 def net_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:

@@ -50,8 +50,6 @@ def config_groups() -> str:
     return "\n".join(lines)
 
 
-OmegaConf.register_new_resolver("vitrain_config_groups", config_groups, replace=True)
-
 
 def explain(err: Exception, argv: list[str]) -> str:
     """The message for a composition error, with a suggestion when a close key or option exists."""

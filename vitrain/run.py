@@ -8,7 +8,6 @@ exits with status 1 instead of a traceback.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import logging
@@ -28,7 +27,7 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.utilities import rank_zero_only
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vitrain.callbacks import AtomicCheckpointIO, CheckpointMetadata, Preemption, RunStats, Throughput
 from vitrain.callbacks.preemption import Preempted
@@ -39,7 +38,9 @@ from vitrain.checkpoints import (
     load_checkpoint,
     load_task_weights,
 )
+from vitrain.cli import config_groups
 from vitrain.config_tree import save_config_tree
+from vitrain.ddp_sweeps import ddp_ranks_in_this_job
 from vitrain.errors import UserError, user_message
 from vitrain.loggers import finish_loggers, trim_csv_history
 from vitrain.models.vit import count_parameters
@@ -72,6 +73,8 @@ def _sweep_dir() -> str | None:
 
 OmegaConf.register_new_resolver("task_monitor", _task_monitor, replace=True)
 OmegaConf.register_new_resolver("sweep_dir", _sweep_dir, replace=True)
+# ``--help`` lists the config groups (conf/hydra/default.yaml's help template)
+OmegaConf.register_new_resolver("vitrain_config_groups", config_groups, replace=True)
 OmegaConf.register_new_resolver("task_attr", _task_attr, replace=True)
 # ``${cwd:}``: the launch directory. Unlike ``${hydra:runtime.cwd}`` it also resolves before a
 # job starts, when the multirun sweeper creates ``hydra.sweep.dir`` (under ``paths.log_dir``).
@@ -374,36 +377,7 @@ def adapt_network(cfg: DictConfig, task: L.LightningModule) -> None:
             )
         task.net.set_grad_checkpointing(True)
     if cfg.get("compile"):
-        task.net = torch.compile(task.net)
-
-
-@contextlib.contextmanager
-def ddp_ranks_in_this_job(run_dir: Path):
-    """Make Lightning's DDP launcher start the other ranks as this job, not a new sweep.
-
-    Lightning re-runs the command line for ranks > 0 with ``hydra.run.dir`` set to Hydra's
-    *run* dir. In a multirun that command holds ``-m`` and the sweep lists, so every rank would
-    start its own sweep (Lightning #11617). Inside this context the command is this job's own
-    overrides and the run dir this job's directory. On exit the process group and the
-    environment variables the launcher set (``LOCAL_RANK``, ``MASTER_PORT``, ...) are cleared,
-    so the next job of the sweep launches its own ranks.
-    """
-    hydra_cfg = HydraConfig.get()
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        yield
-        return
-    argv, environ = list(sys.argv), dict(os.environ)
-    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
-    with read_write(hydra_cfg.run):
-        hydra_cfg.run.dir = str(run_dir)
-    try:
-        yield
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        sys.argv = argv
-        os.environ.clear()
-        os.environ.update(environ)
+        task.net.compile()  # in place: parameter and state-dict names stay those of the network
 
 
 def resume_from(cfg: DictConfig, previous: dict) -> tuple[str | None, int | None]:
@@ -513,7 +487,6 @@ def data_before_task(cfg: DictConfig) -> L.LightningDataModule | None:
 
 def net_data_config(net) -> dict:
     """timm's preferred mean/std/interpolation/crop_pct for ``net`` ({} for non-timm nets)."""
-    net = getattr(net, "_orig_mod", net)  # under torch.compile
     if not hasattr(net, "pretrained_cfg"):
         return {}
     from timm.data import resolve_model_data_config

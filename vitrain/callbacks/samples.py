@@ -58,7 +58,7 @@ class TextSamples(L.Callback):
             return
         from vitrain.generate import generate_text
 
-        net = getattr(pl_module.net, "_orig_mod", pl_module.net)
+        net = pl_module.net
         text = generate_text(
             net, tokenizer, self.prompt, self.max_new_tokens, self.temperature, self.top_k, self.seed
         )
