@@ -8,18 +8,9 @@ import re
 import pytest
 import torch
 
-from tests.conftest import ROOT, TINY_VIT, run_cli
+from tests.helpers import ROOT, TINY_VIT, assert_user_error, run_cli
 
 FAST = [*TINY_VIT, "trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2"]
-
-
-def assert_user_error(proc, *needles: str) -> None:
-    """Non-zero exit, each needle in the message, and no traceback."""
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0, output
-    assert "Traceback" not in output, output
-    for needle in needles:
-        assert needle in output, output
 
 
 def test_digits_run_writes_summary_and_checkpoints(tmp_path):

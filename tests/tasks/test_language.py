@@ -11,9 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import run_cli
-from tests.test_train_cli import assert_user_error
-from tests.text_corpus import write_txt_corpus
+from tests.helpers import assert_user_error, run_cli, write_txt_corpus
 from vitrain.data.text import TextDataModule
 from vitrain.errors import UserError
 from vitrain.generate import generate_text, load_gpt
@@ -207,7 +205,7 @@ def test_cli_missing_corpus_is_one_clear_message(tmp_path):
 def test_recipes_compose(experiment, net, seq_len, lr):
     from hydra.utils import get_class
 
-    from tests.conftest import compose_train
+    from tests.helpers import compose_train
 
     cfg = compose_train(f"experiment={experiment}")
     assert cfg.model.net.name == net and cfg.data.seq_len == seq_len and cfg.optimizer.lr == lr

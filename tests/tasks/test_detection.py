@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import compose_train, run_cli
+from tests.helpers import compose_train, run_cli
 from vitrain.callbacks import Detections
 from vitrain.callbacks.detections import tile_grid
 from vitrain.data import COCODataModule, ShapesDataModule

@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, TensorDataset
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 from vitrain.callbacks import Reconstructions
 from vitrain.callbacks.reconstructions import image_grid
 from vitrain.checkpoints import export_network, load_checkpoint

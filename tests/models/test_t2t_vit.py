@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from tests.conftest import compose_train, run_cli
+from tests.helpers import compose_train, run_cli
 from vitrain.errors import UserError
 from vitrain.models import create_t2t_vit
 from vitrain.models.t2t_vit import (

@@ -22,7 +22,7 @@ import pytest
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from PIL import Image
 
-from tests.conftest import QUIET, ROOT, TINY_VIT, run_cli
+from tests.helpers import QUIET, ROOT, TINY_VIT, run_cli
 from vitrain import loggers as vl
 
 FAST = [

@@ -16,7 +16,7 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import QUIET, ROOT, TINY_VIT, run_cli, write_image
+from tests.helpers import QUIET, ROOT, TINY_VIT, run_cli, write_image
 from vitrain.callbacks import AtomicCheckpointIO
 from vitrain.checkpoints import net_state_dict
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import QUIET, ROOT, TINY_VIT, compose_train, run_cli
+from tests.helpers import QUIET, ROOT, TINY_VIT, compose_train, run_cli
 from vitrain.data.base import EpochSampler
 from vitrain.errors import UserError
 from vitrain.models import create_vit
