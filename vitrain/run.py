@@ -38,7 +38,7 @@ from vitrain.callbacks import (
     Throughput,
 )
 from vitrain.callbacks.preemption import Preempted
-from vitrain.checkpoints import export_network, find_latest, load_checkpoint, task_state_dict
+from vitrain.checkpoints import find_latest, load_checkpoint, task_state_dict
 from vitrain.config_tree import save_config_tree
 from vitrain.errors import UserError, user_message
 from vitrain.loggers import finish_loggers
@@ -146,11 +146,11 @@ def run(cfg: DictConfig) -> float | None:
     if not cfg.get("ckpt_path"):
         raise UserError(f"mode={cfg.mode} needs ckpt_path=<checkpoint file>.")
     checkpoint = load_checkpoint(cfg.ckpt_path)
+    task.load_state_dict(task_state_dict(checkpoint))
     if cfg.mode == "export":
-        out = export_network(checkpoint, run_dir / "export")
+        out = task.export(run_dir / "export", checkpoint.get("vitrain", {}))
         log.info("Exported the network of %s to %s", cfg.ckpt_path, out)
         return None
-    task.load_state_dict(task_state_dict(checkpoint))
     datamodule = datamodule or build_datamodule(cfg, task)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     if cfg.mode == "eval":
@@ -326,22 +326,14 @@ def evaluate(trainer, task, datamodule, cfg: DictConfig, run_dir: Path) -> float
 
 
 def predict(trainer, task, datamodule, classes: list[str], out: Path) -> None:
-    """Write each file's top-5 classes and probabilities to ``out`` (CSV)."""
+    """Write the task's predictions of each file under ``data.predict_dir`` to ``out`` (CSV)."""
     batches = trainer.predict(task, datamodule=datamodule)
-    probs = torch.cat([b for b in batches]).float()
-    k = min(5, probs.shape[1])
-    top_p, top_i = probs.topk(k, dim=1)
-    names = classes or [str(i) for i in range(probs.shape[1])]
-    header = ["file"] + [f"{field}_{r}" for r in range(1, k + 1) for field in ("class", "prob")]
+    header, rows = task.predict_rows(batches, datamodule.predict_set.files, classes)
     with open(out, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
-        for path, ps, idx in zip(datamodule.predict_set.files, top_p.tolist(), top_i.tolist(), strict=True):
-            row = [str(path)]
-            for p, i in zip(ps, idx, strict=True):
-                row += [names[i], f"{p:.6f}"]
-            writer.writerow(row)
-    log.info("Wrote %d predictions to %s", len(probs), out)
+        writer.writerows(rows)
+    log.info("Wrote %d predictions to %s", len(rows), out)
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:

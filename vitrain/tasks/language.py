@@ -13,7 +13,6 @@ import logging
 import math
 from pathlib import Path
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -21,8 +20,7 @@ from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 
 from vitrain.errors import UserError
-from vitrain.tasks.classification import OptimizerFactory, SchedulerFactory
-from vitrain.tasks.optim import build_optimizer, param_groups, per_step_schedule
+from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +86,7 @@ def warmup_decay(
     return LambdaLR(optimizer, factor)
 
 
-class _LanguageTask(L.LightningModule):
+class _LanguageTask(Task):
     """What both language tasks share: the optimizer, the data checks, the tokenizer."""
 
     data_kind = "text"
@@ -99,10 +97,7 @@ class _LanguageTask(L.LightningModule):
     def __init__(
         self, net: nn.Module, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None
     ) -> None:
-        super().__init__()
-        self.net = net
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+        super().__init__(net, optimizer, scheduler)
         self.tokenizer_json: str | None = None
         self.special_ids: dict[str, int] = {}
         self.val_loss = MeanMetric()  # per-token losses, synced across ranks: an exact mean
@@ -134,13 +129,6 @@ class _LanguageTask(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.val_loss.update_called:
             self.log("val/ppl", torch.exp(self.val_loss.compute().clamp(max=30.0)))
-
-    def build_optimizer(self) -> torch.optim.Optimizer:
-        """The optimizer over ``param_groups(net)``: no weight decay on biases, norms, embeddings."""
-        return build_optimizer(self.optimizer_factory, param_groups(self.net))
-
-    def configure_optimizers(self):
-        return per_step_schedule(self.build_optimizer(), self.scheduler_factory, self.trainer)
 
 
 def check_data_fits(data, net: nn.Module, packing: str) -> None:
