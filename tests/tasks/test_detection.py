@@ -38,9 +38,9 @@ from vitrain.tasks.detection import (
     detection_param_groups,
     ground_truth,
     postprocess,
-    step_decay,
     without_crowd,
 )
+from vitrain.tasks.optim import step_decay
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),

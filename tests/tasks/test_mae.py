@@ -270,7 +270,7 @@ def test_per_group_learning_rates_follow_schedule_times_layer_scale():
     trainer.fit(task, train_dataloaders=DataLoader(data, batch_size=4))  # 8 steps, 4 warm-up
     scales = [g["lr_scale"] for g in trainer.optimizers[0].param_groups]
     assert min(scales) == pytest.approx(0.65**3) and max(scales) == 1.0
-    factor = lr_factor(total_steps=8, warmup_steps=4, min_lr_ratio=0.1, cosine=True)
+    factor = lr_factor(total_steps=8, warmup_steps=4, min_lr_ratio=0.1, decay="cosine")
     assert len(record.lrs) == 8
     for step, lrs in enumerate(record.lrs):
         assert lrs == pytest.approx([factor(step) * 1e-3 * s for s in scales], rel=1e-6), step

@@ -6,7 +6,6 @@ import logging
 
 import torch
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 from torchmetrics.detection import MeanAveragePrecision
 
@@ -176,25 +175,3 @@ def ground_truth(targets: Targets) -> list[dict[str, Tensor]]:
         boxes = to_original_xyxy(target["boxes"], target["orig_size"])
         out.append({"boxes": boxes, "labels": target["labels"], "iscrowd": iscrowd.long()})
     return out
-
-
-def step_decay(
-    optimizer: torch.optim.Optimizer,
-    total_steps: int,
-    steps_per_epoch: float,
-    drop_epochs: list[float] | float = (),
-    gamma: float = 0.1,
-    warmup_epochs: float = 0.0,
-) -> LambdaLR:
-    """DETR's schedule: the peak lr (after an optional linear warm-up) multiplied by ``gamma``
-    at each epoch of ``drop_epochs`` (DETR: 400 of 500 epochs). Stepped every optimizer step."""
-    drops = [drop_epochs] if isinstance(drop_epochs, int | float) else list(drop_epochs)
-    drop_steps = sorted(int(round(e * steps_per_epoch)) for e in drops)
-    warmup = int(round(warmup_epochs * steps_per_epoch))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return gamma ** sum(step >= s for s in drop_steps)
-
-    return LambdaLR(optimizer, factor)

@@ -10,13 +10,11 @@ checkpoint then carries (``checkpoint["vitrain_tokenizer"]``, a ``tokenizer.json
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 
 from vitrain.errors import UserError
@@ -54,36 +52,6 @@ def mask_tokens(
     inputs = torch.where(selected & (action < 0.8), torch.full_like(input_ids, mask_id), input_ids)
     inputs = torch.where(selected & (action >= 0.8) & (action < 0.9), random_ids, inputs)
     return inputs, input_ids.masked_fill(~selected, IGNORE_INDEX)
-
-
-def warmup_decay(
-    optimizer: torch.optim.Optimizer,
-    total_steps: int,
-    steps_per_epoch: float,
-    warmup_steps: int = 0,
-    decay: str = "cosine",
-    min_lr_ratio: float = 0.1,
-    decay_steps: int | None = None,
-) -> LambdaLR:
-    """Linear warm-up over ``warmup_steps`` optimizer steps, then cosine or linear decay to
-    ``min_lr_ratio * lr`` at ``decay_steps`` (default: the end of the run), flat afterwards.
-
-    nanoGPT's GPT-2 schedule is ``warmup_steps=2000, decay=cosine, min_lr_ratio=0.1``; BERT's is
-    ``warmup_steps=10000, decay=linear, min_lr_ratio=0``.
-    """
-    if decay not in ("cosine", "linear"):
-        raise UserError(f"scheduler.decay={decay!r}: choose cosine or linear.")
-    end = decay_steps or total_steps
-    warmup = min(warmup_steps, max(end - 1, 0))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min((step - warmup) / max(end - warmup, 1), 1.0)
-        shape = 0.5 * (1 + math.cos(math.pi * progress)) if decay == "cosine" else 1 - progress
-        return min_lr_ratio + (1 - min_lr_ratio) * shape
-
-    return LambdaLR(optimizer, factor)
 
 
 class _LanguageTask(Task):
@@ -168,7 +136,7 @@ class CausalLMTask(_LanguageTask):
     Args:
         net: the GPT network.
         optimizer: partial optimizer, called with the parameter groups.
-        scheduler: partial schedule (``warmup_decay`` or ``vitrain.tasks.optim.warmup_cosine``).
+        scheduler: partial schedule (a ``vitrain.tasks.optim`` schedule, e.g. ``warmup_cosine``).
     """
 
     packing = "causal"

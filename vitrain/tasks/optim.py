@@ -110,34 +110,121 @@ def per_step_schedule(
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+# ---------------------------------------------------------------- schedules
+# Every schedule below is a ``conf/scheduler/<name>.yaml`` option, called by
+# :func:`per_step_schedule` as ``schedule(optimizer, total_steps, steps_per_epoch)`` and stepped
+# once per optimizer step. Warm-up and decay points have ONE unit: epochs (fractions allowed),
+# turned into optimizer steps with the run's ``steps_per_epoch``. A run bounded by
+# ``trainer.max_steps`` with ``trainer.max_epochs=-1`` counts as one epoch, so there
+# ``warmup_epochs`` is the fraction of ``max_steps`` (GPT-2's 2000 of 600k steps: 1/300).
+
+
+def to_steps(epochs: float, steps_per_epoch: float) -> int:
+    """``epochs`` (may be fractional) as a whole number of optimizer steps."""
+    if epochs < 0:
+        raise UserError(f"scheduler: {epochs} epochs: warm-up and decay points must be >= 0.")
+    return int(round(epochs * steps_per_epoch))
+
+
 def warmup_cosine(
     optimizer: torch.optim.Optimizer,
     total_steps: int,
     steps_per_epoch: float,
     warmup_epochs: float = 5.0,
     min_lr_ratio: float = 0.0,
-    cosine: bool = True,
+    decay_epochs: float | None = None,
 ) -> LambdaLR:
-    """Linear warm-up from 0 for ``warmup_epochs``, then cosine decay to ``min_lr_ratio * lr``.
+    """Linear warm-up from 0 over ``warmup_epochs``, then cosine decay to ``min_lr_ratio * lr``
+    at ``decay_epochs`` (default: the end of the run), flat afterwards.
 
-    Stepped once per optimizer step. With ``cosine=False`` the rate stays at its peak after
-    warm-up (a constant schedule).
+    ViT/DeiT/MAE: ``warmup_epochs`` 5-40, ``min_lr_ratio`` ~0; nanoGPT's GPT-2 schedule: 2000
+    warm-up steps, cosine to 0.1 of the peak.
     """
-    warmup = min(int(round(warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
-    return LambdaLR(optimizer, lr_factor(total_steps, warmup, min_lr_ratio, cosine))
+    return warmup_decay(
+        optimizer, total_steps, steps_per_epoch, warmup_epochs, "cosine", min_lr_ratio, decay_epochs
+    )
+
+
+def warmup_linear(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    steps_per_epoch: float,
+    warmup_epochs: float = 0.0,
+    min_lr_ratio: float = 0.0,
+    decay_epochs: float | None = None,
+) -> LambdaLR:
+    """Linear warm-up from 0 over ``warmup_epochs``, then linear decay to ``min_lr_ratio * lr``
+    at ``decay_epochs`` (default: the end of the run), flat afterwards (BERT: 10k warm-up steps,
+    linear decay to 0)."""
+    return warmup_decay(
+        optimizer, total_steps, steps_per_epoch, warmup_epochs, "linear", min_lr_ratio, decay_epochs
+    )
+
+
+def constant(
+    optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: float, warmup_epochs: float = 0.0
+) -> LambdaLR:
+    """Linear warm-up from 0 over ``warmup_epochs``, then the peak learning rate to the end."""
+    return warmup_decay(optimizer, total_steps, steps_per_epoch, warmup_epochs, "none")
+
+
+def step_decay(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    steps_per_epoch: float,
+    drop_epochs: list[float] | float = (),
+    gamma: float = 0.1,
+    warmup_epochs: float = 0.0,
+) -> LambdaLR:
+    """The peak lr (after an optional linear warm-up) multiplied by ``gamma`` at each epoch of
+    ``drop_epochs`` (DETR: ``[400]`` of 500 epochs, ``gamma=0.1``)."""
+    drops = [drop_epochs] if isinstance(drop_epochs, int | float) else list(drop_epochs)
+    drop_steps = sorted(to_steps(e, steps_per_epoch) for e in drops)
+    warmup = to_steps(warmup_epochs, steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return gamma ** sum(step >= s for s in drop_steps)
+
+    return LambdaLR(optimizer, factor)
+
+
+DECAYS = ("cosine", "linear", "none")
+
+
+def warmup_decay(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    steps_per_epoch: float,
+    warmup_epochs: float = 0.0,
+    decay: str = "cosine",
+    min_lr_ratio: float = 0.0,
+    decay_epochs: float | None = None,
+) -> LambdaLR:
+    """What :func:`warmup_cosine`, :func:`warmup_linear` and :func:`constant` share: a linear
+    warm-up (clipped to leave at least one step after it), then ``decay`` (``cosine``, ``linear``
+    or ``none``) to ``min_lr_ratio`` of the peak at ``decay_epochs`` (None: ``total_steps``)."""
+    if decay not in DECAYS:
+        raise UserError(f"scheduler.decay={decay!r}: choose one of {', '.join(DECAYS)}.")
+    end = total_steps if decay_epochs is None else to_steps(decay_epochs, steps_per_epoch)
+    warmup = min(to_steps(warmup_epochs, steps_per_epoch), max(end - 1, 0))
+    return LambdaLR(optimizer, lr_factor(end, warmup, min_lr_ratio, decay))
 
 
 def lr_factor(
-    total_steps: int, warmup_steps: int, min_lr_ratio: float, cosine: bool
+    total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0, decay: str = "cosine"
 ) -> Callable[[int], float]:
-    """The multiplier of the peak learning rate at each optimizer step."""
+    """The multiplier of the peak learning rate at each optimizer step: linear warm-up over
+    ``warmup_steps``, then ``decay`` to ``min_lr_ratio`` at ``total_steps``, flat afterwards."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        if not cosine:
+        if decay == "none":
             return 1.0
         progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if decay == "cosine" else 1 - progress
+        return min_lr_ratio + (1 - min_lr_ratio) * shape
 
     return factor
