@@ -22,7 +22,7 @@ import pytest
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from PIL import Image
 
-from tests.helpers import QUIET, ROOT, TINY_VIT, run_cli
+from tests.helpers import QUIET, ROOT, TINY_VIT, run_cli, run_train
 from vitrain import loggers as vl
 
 FAST = [
@@ -187,7 +187,7 @@ def test_wandb_multirun_jobs_are_separate_runs_in_one_group(tmp_path, wandb_home
 @pytest.mark.slow
 def test_tensorboard_run_writes_events(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(run_dir, *FAST, "logger=tensorboard")
+    proc = run_train(run_dir, *FAST, "logger=tensorboard")
     assert proc.returncode == 0, proc.stderr
     events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert events, sorted(p.name for p in run_dir.rglob("*"))

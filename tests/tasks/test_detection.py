@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import compose_train, run_cli
+from tests.helpers import compose_train, run_cli, run_train
 from vitrain.callbacks import Detections
 from vitrain.callbacks.detections import tile_grid
 from vitrain.data import COCODataModule, ShapesDataModule
@@ -407,7 +407,7 @@ def test_cli_errors_are_one_message(tmp_path):
 @pytest.mark.slow
 def test_cli_trains_on_shapes_and_draws_boxes(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(
+    proc = run_train(
         run_dir, *CLI_TINY, "callbacks=detection", "data.train_size=16", "data.val_size=4", "data.batch_size=8",
         "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "callbacks.detections.num_images=4",
         "callbacks.throughput=null",

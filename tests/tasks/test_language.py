@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import assert_user_error, run_cli, write_txt_corpus
+from tests.helpers import assert_user_error, run_cli, run_train, write_txt_corpus
 from vitrain.data.text import TextDataModule
 from vitrain.errors import UserError
 from vitrain.generate import generate_text, load_gpt
@@ -29,20 +28,6 @@ TINY_BERT = ["model=bert_tiny", "+model.net.n_layer=1", "+model.net.n_embd=32", 
 FAST = ["data=text", "data.vocab_size=300", "data.seq_len=32", "data.batch_size=8", "optimizer.lr=3e-3",
         "scheduler.warmup_epochs=0", "trainer.max_epochs=3", "trainer.limit_train_batches=12",
         "trainer.log_every_n_steps=4"]  # fmt: skip
-
-
-def run_one_thread(run_dir: Path, *overrides: str):
-    """``run_cli`` with one intra-op thread in the child: on a busy 2-core machine two threads per
-    process oversubscribe the cores and make these tiny runs several times slower."""
-    previous = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        return run_cli(run_dir, *overrides)
-    finally:
-        if previous is None:
-            del os.environ["OMP_NUM_THREADS"]
-        else:
-            os.environ["OMP_NUM_THREADS"] = previous
 
 
 def val_losses(run_dir: Path) -> list[float]:
@@ -124,7 +109,7 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def gpt_run(tmp_path_factory, corpus) -> Path:
     run_dir = tmp_path_factory.mktemp("gpt") / "run"
-    proc = run_one_thread(run_dir, *TINY_GPT, *FAST, f"data.files={corpus}", "callbacks=language",
+    proc = run_train(run_dir, *TINY_GPT, *FAST, f"data.files={corpus}", "callbacks=language",
                    "callbacks.samples.max_new_tokens=8", "callbacks.progress_bar=null")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return run_dir
@@ -173,7 +158,7 @@ def test_generate_rejects_a_missing_or_foreign_checkpoint(tmp_path, capsys):
 
 def test_bert_run_with_next_sentence_prediction(tmp_path, corpus):
     run_dir = tmp_path / "run"
-    proc = run_one_thread(run_dir, *TINY_BERT, *FAST, f"data.files={corpus}", "data.vocab_size=120",
+    proc = run_train(run_dir, *TINY_BERT, *FAST, f"data.files={corpus}", "data.vocab_size=120",
                    "model.net.nsp=true", "data.nsp=true", "model.net.dropout=0.0")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -191,7 +176,7 @@ def test_bert_run_with_next_sentence_prediction(tmp_path, corpus):
 
 
 def test_cli_missing_corpus_is_one_clear_message(tmp_path):
-    proc = run_one_thread(tmp_path / "run", "model=gpt_tiny", "data=text", "data.files=/nonexistent")
+    proc = run_cli(tmp_path / "run", "model=gpt_tiny", "data=text", "data.files=/nonexistent")
     assert_user_error(proc, "data.files=/nonexistent: no such file or folder")
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
 

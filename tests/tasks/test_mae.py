@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, TensorDataset
 
-from tests.helpers import run_cli
+from tests.helpers import run_train
 from vitrain.callbacks import Reconstructions
 from vitrain.callbacks.reconstructions import image_grid
 from vitrain.checkpoints import export_network, load_checkpoint
@@ -70,7 +70,7 @@ def metrics(run_dir: Path) -> list[dict]:
 def mae_run(tmp_path_factory) -> Path:
     """3 epochs x 6 steps of MAE pretraining on digits with reconstruction grids."""
     run_dir = tmp_path_factory.mktemp("mae") / "run"
-    proc = run_cli(
+    proc = run_train(
         run_dir, *CLI_MAE, "callbacks=mae", "trainer.max_epochs=3", "trainer.limit_train_batches=6",
         "trainer.limit_val_batches=2", "scheduler.warmup_epochs=1", "optimizer.lr=2e-3",
     )  # fmt: skip
@@ -99,7 +99,7 @@ def test_pretraining_lowers_the_loss_and_writes_reconstructions(mae_run):
 def test_finetune_from_mae_checkpoint(mae_run, tmp_path):
     ckpt = mae_run / "checkpoints" / "last.ckpt"
     run_dir = tmp_path / "finetune"
-    proc = run_cli(
+    proc = run_train(
         run_dir, *CLI_VIT, f"model.net.init_from={ckpt}", "model.net.global_pool=avg", "model.layer_decay=0.65",
         "data.image_size=48", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
         "trainer.limit_val_batches=1",
