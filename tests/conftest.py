@@ -1,7 +1,15 @@
-"""Shared fixtures. Helpers that tests import live in ``tests/helpers.py``."""
+"""Shared fixtures and suite-wide settings. Helpers that tests import live in ``tests/helpers.py``.
+
+The suite runs on two CPU cores, usually as two pytest-xdist workers (``make test``: ``-n 2
+--dist loadgroup``). Every process therefore uses ONE intra-op thread (two per process
+oversubscribe the cores and make tiny tensors several times slower), train.py subprocesses
+included (``OMP_NUM_THREADS``). Tests that must not run next to each other, or that share an
+expensive module-scoped fixture, carry ``pytest.mark.xdist_group(name)``.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +17,24 @@ import torch
 
 import vitrain.run  # noqa: F401  (registers the ${task_monitor:} resolver, as train.py does)
 from tests.helpers import write_image
+
+# the longest tests first, so that two workers finish together (xdist hands out tests in order)
+FIRST = ("test_default_run", "test_signal_saves_checkpoint", "test_two_process_ddp", "test_multirun_with_ddp")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"  # inherited by train.py subprocesses
+    torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        for i, prefix in enumerate(FIRST):
+            if item.name.startswith(prefix):
+                return i
+        return len(FIRST)
+
+    items.sort(key=rank)  # stable: the others keep their order (module fixtures are built once)
 
 
 @pytest.fixture
@@ -22,12 +48,3 @@ def image_tree(tmp_path: Path) -> Path:
                 mode, suffix = kinds[i % len(kinds)]
                 write_image(root / split / name / f"{i}{suffix}", mode, seed=100 * c + i)
     return root
-
-
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: faster for tiny tensors, and much faster on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -61,6 +61,7 @@ def test_sampler_shards_cover_the_epoch_once():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ddp")  # DDP ranks of two tests must not meet on one port
 def test_two_process_ddp_matches_one_process(tmp_path):
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     proc = run_cli(ddp, *DETERMINISTIC, "trainer=ddp_cpu", "data.batch_size=16", timeout=600)
@@ -86,6 +87,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ddp")
 def test_multirun_with_ddp_cpu_gives_one_directory_per_job(tmp_path):
     sweep = tmp_path / "sweep"
     args = [

@@ -20,6 +20,8 @@ from tests.helpers import QUIET, ROOT, TINY_VIT, run_train, write_image
 from vitrain.callbacks import AtomicCheckpointIO
 from vitrain.checkpoints import net_state_dict
 
+pytestmark = pytest.mark.xdist_group("lifecycle")  # one worker builds the module-scoped full_run
+
 SMALL = [*TINY_VIT, "data.image_size=16", "data.batch_size=32", "trainer.limit_val_batches=2"]
 EVERY_EPOCH = ["callbacks.model_checkpoint.save_top_k=-1"]
 
@@ -168,6 +170,7 @@ def start_training(run_dir: Path, env: dict, *overrides: str) -> subprocess.Pope
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("signals")  # not with the module's full_run group: the longest test on its own
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
 def test_signal_saves_checkpoint_and_resume_auto_continues(tmp_path, signum):
     run_dir = tmp_path / "run"

@@ -25,6 +25,8 @@ from PIL import Image
 from tests.helpers import QUIET, ROOT, TINY_VIT, run_cli, run_train
 from vitrain import loggers as vl
 
+pytestmark = pytest.mark.xdist_group("loggers")  # one worker builds the module-scoped wandb_cli_run
+
 FAST = [
     *TINY_VIT, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
     "data.image_size=16", "data.batch_size=32",

@@ -43,7 +43,6 @@ from vitrain.tasks.detection import (
 from vitrain.tasks.optim import step_decay
 
 pytestmark = [
-    pytest.mark.usefixtures("one_thread"),
     # training_step called without a Trainer (the overfit loop) logs nowhere
     pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`"),
 ]

@@ -19,7 +19,7 @@ from vitrain.models import create_bert, create_gpt
 from vitrain.tasks.language import IGNORE_INDEX, check_data_fits, mask_tokens
 from vitrain.tasks.optim import param_groups, warmup_decay
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.xdist_group("language")  # one worker builds the module-scoped gpt_run
 
 TINY_GPT = ["model=gpt_tiny", "+model.net.n_layer=1", "+model.net.n_embd=32", "+model.net.n_head=2",
             "+model.net.n_positions=64"]  # fmt: skip

@@ -41,7 +41,7 @@ CLI_VIT = [
 ]  # fmt: skip
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
+pytestmark = pytest.mark.xdist_group("mae")  # one worker builds the module-scoped mae_run
 
 
 def tiny_mae(img_size: int = 32, in_chans: int = 1, **kwargs):
