@@ -14,8 +14,6 @@ from vitrain.data.text import TextDataModule, embedded_documents, pack_sentences
 from vitrain.data.tokenizer import load_tokenizer, train_tokenizer
 from vitrain.errors import UserError
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def text_data(tmp_path: Path, files, **kwargs) -> TextDataModule:
     files = [str(f) for f in files] if isinstance(files, list) else str(files)

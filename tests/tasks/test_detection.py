@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.ops import box_convert
 
 from tests.helpers import compose_train, run_cli, run_train
 from vitrain.callbacks import Detections
@@ -29,7 +30,6 @@ from vitrain.data.detection_transforms import (
 from vitrain.data.shapes import render
 from vitrain.errors import UserError
 from vitrain.models import create_detr
-from vitrain.models.box_ops import box_cxcywh_to_xyxy
 from vitrain.models.matcher import HungarianMatcher
 from vitrain.models.set_criterion import SetCriterion
 from vitrain.run import check_pairing
@@ -164,7 +164,9 @@ def test_map_is_one_when_predictions_equal_ground_truth():
     outputs = perfect_outputs(targets, num_queries=8, num_classes=3)
     predictions, truth = postprocess(outputs, targets), ground_truth(targets)
     height, width = targets[0]["orig_size"].tolist()
-    expected = box_cxcywh_to_xyxy(targets[0]["boxes"]) * torch.tensor([width, height, width, height])
+    expected = box_convert(targets[0]["boxes"], "cxcywh", "xyxy") * torch.tensor(
+        [width, height, width, height]
+    )
     torch.testing.assert_close(truth[0]["boxes"], expected)
     task.val_map.update(predictions, truth)
     results = task.val_map.compute()
