@@ -19,7 +19,13 @@ import vitrain.run  # noqa: F401  (registers the ${task_monitor:} resolver, as t
 from tests.helpers import write_image
 
 # the longest tests first, so that two workers finish together (xdist hands out tests in order)
-FIRST = ("test_default_run", "test_signal_saves_checkpoint", "test_two_process_ddp", "test_multirun_with_ddp")
+FIRST = (
+    "test_compile_smoke",
+    "test_default_run",
+    "test_signal_saves_checkpoint",
+    "test_two_process_ddp",
+    "test_multirun_with_ddp",
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
