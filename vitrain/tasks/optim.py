@@ -23,7 +23,7 @@ def param_groups(net: nn.Module, layer_decay: float | None = None) -> list[dict]
     Without ``layer_decay``: ``[decay, no_decay]``. With ``layer_decay`` (layer-wise learning-rate
     decay, BEiT / MAE fine-tuning) every layer gets its own pair of groups (empty ones are left
     out), in layer order, each with ``lr_scale = layer_decay ** (num_layers + 1 - layer_id)``
-    (see :func:`layer_id`) and a ``name`` (``layer<id>`` / ``layer<id>_no_decay``, shown by the
+    (see :func:`layer_map`) and a ``name`` (``layer<id>`` / ``layer<id>_no_decay``, shown by the
     learning-rate monitor). torch optimizers ignore ``lr_scale``: :func:`build_optimizer` applies
     it to each group's ``lr`` before a schedule is attached.
     """
@@ -35,15 +35,13 @@ def param_groups(net: nn.Module, layer_decay: float | None = None) -> list[dict]
             raise UserError(
                 f"model.layer_decay={layer_decay}: must be in (0, 1] (0.65-0.75 for ViT-B/L), or null."
             )
-        if not hasattr(net, "blocks"):
-            raise UserError(f"model.layer_decay needs a network with blocks; {type(net).__name__} has none.")
-        num_layers = len(net.blocks)
+        layer_of, num_layers = layer_map(net)
     groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
     for name, param in net.named_parameters():
         if not param.requires_grad:
             continue
         decays = not (param.ndim <= 1 or name in skip or name.split(".")[-1] in skip)
-        layer = layer_id(name, num_layers) if layer_decay is not None else 0
+        layer = layer_of(name) if layer_decay is not None else 0
         groups.setdefault((layer, decays), []).append(param)
     if layer_decay is None:
         return [
@@ -61,6 +59,28 @@ def param_groups(net: nn.Module, layer_decay: float | None = None) -> list[dict]
             group["weight_decay"] = 0.0
         out.append(group)
     return out
+
+
+def layer_map(net: nn.Module) -> tuple[Callable[[str], int], int]:
+    """``(layer of a parameter name, num_layers)`` for layer decay: ids run from 0 (embeddings)
+    to ``num_layers + 1`` (the head, at the full learning rate).
+
+    ViTs (a ``blocks`` list: timm ViT, T2T-ViT) use :func:`layer_id`; any other timm model uses
+    its ``group_matcher`` (ConvNeXt stages, Swin layers, ResNet stages ...) with the same
+    ordering as timm's ``param_groups_layer_decay``.
+    """
+    if hasattr(net, "blocks"):
+        num_layers = len(net.blocks)
+        return (lambda name: layer_id(name, num_layers)), num_layers
+    if hasattr(net, "group_matcher"):
+        from timm.models import group_parameters
+
+        ids = group_parameters(net, net.group_matcher(coarse=False), reverse=True)
+        return ids.__getitem__, max(ids.values()) - 1
+    raise UserError(
+        f"model.layer_decay needs a network with blocks or a timm group_matcher; {type(net).__name__} "
+        "has neither: set model.layer_decay=null."
+    )
 
 
 def layer_id(name: str, num_layers: int) -> int:
