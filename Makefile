@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml
 train: install
 	$(PY) train.py $(ARGS)
 
+# two pytest-xdist workers, one thread each (tests/conftest.py); xdist_group marks keep tests that
+# share a module fixture or a DDP port on one worker
 test: install
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadgroup $(ARGS)
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(ARGS)

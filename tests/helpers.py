@@ -1,9 +1,172 @@
-"""Test-only classes referenced from tests/configs (importable as ``tests.helpers``)."""
+"""Test helpers in one module: tiny configs, the CLI runner, composed configs, generated images and
+text corpora, and the test-only classes that ``tests/configs`` references (``tests.helpers.*``).
+
+Fixtures live in ``tests/conftest.py``; everything a test imports lives here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import lightning as L
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+from PIL import Image
+
+from vitrain.run import main  # also registers the ${task_monitor:} resolver, as train.py does
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# A ViT small enough for two CPU cores; timm accepts the size overrides.
+TINY_VIT = [
+    "+model.net.embed_dim=32",
+    "+model.net.depth=2",
+    "+model.net.num_heads=2",
+]
+QUIET = ["trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "callbacks.model_summary=null"]
+
+
+def run_cli(run_dir: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``python train.py`` in a subprocess with its run directory at ``run_dir``.
+
+    Uses ``logger=csv`` unless an override picks another logger (W&B runs cost seconds each).
+    """
+    if not any(o.startswith("logger=") for o in overrides):
+        overrides = ("logger=csv", *overrides)
+    args = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        f"hydra.run.dir={run_dir}",
+        f"paths.log_dir={run_dir.parent / 'logs'}",
+        f"paths.data_dir={run_dir.parent / 'data'}",
+        *QUIET,
+        *overrides,
+    ]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """Run what ``python train.py`` runs, in this process: compose ``conf/train.yaml`` with the
+    overrides ``run_cli`` adds, then ``vitrain.run.main``. Saves the ~10 s of imports a subprocess
+    costs; returns a ``CompletedProcess`` whose ``stderr`` holds the INFO log (Hydra's console
+    log in a real run) and ``stdout`` what was printed. A ``sys.exit`` becomes the return code;
+    any other exception propagates.
+
+    Use ``run_cli`` for what only a real process shows: signals, DDP ranks, multiruns, tracebacks.
+    """
+    if not any(o.startswith("logger=") for o in overrides):
+        overrides = ("logger=csv", *overrides)
+    run_dir = Path(run_dir)
+    overrides = (
+        f"paths.log_dir={run_dir.parent / 'logs'}",
+        f"paths.data_dir={run_dir.parent / 'data'}",
+        *QUIET,
+        *overrides,
+    )
+    cfg = compose_train(*overrides, output_dir=str(run_dir))
+    with open_dict(cfg):
+        del cfg.hydra  # a task function never sees it; ${hydra:...} reads HydraConfig
+    run_dir.mkdir(parents=True, exist_ok=True)
+    stream, out = io.StringIO(), io.StringIO()
+    # Hydra's job logging: the console (here: the returned stderr) and <run_dir>/train.log
+    handlers = [logging.StreamHandler(stream), logging.FileHandler(run_dir / "train.log")]
+    root = logging.getLogger()
+    level, threads = root.level, torch.get_num_threads()
+    for handler in handlers:
+        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out):
+            main(cfg)
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess(["train.py", *overrides], code, out.getvalue(), stream.getvalue())
+
+
+def compose_train(*overrides: str, output_dir: str = "/tmp/vitrain-test-run"):
+    """Compose ``conf/train.yaml`` as the CLI would, with Hydra's runtime values set."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=list(overrides), return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = output_dir
+        cfg.hydra.runtime.cwd = str(ROOT)
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+def write_image(path: Path, mode: str, size: int = 20, seed: int = 0) -> None:
+    """Write a random image of PIL ``mode`` ("L", "RGB", "RGBA"); the suffix picks the format."""
+    rng = np.random.default_rng(seed)
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    pixels = rng.integers(0, 256, size=(size, size, channels), dtype=np.uint8)
+    image = Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels, mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    """Non-zero exit, each needle in the message, and no traceback."""
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    assert "Traceback" not in output, output
+    for needle in needles:
+        assert needle in output, output
 
 
 class FakeTextDataModule(L.LightningDataModule):
     """A data module of another kind, to test that model/data pairing is checked."""
 
     kind = "text"
+
+
+# A small generated corpus for the language tests: predictable sentences, many documents.
+SUBJECTS = ["the cat", "a dog", "the bird", "my friend", "the teacher", "a robot"]
+VERBS = ["sees", "likes", "follows", "finds", "helps", "calls"]
+OBJECTS = ["the ball", "a tree", "the river", "an apple", "the house", "a book"]
+
+
+def sentence(rng: np.random.Generator) -> str:
+    s, v, o = (rng.integers(6) for _ in range(3))
+    return f"{SUBJECTS[s].capitalize()} {VERBS[v]} {OBJECTS[o]}."
+
+
+def documents(count: int = 40, sentences: int = 12, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(sentence(rng) for _ in range(sentences)) for _ in range(count)]
+
+
+def write_txt_corpus(folder: Path, count: int = 40, sentences: int = 12, seed: int = 0) -> Path:
+    """``folder/doc<i>.txt``, one document per file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, doc in enumerate(documents(count, sentences, seed)):
+        (folder / f"doc{i:03d}.txt").write_text(doc + "\n")
+    return folder
+
+
+def write_jsonl_corpus(path: Path, count: int = 40, sentences: int = 12, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"text": doc}) + "\n" for doc in documents(count, sentences, seed)))
+    return path

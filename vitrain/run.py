@@ -31,13 +31,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vitrain.callbacks import AtomicCheckpointIO, CheckpointMetadata, Preemption, RunStats, Throughput
 from vitrain.callbacks.preemption import Preempted
-from vitrain.checkpoints import (
-    export_network,
-    find_latest,
-    intact_checkpoints,
-    load_checkpoint,
-    load_task_weights,
-)
+from vitrain.checkpoints import find_latest, intact_checkpoints, load_checkpoint, load_task_weights
 from vitrain.cli import config_groups
 from vitrain.config_tree import save_config_tree
 from vitrain.ddp_sweeps import ddp_ranks_in_this_job
@@ -188,7 +182,7 @@ def use_checkpoint(cfg: DictConfig, task: L.LightningModule, choices: Any, datam
     load_task_weights(task, checkpoint, cfg.ckpt_path, choices.get("model"))
     record = {"status": "completed", "mode": cfg.mode, "checkpoint": str(cfg.ckpt_path)}
     if cfg.mode == "export":
-        out = export_network(checkpoint, run_dir / "export")
+        out = task.export(run_dir / "export", checkpoint.get("vitrain", {}))
         log.info("Exported the network of %s to %s", cfg.ckpt_path, out)
         write_summary(run_dir, {**record, "export_dir": str(out)})
         return None
@@ -426,23 +420,16 @@ def evaluate(trainer, task, datamodule, cfg: DictConfig, run_dir: Path) -> float
 
 
 def predict(trainer, task, datamodule, classes: list[str], out: Path) -> int:
-    """Write each file's top-5 classes and probabilities to ``out`` (CSV); returns the file count."""
+    """Write the task's predictions of each file under ``data.predict_dir`` to ``out`` (CSV);
+    returns the number of files."""
     batches = trainer.predict(task, datamodule=datamodule)
-    probs = torch.cat([b for b in batches]).float()
-    k = min(5, probs.shape[1])
-    top_p, top_i = probs.topk(k, dim=1)
-    names = classes or [str(i) for i in range(probs.shape[1])]
-    header = ["file"] + [f"{field}_{r}" for r in range(1, k + 1) for field in ("class", "prob")]
+    header, rows = task.predict_rows(batches, datamodule.predict_set.files, classes)
     with open(out, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
-        for path, ps, idx in zip(datamodule.predict_set.files, top_p.tolist(), top_i.tolist(), strict=True):
-            row = [str(path)]
-            for p, i in zip(ps, idx, strict=True):
-                row += [names[i], f"{p:.6f}"]
-            writer.writerow(row)
-    log.info("Wrote %d predictions to %s", len(probs), out)
-    return len(probs)
+        writer.writerows(rows)
+    log.info("Wrote %d predictions to %s", len(rows), out)
+    return len(rows)
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 
-from tests.conftest import TINY_VIT, run_cli
+from tests.helpers import TINY_VIT, run_cli
 from vitrain.callbacks import RunStats
 from vitrain.loggers import CSVLogger, trim_csv_history
 

@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 import vitrain.run as vr
-from tests.conftest import QUIET, ROOT, TINY_VIT, compose_train
+from tests.helpers import QUIET, ROOT, TINY_VIT, compose_train
 from vitrain.checkpoints import export_network, load_task_weights
 from vitrain.cli import config_groups, explain
 from vitrain.errors import UserError
@@ -47,7 +47,7 @@ def run_main(tmp_path: Path, *overrides: str):
         ("optimizer.lr=-1", "Invalid learning rate: -1"),
     ],
 )
-def test_user_mistake_is_one_message_and_a_failed_summary(tmp_path, override, message, caplog, one_thread):
+def test_user_mistake_is_one_message_and_a_failed_summary(tmp_path, override, message, caplog):
     code, summary = run_main(tmp_path, override)
     assert code == 1
     assert summary["status"] == "failed" and message in summary["error"]
@@ -64,7 +64,7 @@ def test_image_size_check_names_the_nearest_valid_sizes():
         check_image_size(30, SOFT_SPLITS, "the soft splits of t2t_vit_7")
 
 
-def test_training_set_smaller_than_one_batch_stops_before_training(tmp_path, image_tree, one_thread):
+def test_training_set_smaller_than_one_batch_stops_before_training(tmp_path, image_tree):
     code, summary = run_main(
         tmp_path, "data=imagenet", f"data.root={image_tree}", "data.num_classes=3", "data.batch_size=128"
     )
@@ -75,7 +75,7 @@ def test_training_set_smaller_than_one_batch_stops_before_training(tmp_path, ima
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_a_crash_leaves_a_failed_summary(tmp_path, monkeypatch, one_thread):
+def test_a_crash_leaves_a_failed_summary(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("out of memory (simulated)")
 

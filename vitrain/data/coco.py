@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
+from torchvision.ops import box_convert
 
 from vitrain.data.base import open_image
 from vitrain.data.detection import DetectionDataModule
 from vitrain.data.detection_transforms import detr_train_transform, detr_val_transform
 from vitrain.errors import UserError
-from vitrain.models.box_ops import box_xywh_to_xyxy
 
 DETR_SCALES = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800)
 
@@ -88,7 +88,9 @@ class COCODetection(Dataset):
         info = self.images[index]
         image = open_image(self.image_dir / info["file_name"])
         anns = self.annotations[info["id"]]
-        boxes = box_xywh_to_xyxy(torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4))
+        boxes = box_convert(
+            torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4), "xywh", "xyxy"
+        )
         size = torch.tensor([image.width, image.height] * 2, dtype=torch.float32)
         boxes = torch.min(boxes.clamp(min=0), size)
         target = {

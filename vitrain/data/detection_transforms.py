@@ -14,10 +14,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image
+from torchvision.ops import box_convert
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
-
-from vitrain.models.box_ops import box_xyxy_to_cxcywh
 
 Target = dict[str, torch.Tensor]
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -119,7 +118,7 @@ class ToTensorNormalize:
     def __call__(self, image: Image.Image, target: Target) -> tuple[torch.Tensor, Target]:
         tensor = self.normalize(TF.to_dtype(TF.pil_to_tensor(image), torch.float32, scale=True))
         size = torch.tensor([image.width, image.height] * 2, dtype=torch.float32)
-        boxes = box_xyxy_to_cxcywh(target["boxes"] / size).clamp(0, 1)
+        boxes = box_convert(target["boxes"] / size, "xyxy", "cxcywh").clamp(0, 1)
         return tensor, {**target, "boxes": boxes, "size": torch.tensor([image.height, image.width])}
 
 

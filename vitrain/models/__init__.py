@@ -5,6 +5,7 @@ from vitrain.models.detr import DETR, create_detr
 from vitrain.models.gpt import GPT, create_gpt
 from vitrain.models.mae import MaskedAutoencoderViT, create_mae
 from vitrain.models.t2t_vit import create_t2t_vit
+from vitrain.models.timm_net import create_timm
 from vitrain.models.vit import create_vit, load_pretrained_file
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "create_mae",
     "create_t2t_vit",
     "create_vit",
+    "create_timm",
     "load_pretrained_file",
     "DETR",
     "create_detr",

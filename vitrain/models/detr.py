@@ -3,9 +3,9 @@ and set prediction with learned object queries.
 
 ``images (B, 3, H, W)`` and a padding mask ``(B, H, W)`` (True = padding) go through
 
-1. a timm ResNet up to its last used stage (``features (B, C, H/s, W/s)``), with
-   :class:`FrozenBatchNorm2d` (statistics and affine as buffers) and the stem + first stage
-   frozen, as in the paper;
+1. a timm CNN (``features_only``; ResNet-50 in the paper, any timm name works) up to its last
+   used stage (``features (B, C, H/s, W/s)``), with torchvision's ``FrozenBatchNorm2d``
+   (statistics and affine as buffers) and the stem + first stage frozen, as in the paper;
 2. a 1x1 convolution to the transformer width ``d`` and a fixed 2-D sine position encoding of
    the unpadded pixels (:class:`SinePositionEncoding`);
 3. a post-norm transformer: ``num_encoder_layers`` self-attention layers over the ``H/s * W/s``
@@ -41,56 +41,28 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
+from timm.layers import freeze_batch_norm_2d
 from torch import Tensor, nn
 
 from vitrain.errors import UserError
 
-__all__ = ["DETR", "DETR_VARIANTS", "FrozenBatchNorm2d", "SinePositionEncoding", "create_detr"]
-
-
-class FrozenBatchNorm2d(nn.Module):
-    """BatchNorm2d with fixed statistics and affine parameters, all stored as buffers.
-
-    ``y = (x - running_mean) / sqrt(running_var + eps) * weight + bias`` per channel of
-    ``(B, C, H, W)``. With small detection batches the batch statistics are too noisy to
-    train, so DETR freezes the ImageNet ones.
-    """
-
-    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.register_buffer("weight", torch.ones(num_features))
-        self.register_buffer("bias", torch.zeros(num_features))
-        self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
-
-    def forward(self, x: Tensor) -> Tensor:
-        scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
-        return x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
-
-    @classmethod
-    def freeze(cls, module: nn.Module) -> nn.Module:
-        """``module`` with every ``nn.BatchNorm2d`` replaced by a frozen copy of it (in place)."""
-        for name, child in module.named_children():
-            if isinstance(child, nn.BatchNorm2d):
-                frozen = cls(child.num_features, child.eps)
-                for key in ("weight", "bias", "running_mean", "running_var"):
-                    getattr(frozen, key).copy_(getattr(child, key).detach())
-                setattr(module, name, frozen)
-            else:
-                cls.freeze(child)
-        return module
+__all__ = ["DETR", "DETR_VARIANTS", "SinePositionEncoding", "create_detr"]
 
 
 class Backbone(nn.Module):
-    """A timm ResNet up to stage ``num_stages``: ``(B, 3, H, W)`` -> ``(B, C, H/s, W/s)``.
+    """Any timm CNN as a feature extractor (``features_only=True``): ``(B, 3, H, W)`` ->
+    ``(B, C, H/s, W/s)`` at stride ``s = 2 ** (num_stages + 1)``.
+
+    The network is cut after the feature map of that stride (timm drops every later stage),
+    so ResNets keep their module names (``body.conv1``, ``body.layer1`` ...) and any timm model
+    with a feature pyramid works: ``resnet50``, ``resnet10t``, ``convnext_tiny``, ``efficientnet_b0``...
 
     Args:
-        name: timm ResNet name (``resnet50``, ``resnet101``, ``resnet18``, ``resnet10t``, ...).
-        num_stages: residual stages to run (4: stride 32; 3: stride 16).
-        frozen_bn: replace BatchNorm by :class:`FrozenBatchNorm2d` (DETR; for pretrained weights).
-        freeze_stem: freeze the stem and the first stage (DETR).
+        name: a timm model name.
+        num_stages: stages to run (4: stride 32, DETR; 3: stride 16).
+        frozen_bn: replace BatchNorm by torchvision's ``FrozenBatchNorm2d`` (statistics and affine
+            as buffers; ``timm.layers.freeze_batch_norm_2d``), as DETR does with its small batches.
+        freeze_stem: freeze everything up to the first stage (stride 4), as DETR does.
         pretrained: load timm's ImageNet weights (downloads unless cached).
         weights_file: a local timm weight file (.pth / .safetensors) to load instead.
     """
@@ -107,35 +79,53 @@ class Backbone(nn.Module):
         super().__init__()
         if not 1 <= num_stages <= 4:
             raise UserError(f"model.net.backbone_stages={num_stages}: must be 1, 2, 3 or 4.")
-        kwargs = {}
+        if not timm.is_model(name):
+            raise UserError(f"model.net.backbone={name}: not a timm model name (see timm.list_models()).")
+        kwargs: dict = {}
         if weights_file:
             if not Path(weights_file).is_file():
                 raise UserError(f"model.net.backbone_weights={weights_file}: no such file.")
             kwargs = {"pretrained_cfg_overlay": {"file": str(weights_file)}}
-        # zero_init_last would make every residual branch start (and, frozen, stay) at zero
-        body = timm.create_model(
-            name, pretrained=pretrained or bool(weights_file), num_classes=0, zero_init_last=False, **kwargs
-        )
-        if not all(hasattr(body, f"layer{i}") for i in range(1, 5)):
-            raise UserError(f"model.net.backbone={name}: not a timm ResNet (it has no layer1..layer4).")
-        for i in range(num_stages + 1, 5):
-            delattr(body, f"layer{i}")
-        del body.global_pool, body.fc
-        self.body = FrozenBatchNorm2d.freeze(body) if frozen_bn else body
+        stride = 2 ** (num_stages + 1)
+        with torch.device("meta"):  # the feature strides and modules, without building the weights
+            info = timm.create_model(name, features_only=True).feature_info
+        strides, modules = info.reduction(), info.module_name()
+        if stride not in strides:
+            raise UserError(
+                f"model.net.backbone={name} has no feature map at stride {stride} (backbone_stages="
+                f"{num_stages}); its strides: {strides}."
+            )
+        body = create_features(name, strides.index(stride), pretrained or bool(weights_file), **kwargs)
+        self.body = freeze_batch_norm_2d(body) if frozen_bn else body
         self.num_stages = num_stages
-        self.num_channels = body.feature_info[num_stages]["num_chs"]
-        self.stride = body.feature_info[num_stages]["reduction"]
+        self.num_channels = body.feature_info.channels()[-1]
+        self.stride = body.feature_info.reduction()[-1]
         if freeze_stem:
-            for param_name, param in self.body.named_parameters():
-                if not param_name.startswith(("layer2", "layer3", "layer4")):
-                    param.requires_grad_(False)
+            first_stage = modules[strides.index(4)].replace(".", "_")  # FeatureListNet's child name
+            for child_name, child in self.body.named_children():
+                child.requires_grad_(False)
+                if child_name == first_stage:
+                    break
 
     def forward(self, images: Tensor) -> Tensor:
-        body = self.body
-        x = body.maxpool(body.act1(body.bn1(body.conv1(images))))
-        for i in range(1, self.num_stages + 1):
-            x = getattr(body, f"layer{i}")(x)
-        return x
+        return self.body(images)[-1]
+
+
+def create_features(name: str, index: int, pretrained: bool, **kwargs) -> nn.Module:
+    """timm's ``features_only`` network of ``name`` up to feature ``index``."""
+    try:  # ResNets: no zero-initialised last BatchNorm, which frozen would keep every block at zero
+        return timm.create_model(
+            name,
+            features_only=True,
+            out_indices=(index,),
+            pretrained=pretrained,
+            zero_init_last=False,
+            **kwargs,
+        )
+    except TypeError:  # other families have no zero_init_last
+        return timm.create_model(
+            name, features_only=True, out_indices=(index,), pretrained=pretrained, **kwargs
+        )
 
 
 class SinePositionEncoding(nn.Module):
@@ -363,7 +353,7 @@ def create_detr(
         aux_loss: return every decoder layer's predictions for the auxiliary losses.
         pretrained_backbone: start the backbone from timm's ImageNet weights (a download).
         backbone_weights: a local timm weight file for the backbone (no download).
-        **overrides: architecture arguments: ``backbone`` (a timm ResNet name),
+        **overrides: architecture arguments: ``backbone`` (any timm CNN name),
             ``backbone_stages``, ``frozen_bn``, ``freeze_stem``, ``hidden_dim``, ``num_heads``,
             ``num_encoder_layers``, ``num_decoder_layers``, ``dim_feedforward``, ``dropout``,
             ``num_queries``.

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
+from torchvision.ops import box_convert
 
 from vitrain.errors import UserError
-from vitrain.models.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from vitrain.models.box_ops import generalized_box_iou
 
 NON_FINITE_HINT = (
     "the predictions hold NaN or inf: training diverged. Lower optimizer.lr, keep gradient "
@@ -70,7 +71,9 @@ class HungarianMatcher(nn.Module):
             raise UserError(f"Hungarian matching: {NON_FINITE_HINT}")
         cost = -self.cost_class * probs[:, labels]
         cost = cost + self.cost_bbox * torch.cdist(boxes, tgt_boxes, p=1)
-        giou = generalized_box_iou(box_cxcywh_to_xyxy(boxes), box_cxcywh_to_xyxy(tgt_boxes))
+        giou = generalized_box_iou(
+            box_convert(boxes, "cxcywh", "xyxy"), box_convert(tgt_boxes, "cxcywh", "xyxy")
+        )
         cost = cost - self.cost_giou * giou
         if not torch.isfinite(cost).all():
             raise UserError(f"Hungarian matching: the cost matrix is not finite; {NON_FINITE_HINT}")

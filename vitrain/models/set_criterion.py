@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.ops import box_convert
 
-from vitrain.models.box_ops import box_cxcywh_to_xyxy, generalized_box_iou
+from vitrain.models.box_ops import generalized_box_iou
 from vitrain.models.matcher import HungarianMatcher
 
 
@@ -100,6 +101,8 @@ class SetCriterion(nn.Module):
         matched = boxes[batch_idx, query_idx]  # (N, 4)
         tgt_boxes = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices, strict=True)]).float()
         loss_bbox = F.l1_loss(matched, tgt_boxes, reduction="sum") / num_boxes
-        giou = generalized_box_iou(box_cxcywh_to_xyxy(matched), box_cxcywh_to_xyxy(tgt_boxes))
+        giou = generalized_box_iou(
+            box_convert(matched, "cxcywh", "xyxy"), box_convert(tgt_boxes, "cxcywh", "xyxy")
+        )
         loss_giou = (1 - torch.diag(giou)).sum() / num_boxes
         return {"loss_ce": loss_ce, "loss_bbox": loss_bbox, "loss_giou": loss_giou}

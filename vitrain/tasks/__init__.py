@@ -1,8 +1,9 @@
 """LightningModules: how a network learns (loss, metrics, optimizer groups, schedules)."""
 
+from vitrain.tasks.base import Task
 from vitrain.tasks.classification import ClassificationTask
 from vitrain.tasks.detection import DetectionTask
 from vitrain.tasks.language import CausalLMTask, MaskedLMTask
 from vitrain.tasks.mae import MAETask
 
-__all__ = ["ClassificationTask", "MAETask", "DetectionTask", "CausalLMTask", "MaskedLMTask"]
+__all__ = ["Task", "ClassificationTask", "MAETask", "DetectionTask", "CausalLMTask", "MaskedLMTask"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
+from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from timm.data import Mixup
@@ -16,13 +17,10 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from vitrain.errors import UserError
 from vitrain.models.vit import prepare_linear_probe
-from vitrain.tasks.optim import build_optimizer, param_groups, per_step_schedule
-
-OptimizerFactory = Callable[..., torch.optim.Optimizer]
-SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
 
 
-class ClassificationTask(L.LightningModule):
+class ClassificationTask(Task):
     """Train ``net`` (images ``(B, C, H, W)`` -> logits ``(B, num_classes)``) on labels ``(B,)``.
 
     Args:
@@ -56,12 +54,8 @@ class ClassificationTask(L.LightningModule):
         layer_decay: float | None = None,
         linear_probe: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(net, optimizer, scheduler, layer_decay)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
-        self.net = net
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.layer_decay = layer_decay
         self.linear_probe = linear_probe
         if linear_probe:
             prepare_linear_probe(net)
@@ -133,10 +127,20 @@ class ClassificationTask(L.LightningModule):
                     child.eval()
         return self
 
-    def build_optimizer(self) -> torch.optim.Optimizer:
-        """The optimizer over ``param_groups(net, layer_decay)`` (no decay on norms, biases,
-        pos/cls; frozen parameters left out), each group's ``lr`` scaled by its layer."""
-        return build_optimizer(self.optimizer_factory, param_groups(self.net, self.layer_decay))
-
-    def configure_optimizers(self):
-        return per_step_schedule(self.build_optimizer(), self.scheduler_factory, self.trainer)
+    def predict_rows(
+        self, outputs: Sequence[Any], files: Sequence[Path], class_names: Sequence[str]
+    ) -> tuple[list[str], list[list[str]]]:
+        """Each file's top-5 classes and probabilities, from the ``predict_step`` probabilities
+        ``(B, num_classes)`` of every batch; classes are named by ``class_names`` (else by index)."""
+        probs = torch.cat(list(outputs)).float()
+        k = min(5, probs.shape[1])
+        top_p, top_i = probs.topk(k, dim=1)
+        names = list(class_names) or [str(i) for i in range(probs.shape[1])]
+        header = ["file"] + [f"{field}_{r}" for r in range(1, k + 1) for field in ("class", "prob")]
+        rows = []
+        for path, ps, idx in zip(files, top_p.tolist(), top_i.tolist(), strict=True):
+            row = [str(path)]
+            for p, i in zip(ps, idx, strict=True):
+                row += [names[i], f"{p:.6f}"]
+            rows.append(row)
+        return header, rows

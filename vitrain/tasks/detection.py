@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 
-import lightning as L
 import torch
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 from torchmetrics.detection import MeanAveragePrecision
 
@@ -15,8 +13,8 @@ from vitrain.errors import UserError
 from vitrain.models.box_ops import to_original_xyxy
 from vitrain.models.matcher import HungarianMatcher
 from vitrain.models.set_criterion import SetCriterion
-from vitrain.tasks.classification import OptimizerFactory, SchedulerFactory
-from vitrain.tasks.optim import build_optimizer, param_groups, per_step_schedule
+from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
+from vitrain.tasks.optim import param_groups
 
 Targets = list[dict[str, Tensor]]
 # faster_coco_eval logs its whole summary table at INFO after every validation
@@ -31,7 +29,7 @@ MAP_KEYS = {
 }
 
 
-class DetectionTask(L.LightningModule):
+class DetectionTask(Task):
     """Train a DETR ``net`` on batches ``(images (B, 3, H, W), mask (B, H, W), targets)``.
 
     Targets are dicts with normalised cxcywh ``boxes``, ``labels``, ``iscrowd`` and
@@ -78,15 +76,12 @@ class DetectionTask(L.LightningModule):
         loss_bbox: float = 5.0,
         loss_giou: float = 2.0,
     ) -> None:
-        super().__init__()
+        super().__init__(net, optimizer, scheduler)
         if not 0 < eos_coef <= 1:
             raise UserError(f"model.eos_coef={eos_coef}: must be in (0, 1] (DETR: 0.1).")
         if backbone_lr is not None and backbone_lr < 0:
             raise UserError(f"model.backbone_lr={backbone_lr}: must be >= 0, or null for the optimizer's lr.")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
-        self.net = net
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
         self.backbone_lr = backbone_lr
         matcher = HungarianMatcher(cost_class, cost_bbox, cost_giou)
         self.criterion = SetCriterion(net.num_classes, matcher, eos_coef, loss_ce, loss_bbox, loss_giou)
@@ -128,13 +123,10 @@ class DetectionTask(L.LightningModule):
         """Predictions of a batch in original image coordinates (see :func:`postprocess`)."""
         return postprocess(self(images, mask), targets)
 
-    def build_optimizer(self) -> torch.optim.Optimizer:
-        """The optimizer over ``param_groups(net)`` split into the rest and the backbone (at
-        ``backbone_lr``); frozen parameters are left out."""
-        return build_optimizer(self.optimizer_factory, detection_param_groups(self.net, self.backbone_lr))
-
-    def configure_optimizers(self):
-        return per_step_schedule(self.build_optimizer(), self.scheduler_factory, self.trainer)
+    def param_groups(self) -> list[dict]:
+        """``param_groups(net)`` split into the rest and the backbone (at ``backbone_lr``);
+        frozen parameters are left out (see :func:`detection_param_groups`)."""
+        return detection_param_groups(self.net, self.backbone_lr)
 
 
 def detection_param_groups(net: nn.Module, backbone_lr: float | None) -> list[dict]:
@@ -186,25 +178,3 @@ def ground_truth(targets: Targets) -> list[dict[str, Tensor]]:
         boxes = to_original_xyxy(target["boxes"], target["orig_size"])
         out.append({"boxes": boxes, "labels": target["labels"], "iscrowd": iscrowd.long()})
     return out
-
-
-def step_decay(
-    optimizer: torch.optim.Optimizer,
-    total_steps: int,
-    steps_per_epoch: float,
-    drop_epochs: list[float] | float = (),
-    gamma: float = 0.1,
-    warmup_epochs: float = 0.0,
-) -> LambdaLR:
-    """DETR's schedule: the peak lr (after an optional linear warm-up) multiplied by ``gamma``
-    at each epoch of ``drop_epochs`` (DETR: 400 of 500 epochs). Stepped every optimizer step."""
-    drops = [drop_epochs] if isinstance(drop_epochs, int | float) else list(drop_epochs)
-    drop_steps = sorted(int(round(e * steps_per_epoch)) for e in drops)
-    warmup = int(round(warmup_epochs * steps_per_epoch))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return gamma ** sum(step >= s for s in drop_steps)
-
-    return LambdaLR(optimizer, factor)

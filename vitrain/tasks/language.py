@@ -10,19 +10,15 @@ checkpoint then carries (``checkpoint["vitrain_tokenizer"]``, a ``tokenizer.json
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim.lr_scheduler import LambdaLR
 from torchmetrics import MeanMetric
 
 from vitrain.errors import UserError
-from vitrain.tasks.classification import OptimizerFactory, SchedulerFactory
-from vitrain.tasks.optim import build_optimizer, param_groups, per_step_schedule
+from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
 
 log = logging.getLogger(__name__)
 
@@ -58,37 +54,7 @@ def mask_tokens(
     return inputs, input_ids.masked_fill(~selected, IGNORE_INDEX)
 
 
-def warmup_decay(
-    optimizer: torch.optim.Optimizer,
-    total_steps: int,
-    steps_per_epoch: float,
-    warmup_steps: int = 0,
-    decay: str = "cosine",
-    min_lr_ratio: float = 0.1,
-    decay_steps: int | None = None,
-) -> LambdaLR:
-    """Linear warm-up over ``warmup_steps`` optimizer steps, then cosine or linear decay to
-    ``min_lr_ratio * lr`` at ``decay_steps`` (default: the end of the run), flat afterwards.
-
-    nanoGPT's GPT-2 schedule is ``warmup_steps=2000, decay=cosine, min_lr_ratio=0.1``; BERT's is
-    ``warmup_steps=10000, decay=linear, min_lr_ratio=0``.
-    """
-    if decay not in ("cosine", "linear"):
-        raise UserError(f"scheduler.decay={decay!r}: choose cosine or linear.")
-    end = decay_steps or total_steps
-    warmup = min(warmup_steps, max(end - 1, 0))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min((step - warmup) / max(end - warmup, 1), 1.0)
-        shape = 0.5 * (1 + math.cos(math.pi * progress)) if decay == "cosine" else 1 - progress
-        return min_lr_ratio + (1 - min_lr_ratio) * shape
-
-    return LambdaLR(optimizer, factor)
-
-
-class _LanguageTask(L.LightningModule):
+class _LanguageTask(Task):
     """What both language tasks share: the optimizer, the data checks, the tokenizer."""
 
     data_kind = "text"
@@ -99,10 +65,7 @@ class _LanguageTask(L.LightningModule):
     def __init__(
         self, net: nn.Module, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None
     ) -> None:
-        super().__init__()
-        self.net = net
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
+        super().__init__(net, optimizer, scheduler)
         self.tokenizer_json: str | None = None
         self.special_ids: dict[str, int] = {}
         self.val_loss = MeanMetric()  # per-token losses, synced across ranks: an exact mean
@@ -134,13 +97,6 @@ class _LanguageTask(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.val_loss.update_called:
             self.log("val/ppl", torch.exp(self.val_loss.compute().clamp(max=30.0)))
-
-    def build_optimizer(self) -> torch.optim.Optimizer:
-        """The optimizer over ``param_groups(net)``: no weight decay on biases, norms, embeddings."""
-        return build_optimizer(self.optimizer_factory, param_groups(self.net))
-
-    def configure_optimizers(self):
-        return per_step_schedule(self.build_optimizer(), self.scheduler_factory, self.trainer)
 
 
 def check_data_fits(data, net: nn.Module, packing: str) -> None:
@@ -180,7 +136,7 @@ class CausalLMTask(_LanguageTask):
     Args:
         net: the GPT network.
         optimizer: partial optimizer, called with the parameter groups.
-        scheduler: partial schedule (``warmup_decay`` or ``vitrain.tasks.optim.warmup_cosine``).
+        scheduler: partial schedule (a ``vitrain.tasks.optim`` schedule, e.g. ``warmup_cosine``).
     """
 
     packing = "causal"

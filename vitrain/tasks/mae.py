@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import math
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from vitrain.errors import UserError
-from vitrain.tasks.classification import OptimizerFactory, SchedulerFactory
-from vitrain.tasks.optim import build_optimizer, param_groups, per_step_schedule
+from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
 
 
-class MAETask(L.LightningModule):
+class MAETask(Task):
     """Train an MAE ``net`` (``vitrain.models.MaskedAutoencoderViT``) on images; labels unused.
 
     ``net(images (B, C, H, W), mask_ratio, noise)`` returns ``(loss, pred, mask)``; the loss is
@@ -43,15 +41,12 @@ class MAETask(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         mask_ratio: float | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(net, optimizer, scheduler)
         if mask_ratio is not None and not (
             isinstance(mask_ratio, int | float) and 0 <= mask_ratio < 1 and not math.isnan(mask_ratio)
         ):
             raise UserError(f"model.mask_ratio={mask_ratio!r}: must be a number in [0, 1), or null.")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
-        self.net = net
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
         self.mask_ratio = net.mask_ratio if mask_ratio is None else mask_ratio
         self.val_loss = MeanMetric()  # weighted by images, synced across ranks: an exact global mean
 
@@ -99,10 +94,3 @@ class MAETask(L.LightningModule):
         masked = mask.unsqueeze(-1).float()  # (B, L, 1), 1 = masked
         visible = target * (1 - masked)
         return net.unpatchify(visible), net.unpatchify(visible + pred * masked)
-
-    def build_optimizer(self) -> torch.optim.Optimizer:
-        """The optimizer over ``param_groups(net)`` (frozen position tables left out)."""
-        return build_optimizer(self.optimizer_factory, param_groups(self.net))
-
-    def configure_optimizers(self):
-        return per_step_schedule(self.build_optimizer(), self.scheduler_factory, self.trainer)

@@ -23,7 +23,7 @@ def param_groups(net: nn.Module, layer_decay: float | None = None) -> list[dict]
     Without ``layer_decay``: ``[decay, no_decay]``. With ``layer_decay`` (layer-wise learning-rate
     decay, BEiT / MAE fine-tuning) every layer gets its own pair of groups (empty ones are left
     out), in layer order, each with ``lr_scale = layer_decay ** (num_layers + 1 - layer_id)``
-    (see :func:`layer_id`) and a ``name`` (``layer<id>`` / ``layer<id>_no_decay``, shown by the
+    (see :func:`layer_map`) and a ``name`` (``layer<id>`` / ``layer<id>_no_decay``, shown by the
     learning-rate monitor). torch optimizers ignore ``lr_scale``: :func:`build_optimizer` applies
     it to each group's ``lr`` before a schedule is attached.
     """
@@ -35,15 +35,13 @@ def param_groups(net: nn.Module, layer_decay: float | None = None) -> list[dict]
             raise UserError(
                 f"model.layer_decay={layer_decay}: must be in (0, 1] (0.65-0.75 for ViT-B/L), or null."
             )
-        if not hasattr(net, "blocks"):
-            raise UserError(f"model.layer_decay needs a network with blocks; {type(net).__name__} has none.")
-        num_layers = len(net.blocks)
+        layer_of, num_layers = layer_map(net)
     groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
     for name, param in net.named_parameters():
         if not param.requires_grad:
             continue
         decays = not (param.ndim <= 1 or name in skip or name.split(".")[-1] in skip)
-        layer = layer_id(name, num_layers) if layer_decay is not None else 0
+        layer = layer_of(name) if layer_decay is not None else 0
         groups.setdefault((layer, decays), []).append(param)
     if layer_decay is None:
         return [
@@ -61,6 +59,28 @@ def param_groups(net: nn.Module, layer_decay: float | None = None) -> list[dict]
             group["weight_decay"] = 0.0
         out.append(group)
     return out
+
+
+def layer_map(net: nn.Module) -> tuple[Callable[[str], int], int]:
+    """``(layer of a parameter name, num_layers)`` for layer decay: ids run from 0 (embeddings)
+    to ``num_layers + 1`` (the head, at the full learning rate).
+
+    ViTs (a ``blocks`` list: timm ViT, T2T-ViT) use :func:`layer_id`; any other timm model uses
+    its ``group_matcher`` (ConvNeXt stages, Swin layers, ResNet stages ...) with the same
+    ordering as timm's ``param_groups_layer_decay``.
+    """
+    if hasattr(net, "blocks"):
+        num_layers = len(net.blocks)
+        return (lambda name: layer_id(name, num_layers)), num_layers
+    if hasattr(net, "group_matcher"):
+        from timm.models import group_parameters
+
+        ids = group_parameters(net, net.group_matcher(coarse=False), reverse=True)
+        return ids.__getitem__, max(ids.values()) - 1
+    raise UserError(
+        f"model.layer_decay needs a network with blocks or a timm group_matcher; {type(net).__name__} "
+        "has neither: set model.layer_decay=null."
+    )
 
 
 def layer_id(name: str, num_layers: int) -> int:
@@ -117,34 +137,121 @@ def per_step_schedule(
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+# ---------------------------------------------------------------- schedules
+# Every schedule below is a ``conf/scheduler/<name>.yaml`` option, called by
+# :func:`per_step_schedule` as ``schedule(optimizer, total_steps, steps_per_epoch)`` and stepped
+# once per optimizer step. Warm-up and decay points have ONE unit: epochs (fractions allowed),
+# turned into optimizer steps with the run's ``steps_per_epoch``. A run bounded by
+# ``trainer.max_steps`` with ``trainer.max_epochs=-1`` counts as one epoch, so there
+# ``warmup_epochs`` is the fraction of ``max_steps`` (GPT-2's 2000 of 600k steps: 1/300).
+
+
+def to_steps(epochs: float, steps_per_epoch: float) -> int:
+    """``epochs`` (may be fractional) as a whole number of optimizer steps."""
+    if epochs < 0:
+        raise UserError(f"scheduler: {epochs} epochs: warm-up and decay points must be >= 0.")
+    return int(round(epochs * steps_per_epoch))
+
+
 def warmup_cosine(
     optimizer: torch.optim.Optimizer,
     total_steps: int,
     steps_per_epoch: float,
     warmup_epochs: float = 5.0,
     min_lr_ratio: float = 0.0,
-    cosine: bool = True,
+    decay_epochs: float | None = None,
 ) -> LambdaLR:
-    """Linear warm-up from 0 for ``warmup_epochs``, then cosine decay to ``min_lr_ratio * lr``.
+    """Linear warm-up from 0 over ``warmup_epochs``, then cosine decay to ``min_lr_ratio * lr``
+    at ``decay_epochs`` (default: the end of the run), flat afterwards.
 
-    Stepped once per optimizer step. With ``cosine=False`` the rate stays at its peak after
-    warm-up (a constant schedule).
+    ViT/DeiT/MAE: ``warmup_epochs`` 5-40, ``min_lr_ratio`` ~0; nanoGPT's GPT-2 schedule: 2000
+    warm-up steps, cosine to 0.1 of the peak.
     """
-    warmup = min(int(round(warmup_epochs * steps_per_epoch)), max(total_steps - 1, 0))
-    return LambdaLR(optimizer, lr_factor(total_steps, warmup, min_lr_ratio, cosine))
+    return warmup_decay(
+        optimizer, total_steps, steps_per_epoch, warmup_epochs, "cosine", min_lr_ratio, decay_epochs
+    )
+
+
+def warmup_linear(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    steps_per_epoch: float,
+    warmup_epochs: float = 0.0,
+    min_lr_ratio: float = 0.0,
+    decay_epochs: float | None = None,
+) -> LambdaLR:
+    """Linear warm-up from 0 over ``warmup_epochs``, then linear decay to ``min_lr_ratio * lr``
+    at ``decay_epochs`` (default: the end of the run), flat afterwards (BERT: 10k warm-up steps,
+    linear decay to 0)."""
+    return warmup_decay(
+        optimizer, total_steps, steps_per_epoch, warmup_epochs, "linear", min_lr_ratio, decay_epochs
+    )
+
+
+def constant(
+    optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: float, warmup_epochs: float = 0.0
+) -> LambdaLR:
+    """Linear warm-up from 0 over ``warmup_epochs``, then the peak learning rate to the end."""
+    return warmup_decay(optimizer, total_steps, steps_per_epoch, warmup_epochs, "none")
+
+
+def step_decay(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    steps_per_epoch: float,
+    drop_epochs: list[float] | float = (),
+    gamma: float = 0.1,
+    warmup_epochs: float = 0.0,
+) -> LambdaLR:
+    """The peak lr (after an optional linear warm-up) multiplied by ``gamma`` at each epoch of
+    ``drop_epochs`` (DETR: ``[400]`` of 500 epochs, ``gamma=0.1``)."""
+    drops = [drop_epochs] if isinstance(drop_epochs, int | float) else list(drop_epochs)
+    drop_steps = sorted(to_steps(e, steps_per_epoch) for e in drops)
+    warmup = to_steps(warmup_epochs, steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return gamma ** sum(step >= s for s in drop_steps)
+
+    return LambdaLR(optimizer, factor)
+
+
+DECAYS = ("cosine", "linear", "none")
+
+
+def warmup_decay(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    steps_per_epoch: float,
+    warmup_epochs: float = 0.0,
+    decay: str = "cosine",
+    min_lr_ratio: float = 0.0,
+    decay_epochs: float | None = None,
+) -> LambdaLR:
+    """What :func:`warmup_cosine`, :func:`warmup_linear` and :func:`constant` share: a linear
+    warm-up (clipped to leave at least one step after it), then ``decay`` (``cosine``, ``linear``
+    or ``none``) to ``min_lr_ratio`` of the peak at ``decay_epochs`` (None: ``total_steps``)."""
+    if decay not in DECAYS:
+        raise UserError(f"scheduler.decay={decay!r}: choose one of {', '.join(DECAYS)}.")
+    end = total_steps if decay_epochs is None else to_steps(decay_epochs, steps_per_epoch)
+    warmup = min(to_steps(warmup_epochs, steps_per_epoch), max(end - 1, 0))
+    return LambdaLR(optimizer, lr_factor(end, warmup, min_lr_ratio, decay))
 
 
 def lr_factor(
-    total_steps: int, warmup_steps: int, min_lr_ratio: float, cosine: bool
+    total_steps: int, warmup_steps: int, min_lr_ratio: float = 0.0, decay: str = "cosine"
 ) -> Callable[[int], float]:
-    """The multiplier of the peak learning rate at each optimizer step."""
+    """The multiplier of the peak learning rate at each optimizer step: linear warm-up over
+    ``warmup_steps``, then ``decay`` to ``min_lr_ratio`` at ``total_steps``, flat afterwards."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        if not cosine:
+        if decay == "none":
             return 1.0
         progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if decay == "cosine" else 1 - progress
+        return min_lr_ratio + (1 - min_lr_ratio) * shape
 
     return factor

@@ -6,7 +6,7 @@ import pytest
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF, compose_train
+from tests.helpers import CONF, compose_train
 
 GROUPS = [
     "model", "data", "optimizer", "scheduler", "trainer", "callbacks", "logger", "paths",

@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 from safetensors.torch import save_file
 
-from tests.conftest import compose_train
+from tests.helpers import compose_train
 from vitrain.errors import UserError
 from vitrain.models import create_vit, load_pretrained_file
 from vitrain.models.vit import count_parameters

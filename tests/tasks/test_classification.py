@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import partial
 
 import pytest
@@ -9,6 +10,7 @@ import torch
 from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 
+from tests.helpers import run_train
 from vitrain.errors import UserError
 from vitrain.models import create_vit
 from vitrain.tasks import ClassificationTask
@@ -63,3 +65,24 @@ def test_build_optimizer_groups():
     opt = task.build_optimizer()
     assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(task.net.parameters()))
+
+
+@pytest.mark.parametrize(
+    "net",
+    [
+        ["model.net.name=convnext_atto", "+model.net.depths=[1,1,1,1]", "+model.net.dims=[8,16,32,64]"],
+        ["model.net.name=swin_tiny_patch4_window7_224", "+model.net.embed_dim=16", "+model.net.depths=[1,1]",
+         "+model.net.num_heads=[1,1]", "+model.net.window_size=4"],
+    ],
+    ids=["convnext", "swin"],
+)  # fmt: skip
+def test_any_timm_classifier_trains_on_digits_with_layer_decay(tmp_path, net):
+    """``model=timm``: a tiny ConvNeXt and a tiny Swin, a few steps through the same task."""
+    proc = run_train(
+        tmp_path / "run", "model=timm", *net, "model.layer_decay=0.75", "data.batch_size=32",
+        "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["global_step"] == 3
+    assert summary["model"] == "timm" and 0 <= summary["last"]["val/acc1"] <= 1

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import QUIET, ROOT, TINY_VIT, compose_train, run_cli
+from tests.helpers import QUIET, ROOT, TINY_VIT, compose_train, run_cli, run_train
 from vitrain.data.base import EpochSampler
 from vitrain.errors import UserError
 from vitrain.models import create_vit
@@ -42,7 +42,7 @@ def test_world_size_from_trainer_config(tmp_path):
 
 
 def test_global_batch_sets_accumulation_and_lr(tmp_path):
-    proc = run_cli(
+    proc = run_train(
         tmp_path / "run", "dry_run=true", "trainer=ddp_cpu", "data.batch_size=16", "global_batch_size=128",
         "base_lr=1e-3", "hydra.verbose=vitrain",
     )  # fmt: skip
@@ -61,6 +61,7 @@ def test_sampler_shards_cover_the_epoch_once():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ddp")  # DDP ranks of two tests must not meet on one port
 def test_two_process_ddp_matches_one_process(tmp_path):
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     proc = run_cli(ddp, *DETERMINISTIC, "trainer=ddp_cpu", "data.batch_size=16", timeout=600)
@@ -86,6 +87,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ddp")
 def test_multirun_with_ddp_cpu_gives_one_directory_per_job(tmp_path):
     sweep = tmp_path / "sweep"
     args = [
@@ -107,7 +109,7 @@ def test_multirun_with_ddp_cpu_gives_one_directory_per_job(tmp_path):
 
 
 def test_bf16_mixed_on_cpu_and_16_mixed_composes(tmp_path):
-    proc = run_cli(tmp_path / "run", *TINY_VIT, "data.image_size=16", "trainer.max_epochs=1",
+    proc = run_train(tmp_path / "run", *TINY_VIT, "data.image_size=16", "trainer.max_epochs=1",
                    "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.precision=bf16-mixed")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["global_step"] == 2
@@ -134,11 +136,11 @@ def test_activation_checkpointing_keeps_gradients():
 
 @pytest.mark.slow
 def test_compile_smoke(tmp_path):
-    proc = run_cli(tmp_path / "run", *TINY_VIT, "data.image_size=16", "trainer.max_epochs=1", "compile=true",
-                   "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", timeout=600)  # fmt: skip
+    proc = run_train(tmp_path / "run", *TINY_VIT, "data.image_size=16", "trainer.max_epochs=1", "compile=true",
+                   "trainer.limit_train_batches=2", "trainer.limit_val_batches=1")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     ckpt = load(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert not any("_orig_mod." in k for k in ckpt["state_dict"])  # compiled in place: plain names
-    proc = run_cli(tmp_path / "export", *TINY_VIT, "data.image_size=16", "mode=export",
+    proc = run_train(tmp_path / "export", *TINY_VIT, "data.image_size=16", "mode=export",
                    f"ckpt_path={tmp_path / 'run' / 'checkpoints' / 'last.ckpt'}")  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -16,9 +16,11 @@ import timm
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import QUIET, ROOT, TINY_VIT, run_cli, write_image
+from tests.helpers import QUIET, ROOT, TINY_VIT, run_train, write_image
 from vitrain.callbacks import AtomicCheckpointIO
 from vitrain.checkpoints import net_state_dict
+
+pytestmark = pytest.mark.xdist_group("lifecycle")  # one worker builds the module-scoped full_run
 
 SMALL = [*TINY_VIT, "data.image_size=16", "data.batch_size=32", "trainer.limit_val_batches=2"]
 EVERY_EPOCH = ["callbacks.model_checkpoint.save_top_k=-1"]
@@ -42,7 +44,7 @@ def assert_same_state(a: dict, b: dict) -> None:
 def full_run(tmp_path_factory) -> Path:
     """4 epochs x 4 steps with EMA, a checkpoint every epoch."""
     run_dir = tmp_path_factory.mktemp("full") / "run"
-    proc = run_cli(
+    proc = run_train(
         run_dir,
         *SMALL,
         *EVERY_EPOCH,
@@ -59,7 +61,7 @@ def test_resume_from_epoch_checkpoint_is_exact(full_run, tmp_path):
     middle = full_run / "checkpoints" / "epoch001.ckpt"
     assert load(middle)["global_step"] == 8
     run_dir = tmp_path / "resumed"
-    proc = run_cli(
+    proc = run_train(
         run_dir, *SMALL, *EVERY_EPOCH, "trainer.max_epochs=4", "trainer.limit_train_batches=4",
         "callbacks=ema", f"ckpt_path={middle}",
     )  # fmt: skip
@@ -82,7 +84,7 @@ def test_ema_weights_are_validated_saved_and_exported(full_run, tmp_path):
     assert not torch.equal(ema["net.blocks.0.attn.qkv.weight"], live["net.blocks.0.attn.qkv.weight"])
     assert int(ckpt["averaging_state"]["n_averaged"]) == 16
     # eval of the checkpoint uses the averaged weights and reproduces the last validation
-    proc = run_cli(
+    proc = run_train(
         tmp_path / "eval", *SMALL, "mode=eval", f"ckpt_path={full_run / 'checkpoints' / 'last.ckpt'}"
     )
     assert proc.returncode == 0, proc.stderr
@@ -95,7 +97,7 @@ def test_ema_weights_are_validated_saved_and_exported(full_run, tmp_path):
 def test_eval_reproduces_best_metric(full_run, tmp_path):
     trained = summary(full_run)
     best = Path(trained["checkpoints"]["best"])
-    proc = run_cli(tmp_path / "eval", *SMALL, "mode=eval", f"ckpt_path={best}")
+    proc = run_train(tmp_path / "eval", *SMALL, "mode=eval", f"ckpt_path={best}")
     assert proc.returncode == 0, proc.stderr
     assert summary(tmp_path / "eval")["metrics"]["val/acc1"] == pytest.approx(
         trained["best"]["val/acc1"], abs=1e-6
@@ -104,7 +106,7 @@ def test_eval_reproduces_best_metric(full_run, tmp_path):
 
 def test_export_round_trips_through_plain_timm(full_run, tmp_path):
     ckpt_path = full_run / "checkpoints" / "last.ckpt"
-    proc = run_cli(tmp_path / "export", *SMALL, "mode=export", f"ckpt_path={ckpt_path}")
+    proc = run_train(tmp_path / "export", *SMALL, "mode=export", f"ckpt_path={ckpt_path}")
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "export" / "export"
     config = json.loads((out / "config.json").read_text())
@@ -126,13 +128,13 @@ def test_predict_writes_top5_with_class_names(tmp_path, image_tree):
         "data.num_classes=3",
         "data.image_size=32",
     ]
-    proc = run_cli(train_dir, *common, "trainer.max_epochs=1", "data.batch_size=4")
+    proc = run_train(train_dir, *common, "trainer.max_epochs=1", "data.batch_size=4")
     assert proc.returncode == 0, proc.stderr
     folder = tmp_path / "to_predict"
     names = ["a.jpg", "b.png", "c.png", "sub/d.jpg", "sub/e.png"]
     for i, (name, mode) in enumerate(zip(names, ["RGB", "L", "RGBA", "L", "RGB"], strict=True)):
         write_image(folder / name, mode, seed=i)
-    proc = run_cli(
+    proc = run_train(
         tmp_path / "predict", *common, "mode=predict", f"ckpt_path={train_dir / 'checkpoints' / 'last.ckpt'}",
         f"data.predict_dir={folder}",
     )  # fmt: skip
@@ -149,12 +151,12 @@ def test_predict_writes_top5_with_class_names(tmp_path, image_tree):
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_missing_or_corrupt_checkpoint(tmp_path, mode):
     missing = tmp_path / "gone.ckpt"
-    proc = run_cli(tmp_path / "a", *SMALL, f"mode={mode}", f"ckpt_path={missing}")
+    proc = run_train(tmp_path / "a", *SMALL, f"mode={mode}", f"ckpt_path={missing}")
     assert proc.returncode == 1 and f"ckpt_path={missing}: no such checkpoint file" in proc.stderr
     assert "Traceback" not in proc.stderr
     corrupt = tmp_path / "bad.ckpt"
     corrupt.write_bytes(b"PK\x03\x04 not really a zip")
-    proc = run_cli(tmp_path / "b", *SMALL, f"mode={mode}", f"ckpt_path={corrupt}")
+    proc = run_train(tmp_path / "b", *SMALL, f"mode={mode}", f"ckpt_path={corrupt}")
     assert proc.returncode == 1 and f"ckpt_path={corrupt}: not a readable checkpoint" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -168,6 +170,7 @@ def start_training(run_dir: Path, env: dict, *overrides: str) -> subprocess.Pope
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("signals")  # not with the module's full_run group: the longest test on its own
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
 def test_signal_saves_checkpoint_and_resume_auto_continues(tmp_path, signum):
     run_dir = tmp_path / "run"
@@ -197,20 +200,20 @@ def test_signal_saves_checkpoint_and_resume_auto_continues(tmp_path, signum):
     requeued = (tmp_path / "scontrol_args").read_text().split() if signum == signal.SIGUSR1 else None
     assert requeued in (None, ["requeue", "4242"])
 
-    proc = run_cli(run_dir, *SMALL, *EVERY_EPOCH, *overrides, "resume=auto")
+    proc = run_train(run_dir, *SMALL, *EVERY_EPOCH, *overrides, "resume=auto")
     assert proc.returncode == 0, proc.stderr
     resumed = summary(run_dir)
     assert resumed["status"] == "completed" and resumed["global_step"] == 320
     assert resumed["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
     if signum == signal.SIGTERM:  # the mid-epoch resume skipped exactly the batches already seen
         straight = tmp_path / "straight"
-        assert run_cli(straight, *SMALL, *EVERY_EPOCH, *overrides).returncode == 0
+        assert run_train(straight, *SMALL, *EVERY_EPOCH, *overrides).returncode == 0
         a, b = load(run_dir / "checkpoints" / "last.ckpt"), load(straight / "checkpoints" / "last.ckpt")
         assert_same_state(a["state_dict"], b["state_dict"])
 
 
 def test_resume_auto_starts_fresh_without_checkpoints(tmp_path):
-    proc = run_cli(
+    proc = run_train(
         tmp_path / "run", *SMALL, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "resume=auto"
     )
     assert proc.returncode == 0, proc.stderr

@@ -9,12 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.text_corpus import write_jsonl_corpus, write_txt_corpus
+from tests.helpers import write_jsonl_corpus, write_txt_corpus
 from vitrain.data.text import TextDataModule, embedded_documents, pack_sentences, sentences
 from vitrain.data.tokenizer import load_tokenizer, train_tokenizer
 from vitrain.errors import UserError
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def text_data(tmp_path: Path, files, **kwargs) -> TextDataModule:

@@ -15,7 +15,7 @@ import yaml
 from hydra.utils import instantiate
 from lightning.pytorch.profilers import SimpleProfiler
 
-from tests.conftest import QUIET, ROOT, TINY_VIT, compose_train
+from tests.helpers import QUIET, ROOT, TINY_VIT, compose_train
 from vitrain.sweep import CSV_NAME, MD_NAME, cli, write_sweep_table
 
 TINY_RUN = [

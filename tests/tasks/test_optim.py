@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vitrain.models import create_vit
-from vitrain.tasks.optim import param_groups, warmup_cosine
+from vitrain.tasks.optim import constant, param_groups, warmup_cosine
 
 
 @pytest.fixture
@@ -34,9 +34,9 @@ def test_frozen_parameters_are_left_out(net):
     assert all(p.requires_grad for g in groups for p in g["params"])
 
 
-def lrs(total, steps_per_epoch, **kwargs):
+def lrs(total, steps_per_epoch, schedule=warmup_cosine, **kwargs):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = warmup_cosine(opt, total_steps=total, steps_per_epoch=steps_per_epoch, **kwargs)
+    sched = schedule(opt, total_steps=total, steps_per_epoch=steps_per_epoch, **kwargs)
     out = []
     for _ in range(total):
         out.append(opt.param_groups[0]["lr"])
@@ -55,6 +55,6 @@ def test_linear_warmup_then_cosine_to_min():
 
 
 def test_constant_schedule_after_warmup():
-    lr = lrs(30, steps_per_epoch=10, warmup_epochs=1, min_lr_ratio=1.0, cosine=False)
+    lr = lrs(30, steps_per_epoch=10, schedule=constant, warmup_epochs=1)
     assert lr[9] == pytest.approx(1.0) and set(lr[9:]) == {1.0}
-    assert lrs(5, steps_per_epoch=5, warmup_epochs=0, cosine=False) == [1.0] * 5
+    assert lrs(5, steps_per_epoch=5, schedule=constant, warmup_epochs=0) == [1.0] * 5

@@ -22,8 +22,10 @@ import pytest
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from PIL import Image
 
-from tests.conftest import QUIET, ROOT, TINY_VIT, run_cli
+from tests.helpers import QUIET, ROOT, TINY_VIT, run_cli, run_train
 from vitrain import loggers as vl
+
+pytestmark = pytest.mark.xdist_group("loggers")  # one worker builds the module-scoped wandb_cli_run
 
 FAST = [
     *TINY_VIT, "trainer.max_epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
@@ -187,7 +189,7 @@ def test_wandb_multirun_jobs_are_separate_runs_in_one_group(tmp_path, wandb_home
 @pytest.mark.slow
 def test_tensorboard_run_writes_events(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(run_dir, *FAST, "logger=tensorboard")
+    proc = run_train(run_dir, *FAST, "logger=tensorboard")
     assert proc.returncode == 0, proc.stderr
     events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert events, sorted(p.name for p in run_dir.rglob("*"))

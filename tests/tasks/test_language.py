@@ -5,24 +5,21 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import run_cli
-from tests.test_train_cli import assert_user_error
-from tests.text_corpus import write_txt_corpus
+from tests.helpers import assert_user_error, run_cli, run_train, write_txt_corpus
 from vitrain.data.text import TextDataModule
 from vitrain.errors import UserError
 from vitrain.generate import generate_text, load_gpt
 from vitrain.generate import main as generate_main
 from vitrain.models import create_bert, create_gpt
-from vitrain.tasks.language import IGNORE_INDEX, check_data_fits, mask_tokens, warmup_decay
-from vitrain.tasks.optim import param_groups
+from vitrain.tasks.language import IGNORE_INDEX, check_data_fits, mask_tokens
+from vitrain.tasks.optim import param_groups, warmup_decay
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.xdist_group("language")  # one worker builds the module-scoped gpt_run
 
 TINY_GPT = ["model=gpt_tiny", "+model.net.n_layer=1", "+model.net.n_embd=32", "+model.net.n_head=2",
             "+model.net.n_positions=64"]  # fmt: skip
@@ -31,20 +28,6 @@ TINY_BERT = ["model=bert_tiny", "+model.net.n_layer=1", "+model.net.n_embd=32", 
 FAST = ["data=text", "data.vocab_size=300", "data.seq_len=32", "data.batch_size=8", "optimizer.lr=3e-3",
         "scheduler.warmup_epochs=0", "trainer.max_epochs=3", "trainer.limit_train_batches=12",
         "trainer.log_every_n_steps=4"]  # fmt: skip
-
-
-def run_one_thread(run_dir: Path, *overrides: str):
-    """``run_cli`` with one intra-op thread in the child: on a busy 2-core machine two threads per
-    process oversubscribe the cores and make these tiny runs several times slower."""
-    previous = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"
-    try:
-        return run_cli(run_dir, *overrides)
-    finally:
-        if previous is None:
-            del os.environ["OMP_NUM_THREADS"]
-        else:
-            os.environ["OMP_NUM_THREADS"] = previous
 
 
 def val_losses(run_dir: Path) -> list[float]:
@@ -81,11 +64,11 @@ def test_masking_statistics_on_a_large_sample():
 
 def test_warmup_decay_schedules():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    cosine = warmup_decay(opt, total_steps=100, steps_per_epoch=10, warmup_steps=10, min_lr_ratio=0.1)
+    cosine = warmup_decay(opt, total_steps=100, steps_per_epoch=10, warmup_epochs=1, min_lr_ratio=0.1)
     factor = cosine.lr_lambdas[0]
     assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
     assert factor(55) == pytest.approx(0.55) and factor(100) == pytest.approx(0.1)
-    linear = warmup_decay(opt, 100, 10, warmup_steps=0, decay="linear", min_lr_ratio=0.0).lr_lambdas[0]
+    linear = warmup_decay(opt, 100, 10, warmup_epochs=0, decay="linear", min_lr_ratio=0.0).lr_lambdas[0]
     assert linear(0) == 1.0 and linear(50) == pytest.approx(0.5) and linear(100) == 0.0
     with pytest.raises(UserError, match="scheduler.decay"):
         warmup_decay(opt, 100, 10, decay="step")
@@ -126,7 +109,7 @@ def corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def gpt_run(tmp_path_factory, corpus) -> Path:
     run_dir = tmp_path_factory.mktemp("gpt") / "run"
-    proc = run_one_thread(run_dir, *TINY_GPT, *FAST, f"data.files={corpus}", "callbacks=language",
+    proc = run_train(run_dir, *TINY_GPT, *FAST, f"data.files={corpus}", "callbacks=language",
                    "callbacks.samples.max_new_tokens=8", "callbacks.progress_bar=null")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return run_dir
@@ -175,7 +158,7 @@ def test_generate_rejects_a_missing_or_foreign_checkpoint(tmp_path, capsys):
 
 def test_bert_run_with_next_sentence_prediction(tmp_path, corpus):
     run_dir = tmp_path / "run"
-    proc = run_one_thread(run_dir, *TINY_BERT, *FAST, f"data.files={corpus}", "data.vocab_size=120",
+    proc = run_train(run_dir, *TINY_BERT, *FAST, f"data.files={corpus}", "data.vocab_size=120",
                    "model.net.nsp=true", "data.nsp=true", "model.net.dropout=0.0")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -193,7 +176,7 @@ def test_bert_run_with_next_sentence_prediction(tmp_path, corpus):
 
 
 def test_cli_missing_corpus_is_one_clear_message(tmp_path):
-    proc = run_one_thread(tmp_path / "run", "model=gpt_tiny", "data=text", "data.files=/nonexistent")
+    proc = run_cli(tmp_path / "run", "model=gpt_tiny", "data=text", "data.files=/nonexistent")
     assert_user_error(proc, "data.files=/nonexistent: no such file or folder")
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
 
@@ -207,12 +190,15 @@ def test_cli_missing_corpus_is_one_clear_message(tmp_path):
 def test_recipes_compose(experiment, net, seq_len, lr):
     from hydra.utils import get_class
 
-    from tests.conftest import compose_train
+    from tests.helpers import compose_train
 
     cfg = compose_train(f"experiment={experiment}")
     assert cfg.model.net.name == net and cfg.data.seq_len == seq_len and cfg.optimizer.lr == lr
     assert cfg.data.packing == get_class(cfg.model._target_).packing
-    assert cfg.scheduler._target_ == "vitrain.tasks.language.warmup_decay"
+    assert cfg.scheduler._target_ in (
+        "vitrain.tasks.optim.warmup_cosine",
+        "vitrain.tasks.optim.warmup_linear",
+    )
     if cfg.data.require_files:  # a real-corpus recipe without data.files fails clearly
         with pytest.raises(UserError, match="data.files is required"):
             TextDataModule(files=None, require_files=True)

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from timm.layers import freeze_batch_norm_2d
 from torch import nn
+from torchvision.ops import box_convert, box_iou
 
 from vitrain.errors import UserError
 from vitrain.models import create_detr
-from vitrain.models.box_ops import (
-    box_cxcywh_to_xyxy,
-    box_iou,
-    box_xywh_to_xyxy,
-    box_xyxy_to_cxcywh,
-    generalized_box_iou,
-    to_original_xyxy,
-)
-from vitrain.models.detr import FrozenBatchNorm2d, SinePositionEncoding
+from vitrain.models.box_ops import generalized_box_iou, to_original_xyxy
+from vitrain.models.detr import SinePositionEncoding
 from vitrain.models.vit import count_parameters
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 # A DETR small enough for two CPU cores (64-px images give a 4x4 feature map at stride 16).
 TINY = dict(
@@ -59,7 +52,7 @@ def test_frozen_batchnorm_equals_eval_batchnorm_and_holds_buffers():
             bn.running_mean.normal_(),
             bn.running_var.uniform_(0.5, 2),
         )
-    frozen = FrozenBatchNorm2d.freeze(nn.Sequential(bn))[0]
+    frozen = freeze_batch_norm_2d(nn.Sequential(bn))[0]
     x = torch.randn(2, 4, 5, 5)
     torch.testing.assert_close(frozen(x), bn.eval()(x))
     assert list(frozen.parameters()) == []
@@ -76,6 +69,22 @@ def test_stem_and_first_stage_are_frozen():
     scratch = create_detr("detr_tiny", num_classes=3, **TINY)
     assert count_parameters(scratch)[0] == count_parameters(scratch)[1]
     assert any(isinstance(m, nn.BatchNorm2d) for m in scratch.modules())
+
+
+def test_any_timm_cnn_is_a_backbone():
+    """``model.net.backbone=<timm name>``: a tiny ConvNeXt (LayerNorm, no BatchNorm) at stride 16."""
+    torch.manual_seed(0)
+    net = create_detr("detr_tiny", num_classes=3, backbone="convnext_atto", freeze_stem=True, **TINY).eval()
+    assert net.backbone.stride == 16 and net.backbone.num_channels == 160
+    assert not any(
+        n.startswith("body.stages_3") for n, _ in net.backbone.named_parameters()
+    )  # cut at stride 16
+    frozen = {n.split(".")[1] for n, p in net.backbone.named_parameters() if not p.requires_grad}
+    assert frozen == {"stem_0", "stem_1", "stages_0"}
+    out = net(torch.randn(1, 3, 64, 64))
+    assert out["pred_boxes"].shape == (1, 5, 4) and torch.isfinite(out["pred_logits"]).all()
+    with pytest.raises(UserError, match="model.net.backbone=no_such_cnn"):
+        create_detr("detr_tiny", num_classes=3, backbone="no_such_cnn")
 
 
 def test_forward_shapes_and_auxiliary_outputs():
@@ -115,10 +124,10 @@ def test_create_detr_rejects_bad_arguments():
 def test_box_conversions_round_trip():
     torch.manual_seed(0)
     cxcywh = torch.rand(10, 4)
-    torch.testing.assert_close(box_xyxy_to_cxcywh(box_cxcywh_to_xyxy(cxcywh)), cxcywh)
-    xyxy = box_cxcywh_to_xyxy(cxcywh)
-    torch.testing.assert_close(box_cxcywh_to_xyxy(box_xyxy_to_cxcywh(xyxy)), xyxy)
-    assert box_xywh_to_xyxy(torch.tensor([[10.0, 20, 5, 8]])).tolist() == [[10, 20, 15, 28]]
+    torch.testing.assert_close(box_convert(box_convert(cxcywh, "cxcywh", "xyxy"), "xyxy", "cxcywh"), cxcywh)
+    xyxy = box_convert(cxcywh, "cxcywh", "xyxy")
+    torch.testing.assert_close(box_convert(box_convert(xyxy, "xyxy", "cxcywh"), "cxcywh", "xyxy"), xyxy)
+    assert box_convert(torch.tensor([[10.0, 20, 5, 8]]), "xywh", "xyxy").tolist() == [[10, 20, 15, 28]]
     # normalised cxcywh of a 100 x 200 (h x w) image -> its pixels
     original = to_original_xyxy(torch.tensor([[0.5, 0.5, 0.5, 0.2]]), torch.tensor([100, 200]))
     torch.testing.assert_close(original, torch.tensor([[50.0, 40.0, 150.0, 60.0]]))
@@ -127,7 +136,7 @@ def test_box_conversions_round_trip():
 def test_iou_and_generalized_iou():
     a = torch.tensor([[0.0, 0, 2, 2]])
     b = torch.tensor([[1.0, 1, 3, 3], [0, 0, 2, 2], [4, 0, 6, 2]])
-    iou, _ = box_iou(a, b)
+    iou = box_iou(a, b)
     torch.testing.assert_close(iou, torch.tensor([[1 / 7, 1.0, 0.0]]))
     # hulls: 3x3 = 9 (union 7), 2x2, 6x2 = 12 (union 8)
     torch.testing.assert_close(generalized_box_iou(a, b), torch.tensor([[1 / 7 - 2 / 9, 1.0, -4 / 12]]))

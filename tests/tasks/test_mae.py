@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, TensorDataset
 
-from tests.conftest import run_cli
+from tests.helpers import run_train
 from vitrain.callbacks import Reconstructions
 from vitrain.callbacks.reconstructions import image_grid
 from vitrain.checkpoints import export_network, load_checkpoint
@@ -41,7 +41,7 @@ CLI_VIT = [
 ]  # fmt: skip
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
+pytestmark = pytest.mark.xdist_group("mae")  # one worker builds the module-scoped mae_run
 
 
 def tiny_mae(img_size: int = 32, in_chans: int = 1, **kwargs):
@@ -70,7 +70,7 @@ def metrics(run_dir: Path) -> list[dict]:
 def mae_run(tmp_path_factory) -> Path:
     """3 epochs x 6 steps of MAE pretraining on digits with reconstruction grids."""
     run_dir = tmp_path_factory.mktemp("mae") / "run"
-    proc = run_cli(
+    proc = run_train(
         run_dir, *CLI_MAE, "callbacks=mae", "trainer.max_epochs=3", "trainer.limit_train_batches=6",
         "trainer.limit_val_batches=2", "scheduler.warmup_epochs=1", "optimizer.lr=2e-3",
     )  # fmt: skip
@@ -99,7 +99,7 @@ def test_pretraining_lowers_the_loss_and_writes_reconstructions(mae_run):
 def test_finetune_from_mae_checkpoint(mae_run, tmp_path):
     ckpt = mae_run / "checkpoints" / "last.ckpt"
     run_dir = tmp_path / "finetune"
-    proc = run_cli(
+    proc = run_train(
         run_dir, *CLI_VIT, f"model.net.init_from={ckpt}", "model.net.global_pool=avg", "model.layer_decay=0.65",
         "data.image_size=48", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
         "trainer.limit_val_batches=1",
@@ -270,7 +270,7 @@ def test_per_group_learning_rates_follow_schedule_times_layer_scale():
     trainer.fit(task, train_dataloaders=DataLoader(data, batch_size=4))  # 8 steps, 4 warm-up
     scales = [g["lr_scale"] for g in trainer.optimizers[0].param_groups]
     assert min(scales) == pytest.approx(0.65**3) and max(scales) == 1.0
-    factor = lr_factor(total_steps=8, warmup_steps=4, min_lr_ratio=0.1, cosine=True)
+    factor = lr_factor(total_steps=8, warmup_steps=4, min_lr_ratio=0.1, decay="cosine")
     assert len(record.lrs) == 8
     for step, lrs in enumerate(record.lrs):
         assert lrs == pytest.approx([factor(step) * 1e-3 * s for s in scales], rel=1e-6), step

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import write_image
+from tests.helpers import write_image
 from vitrain.data import CIFARDataModule, DigitsDataModule, ImageFolderDataModule
 from vitrain.errors import UserError
 

@@ -8,23 +8,14 @@ import re
 import pytest
 import torch
 
-from tests.conftest import ROOT, TINY_VIT, run_cli
+from tests.helpers import ROOT, TINY_VIT, assert_user_error, run_cli, run_train
 
 FAST = [*TINY_VIT, "trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2"]
 
 
-def assert_user_error(proc, *needles: str) -> None:
-    """Non-zero exit, each needle in the message, and no traceback."""
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0, output
-    assert "Traceback" not in output, output
-    for needle in needles:
-        assert needle in output, output
-
-
 def test_digits_run_writes_summary_and_checkpoints(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(run_dir, *FAST, "data.image_size=16", "data.batch_size=32")
+    proc = run_train(run_dir, *FAST, "data.image_size=16", "data.batch_size=32")
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["model"] == "vit_ti16" and summary["data"] == "digits"
@@ -48,7 +39,7 @@ def test_digits_run_writes_summary_and_checkpoints(tmp_path):
 
 
 def test_imagefolder_run(tmp_path, image_tree):
-    proc = run_cli(
+    proc = run_train(
         tmp_path / "run", *FAST, "data=imagenet", f"data.root={image_tree}", "data.num_classes=3",
         "data.image_size=32", "data.batch_size=4", "data.num_workers=1",
     )  # fmt: skip
@@ -59,7 +50,7 @@ def test_imagefolder_run(tmp_path, image_tree):
 
 
 def test_mixup_run(tmp_path):
-    proc = run_cli(
+    proc = run_train(
         tmp_path / "run", *FAST, "data.image_size=16", "model.mixup_alpha=0.8",
         "model.cutmix_alpha=1.0", "model.label_smoothing=0.1",
     )  # fmt: skip
@@ -68,7 +59,7 @@ def test_mixup_run(tmp_path):
 
 
 def test_dry_run_prints_one_line_and_reads_no_data(tmp_path):
-    proc = run_cli(tmp_path / "run", "dry_run=true", "data=imagenet", "data.root=/no/such/data")
+    proc = run_train(tmp_path / "run", "dry_run=true", "data=imagenet", "data.root=/no/such/data")
     assert proc.returncode == 0, proc.stderr
     assert re.fullmatch(r"params: total=(\d+) trainable=(\d+)\n", proc.stdout), proc.stdout
     total = int(re.search(r"total=(\d+)", proc.stdout).group(1))
@@ -93,7 +84,9 @@ def test_missing_data_root(tmp_path):
 
 def test_empty_class_folder(tmp_path, image_tree):
     (image_tree / "val" / "emu").mkdir()
-    proc = run_cli(tmp_path / "run", *FAST, "data=imagenet", f"data.root={image_tree}", "data.num_classes=3")
+    proc = run_train(
+        tmp_path / "run", *FAST, "data=imagenet", f"data.root={image_tree}", "data.num_classes=3"
+    )
     assert_user_error(proc, f"class folder {image_tree}/val/emu holds no images")
 
 
@@ -101,7 +94,7 @@ def test_empty_class_folder(tmp_path, image_tree):
 def test_corrupt_image(tmp_path, image_tree, workers):
     bad = image_tree / "train" / "dog" / "3.png"
     bad.write_bytes(b"\x89PNG\r\n garbage")
-    proc = run_cli(
+    proc = run_train(
         tmp_path / "run", *TINY_VIT, "data=imagenet", f"data.root={image_tree}", "data.num_classes=3",
         "data.image_size=32", "data.batch_size=24", f"data.num_workers={workers}", "trainer.max_epochs=1",
     )  # fmt: skip

@@ -9,8 +9,6 @@ from safetensors.torch import save_file
 from vitrain.errors import UserError
 from vitrain.models.bert import create_bert, load_hf_weights
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 TINY = dict(n_layer=2, n_head=2, n_embd=32, n_positions=16)
 
 

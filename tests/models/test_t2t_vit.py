@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from tests.conftest import compose_train, run_cli
+from tests.helpers import compose_train, run_train
 from vitrain.errors import UserError
 from vitrain.models import create_t2t_vit
 from vitrain.models.t2t_vit import (
@@ -160,7 +160,7 @@ def test_config_composes_and_builds_paper_size(name, tmp_path):
 @pytest.mark.slow
 def test_short_training_on_digits_lowers_the_loss(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(
+    proc = run_train(
         run_dir, "model=t2t_vit_7", "+model.net.embed_dim=64", "+model.net.depth=2",
         "trainer.max_epochs=3", "trainer.limit_train_batches=6", "trainer.num_sanity_val_steps=0",
         "data.image_size=32",

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.ops import box_convert
 
-from tests.conftest import compose_train, run_cli
+from tests.helpers import compose_train, run_cli, run_train
 from vitrain.callbacks import Detections
 from vitrain.callbacks.detections import tile_grid
 from vitrain.data import COCODataModule, ShapesDataModule
@@ -29,7 +30,6 @@ from vitrain.data.detection_transforms import (
 from vitrain.data.shapes import render
 from vitrain.errors import UserError
 from vitrain.models import create_detr
-from vitrain.models.box_ops import box_cxcywh_to_xyxy
 from vitrain.models.matcher import HungarianMatcher
 from vitrain.models.set_criterion import SetCriterion
 from vitrain.run import check_pairing
@@ -38,12 +38,11 @@ from vitrain.tasks.detection import (
     detection_param_groups,
     ground_truth,
     postprocess,
-    step_decay,
     without_crowd,
 )
+from vitrain.tasks.optim import step_decay
 
 pytestmark = [
-    pytest.mark.usefixtures("one_thread"),
     # training_step called without a Trainer (the overfit loop) logs nowhere
     pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`"),
 ]
@@ -165,7 +164,9 @@ def test_map_is_one_when_predictions_equal_ground_truth():
     outputs = perfect_outputs(targets, num_queries=8, num_classes=3)
     predictions, truth = postprocess(outputs, targets), ground_truth(targets)
     height, width = targets[0]["orig_size"].tolist()
-    expected = box_cxcywh_to_xyxy(targets[0]["boxes"]) * torch.tensor([width, height, width, height])
+    expected = box_convert(targets[0]["boxes"], "cxcywh", "xyxy") * torch.tensor(
+        [width, height, width, height]
+    )
     torch.testing.assert_close(truth[0]["boxes"], expected)
     task.val_map.update(predictions, truth)
     results = task.val_map.compute()
@@ -407,7 +408,7 @@ def test_cli_errors_are_one_message(tmp_path):
 @pytest.mark.slow
 def test_cli_trains_on_shapes_and_draws_boxes(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(
+    proc = run_train(
         run_dir, *CLI_TINY, "callbacks=detection", "data.train_size=16", "data.val_size=4", "data.batch_size=8",
         "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "callbacks.detections.num_images=4",
         "callbacks.throughput=null",

@@ -20,9 +20,6 @@ MAE_PARAMS = {
 }
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
-
-
 def tiny(img_size: int = 32, **kwargs) -> MaskedAutoencoderViT:
     return create_mae("mae_vit_tiny", img_size=img_size, **kwargs)
 

@@ -4,13 +4,13 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.helpers import run_train
 
 
 @pytest.mark.slow
 def test_default_run_reaches_97_percent(tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(run_dir, timeout=900)
+    proc = run_train(run_dir)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     print(f"default run: last val/acc1={summary['last']['val/acc1']:.4f} in {summary['wall_time_s']} s")

@@ -1,0 +1,124 @@
+"""The base class of every task: the contract a new task fulfils.
+
+A *task* is a LightningModule that says how a network learns: its loss, its metrics, what it
+logs. Everything a task shares with the others (holding the network, building the optimizer
+and its schedule, parameter groups, export, the monitored metric) lives here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from torch import nn
+
+from vitrain.checkpoints import export_network
+from vitrain.errors import UserError
+from vitrain.tasks import optim
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+"""A partial optimizer (``model.optimizer`` with ``_partial_: true``): called with param groups."""
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+"""A partial schedule (``model.scheduler``, a ``conf/scheduler`` option): called with the optimizer,
+``total_steps`` and ``steps_per_epoch``; see ``vitrain.tasks.optim``."""
+
+MONITOR_MODES = ("max", "min")
+
+
+class Task(L.LightningModule):
+    """Base class of every vitrain task (``conf/model/*.yaml`` ``_target_``).
+
+    **A subclass must define**
+
+    - class attributes ``data_kind`` (the ``kind`` of the ``LightningDataModule`` it trains on:
+      ``image_classification``, ``detection``, ``text``; a model paired with data of another kind
+      is refused before anything is built), ``monitor`` (the validation metric that picks the
+      best checkpoint and that Optuna optimises, e.g. ``"val/acc1"``) and ``monitor_mode``
+      (``"max"`` or ``"min"``). They are checked when the class is defined.
+    - ``__init__(self, net, optimizer, scheduler=None, ...)`` calling
+      ``super().__init__(net, optimizer, scheduler)`` and then
+      ``self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])``.
+    - ``training_step`` (log ``train/loss``) and ``validation_step`` (log ``monitor``).
+
+    **A subclass may override**
+
+    - :meth:`param_groups`: the optimizer's parameter groups (default:
+      ``vitrain.tasks.optim.param_groups``: no weight decay on biases, norms and the network's
+      ``no_weight_decay()`` names; frozen parameters left out; layer decay when ``layer_decay``
+      is set).
+    - :meth:`export` (``mode=export``): write the bare network for use without vitrain
+      (default: ``model.safetensors`` + ``config.json``).
+    - :meth:`predict_rows` (``mode=predict``): turn ``predict_step`` outputs into CSV rows
+      (default: not supported).
+
+    Never override ``configure_optimizers``: :meth:`build_optimizer` applies each group's
+    ``lr_scale`` and ``optim.per_step_schedule`` steps the schedule every optimizer step.
+
+    Args:
+        net: the network (a plain ``nn.Module``).
+        optimizer: partial optimizer, called with :meth:`param_groups`.
+        scheduler: partial schedule, or None for a constant learning rate.
+        layer_decay: layer-wise learning-rate decay for the default :meth:`param_groups`
+            (None: one rate for every layer).
+    """
+
+    data_kind: ClassVar[str]
+    monitor: ClassVar[str]
+    monitor_mode: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("data_kind", "monitor"):
+            value = getattr(cls, name, None)
+            if not isinstance(value, str) or not value:
+                raise TypeError(
+                    f"{cls.__name__}.{name} must be a non-empty string (see vitrain.tasks.base.Task)"
+                )
+        if getattr(cls, "monitor_mode", None) not in MONITOR_MODES:
+            raise TypeError(f"{cls.__name__}.monitor_mode must be one of {MONITOR_MODES}")
+
+    def __init__(
+        self,
+        net: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        layer_decay: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.layer_decay = layer_decay
+
+    def param_groups(self) -> list[dict]:
+        """The optimizer's parameter groups (dicts with ``params`` and optional ``lr``,
+        ``weight_decay``, ``lr_scale``, ``name``)."""
+        return optim.param_groups(self.net, self.layer_decay)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        """The optimizer over :meth:`param_groups`, each group's ``lr`` scaled by its ``lr_scale``."""
+        return optim.build_optimizer(self.optimizer_factory, self.param_groups())
+
+    def configure_optimizers(self):
+        return optim.per_step_schedule(self.build_optimizer(), self.scheduler_factory, self.trainer)
+
+    def export(self, out_dir: Path, meta: dict) -> Path:
+        """Write the network (``mode=export``) to ``out_dir``; returns the folder.
+
+        ``meta`` is the checkpoint's ``vitrain`` entry (net config, class names). Default:
+        ``model.safetensors`` and ``config.json`` (see ``vitrain.checkpoints.export_network``).
+        """
+        return export_network({"state_dict": self.state_dict(), "vitrain": meta}, out_dir)
+
+    def predict_rows(
+        self, outputs: Sequence[Any], files: Sequence[Path], class_names: Sequence[str]
+    ) -> tuple[list[str], list[list[str]]]:
+        """``(header, rows)`` of ``predictions.csv`` (``mode=predict``) from the ``predict_step``
+        outputs of every batch, in the order of ``files``."""
+        raise UserError(
+            f"mode=predict is not available for {type(self).__name__} (model._target_): it needs "
+            "an image classification model."
+        )
