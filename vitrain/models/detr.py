@@ -310,13 +310,18 @@ class DETR(nn.Module):
         return out
 
     def no_weight_decay(self) -> list[str]:
-        """Parameter names without weight decay besides norms and biases: the query embeddings."""
-        return ["query_embed.weight"]
+        """Parameter names without weight decay: none. The reference (facebookresearch/detr
+        ``main.py``: one group per learning rate, AdamW weight decay 1e-4) decays every
+        parameter, ``query_embed`` included; norms and biases too with the task's
+        ``decay_1d=True``."""
+        return []
 
 
 DETR_VARIANTS: dict[str, dict] = {
-    "detr_r50": dict(backbone="resnet50"),
-    "detr_r101": dict(backbone="resnet101"),
+    # torchvision's ImageNet weights (timm tag tv_in1k), which DETR's backbone started from; timm's
+    # default tags (a1_in1k / a1h_in1k) are the BCE-trained "ResNet strikes back" weights
+    "detr_r50": dict(backbone="resnet50.tv_in1k"),
+    "detr_r101": dict(backbone="resnet101.tv_in1k"),
     "detr_tiny": dict(
         backbone="resnet10t",
         backbone_stages=3,
@@ -332,7 +337,7 @@ DETR_VARIANTS: dict[str, dict] = {
     ),
 }
 _DEFAULTS = dict(
-    backbone="resnet50",
+    backbone="resnet50.tv_in1k",
     backbone_stages=4,
     frozen_bn=True,
     freeze_stem=True,
