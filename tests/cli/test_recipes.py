@@ -134,6 +134,7 @@ EXPECTED: dict[str, dict] = {
     "detr_shapes": {
         "model.net.name": "detr_tiny", "optimizer.lr": 3e-4, "optimizer.weight_decay": 1e-4,
         "trainer.gradient_clip_val": 0.1, "model.eos_coef": 0.1, "trainer.max_epochs": 20,
+        "model.decay_1d": False,
     },
     "gpt_cpu": {"model.net.name": "gpt_tiny", "optimizer.lr": 2e-3, "data.seq_len": 128, "trainer.max_epochs": 16},
     "bert_cpu": {"model.net.name": "bert_tiny", "optimizer.lr": 5e-4, "data.seq_len": 128, "trainer.max_epochs": 16},
