@@ -99,7 +99,9 @@ def test_weight_decay_on_embeddings_not_on_biases_and_norms():
         decayed = {names[id(p)] for p in decay["params"]}
         assert decayed and all(n.endswith("weight") and "norm" not in n and "ln" not in n for n in decayed)
         # nanoGPT and google-research/bert decay the embedding tables (GPT's wte is the tied head)
-        embeddings = {n for n, _ in net.named_parameters() if "embeddings" in n or n in ("wte.weight", "wpe.weight")}
+        embeddings = {
+            n for n, _ in net.named_parameters() if "embeddings" in n or n in ("wte.weight", "wpe.weight")
+        }
         assert embeddings and embeddings <= decayed
         assert len(decay["params"]) + len(no_decay["params"]) == len(list(net.parameters()))
 

@@ -49,7 +49,9 @@ def test_annotation_area_decides_the_size_range(tmp_path):
     assert target["area"].tolist() == [900.0, 5000.0]  # original pixels, through the resize
     truth = ground_truth([target])
     assert truth[0]["area"].tolist() == [900.0, 5000.0] and truth[0]["iscrowd"].tolist() == [0, 1]
-    prediction = [{"boxes": truth[0]["boxes"][:1], "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}]
+    prediction = [
+        {"boxes": truth[0]["boxes"][:1], "scores": torch.tensor([0.9]), "labels": torch.tensor([0])}
+    ]
     metric = MeanAveragePrecision(box_format="xyxy", iou_type="bbox", backend="faster_coco_eval")
     metric.update(prediction, truth)
     results = metric.compute()

@@ -50,7 +50,12 @@ def test_authors_weight_file_gets_embed_dim_scale(tmp_path):
         net = create_t2t_vit("t2t_vit_7", img_size=32, num_classes=3, pretrained_file=str(path), **TINY)
         assert net.blocks[0].attn.scale == pytest.approx(expected), suffix
     explicit = create_t2t_vit(
-        "t2t_vit_7", img_size=32, num_classes=3, pretrained_file=str(tmp_path / "w.pth"), qk_scale="head_dim", **TINY
+        "t2t_vit_7",
+        img_size=32,
+        num_classes=3,
+        pretrained_file=str(tmp_path / "w.pth"),
+        qk_scale="head_dim",
+        **TINY,
     )
     assert explicit.blocks[0].attn.scale == pytest.approx(8**-0.5)
     with pytest.raises(UserError, match="model.net.qk_scale='dim'"):

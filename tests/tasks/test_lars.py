@@ -54,7 +54,9 @@ def test_invalid_arguments_raise():
 
 
 def test_linear_probe_trains_only_the_head_with_lars():
-    net = create_vit("vit_tiny_patch16_224", img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2, num_classes=3)
+    net = create_vit(
+        "vit_tiny_patch16_224", img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2, num_classes=3
+    )
     task = ClassificationTask(net, optimizer=partial(LARS, lr=6.4, weight_decay=0.0), linear_probe=True)
     opt = task.build_optimizer()
     assert isinstance(opt, LARS) and opt.defaults["trust_coefficient"] == 0.001

@@ -135,7 +135,9 @@ class ShardedDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if not isinstance(repeated_aug, int) or repeated_aug < 1:
-            raise UserError(f"data.repeated_aug={repeated_aug}: must be a positive integer (1: off; DeiT: 3).")
+            raise UserError(
+                f"data.repeated_aug={repeated_aug}: must be a positive integer (1: off; DeiT: 3)."
+            )
         self.repeated_aug = repeated_aug
         if not isinstance(batch_size, int) or batch_size < 1:
             raise UserError(f"data.batch_size={batch_size}: must be a positive integer.")

@@ -27,6 +27,10 @@ detr_r101    resnet101 (4, stride 32)      256    6 + 6   100      60,464,672  6
 detr_tiny    resnet10t (3, stride 16)      128    2 + 2   10       (CPU runs on small images)
 ===========  ============================  =====  ======  =======  ==========  ===========
 
+``detr_r50`` / ``detr_r101`` name their backbones ``resnet50.tv_in1k`` / ``resnet101.tv_in1k``:
+with ``pretrained_backbone`` timm loads torchvision's ImageNet weights, which DETR started from
+(its default tags are the BCE-trained ``a1_in1k`` / ``a1h_in1k`` weights of another recipe).
+
 The frozen BatchNorm statistics are buffers, so they do not count as parameters; the frozen stem
 and first stage count in ``total`` only. ``detr_tiny`` is not from the paper: it trains from
 scratch (no pretrained weights offline), so its BatchNorm layers are ordinary trainable ones and

@@ -486,7 +486,11 @@ def resolve_qk_scale(
         authors = bool(pretrained_file) and not str(pretrained_file).endswith(VITRAIN_WEIGHT_SUFFIXES)
         qk_scale = "embed_dim" if authors else "head_dim"
         if authors:
-            log.info("model.net.qk_scale=embed_dim (%g) for the authors' weights %s", embed_dim**-0.5, pretrained_file)
+            log.info(
+                "model.net.qk_scale=embed_dim (%g) for the authors' weights %s",
+                embed_dim**-0.5,
+                pretrained_file,
+            )
     if qk_scale == "head_dim":
         return (embed_dim // num_heads) ** -0.5
     if qk_scale == "embed_dim":

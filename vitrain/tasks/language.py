@@ -136,7 +136,8 @@ class _LanguageTask(L.LightningModule):
             self.log("val/ppl", torch.exp(self.val_loss.compute().clamp(max=30.0)))
 
     def build_optimizer(self) -> torch.optim.Optimizer:
-        """The optimizer over ``param_groups(net)``: no weight decay on biases, norms, embeddings."""
+        """The optimizer over ``param_groups(net)``: no weight decay on biases and norms
+        (embeddings decayed, as nanoGPT and google-research/bert)."""
         return build_optimizer(self.optimizer_factory, param_groups(self.net))
 
     def configure_optimizers(self):

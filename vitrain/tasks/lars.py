@@ -47,7 +47,9 @@ class LARS(torch.optim.Optimizer):
                 f"LARS: lr={lr}, weight_decay={weight_decay} must be >= 0, momentum={momentum} in "
                 f"[0, 1), trust_coefficient={trust_coefficient} > 0"
             )
-        defaults = dict(lr=lr, weight_decay=weight_decay, momentum=momentum, trust_coefficient=trust_coefficient)
+        defaults = dict(
+            lr=lr, weight_decay=weight_decay, momentum=momentum, trust_coefficient=trust_coefficient
+        )
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -64,7 +66,10 @@ class LARS(torch.optim.Optimizer):
                 update = param.grad
                 if param.ndim > 1:
                     update = update.add(param, alpha=group["weight_decay"])
-                    param_norm, update_norm = torch.linalg.vector_norm(param), torch.linalg.vector_norm(update)
+                    param_norm, update_norm = (
+                        torch.linalg.vector_norm(param),
+                        torch.linalg.vector_norm(update),
+                    )
                     ratio = group["trust_coefficient"] * param_norm / update_norm
                     usable = (param_norm > 0) & (update_norm > 0)
                     update = update * torch.where(usable, ratio, torch.ones_like(ratio))
