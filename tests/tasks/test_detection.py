@@ -173,8 +173,16 @@ def test_map_is_one_when_predictions_equal_ground_truth():
     assert results["map"] == pytest.approx(1.0) and results["map_50"] == pytest.approx(1.0)
 
 
-def test_param_groups_backbone_lr_and_no_decay():
+def test_param_groups_backbone_lr_and_weight_decay():
+    # the reference (facebookresearch/detr main.py) decays every parameter: one group per lr
     task = tiny_task(backbone_lr=1e-5)
+    groups = {g["name"]: g for g in task.build_optimizer().param_groups}
+    assert set(groups) == {"decay", "backbone_decay"} and groups["decay"]["weight_decay"] == 1e-4
+    names = {id(p): n for n, p in task.net.named_parameters()}
+    decayed = {names[id(p)] for p in groups["decay"]["params"]}
+    assert {"query_embed.weight", "transformer.decoder_norm.weight", "class_embed.bias"} <= decayed
+    # decay_1d=false: the usual rule (no decay on norms and biases)
+    task = tiny_task(backbone_lr=1e-5, decay_1d=False)
     optimizer = task.build_optimizer()
     groups = {g["name"]: g for g in optimizer.param_groups}
     assert set(groups) == {"decay", "no_decay", "backbone_decay", "backbone_no_decay"}
@@ -182,7 +190,7 @@ def test_param_groups_backbone_lr_and_no_decay():
     assert groups["decay"]["lr"] == 1e-3 and groups["no_decay"]["weight_decay"] == 0.0
     names = {id(p): n for n, p in task.net.named_parameters()}
     no_decay = {names[id(p)] for p in groups["no_decay"]["params"]}
-    assert "query_embed.weight" in no_decay and "transformer.decoder_norm.weight" in no_decay
+    assert "transformer.decoder_norm.weight" in no_decay and "query_embed.weight" not in no_decay
     assert all(names[id(p)].startswith("backbone.") for p in groups["backbone_decay"]["params"])
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(names)
     # a frozen stem is left out; backbone_lr=None: one rate

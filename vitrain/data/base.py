@@ -54,13 +54,30 @@ class EpochSampler(Sampler[int]):
     Lightning calls ``set_epoch`` before each epoch. ``skip(n)`` makes the next iteration start
     after the first ``n`` of this rank's indices (a mid-epoch resume); the length stays the full
     epoch so Lightning's batch count is unchanged.
+
+    ``repeats > 1`` is repeated augmentation (Hoffer et al. 2020; DeiT's ``RASampler``,
+    facebookresearch/deit ``samplers.py``): each index of the permutation is repeated
+    ``repeats`` times in a row before the ranks take their share, so with ``world >= repeats``
+    the copies land on ``repeats`` different ranks (and get different random augmentations);
+    each rank still runs ``size // world`` samples per epoch, so an epoch covers about
+    ``size / repeats`` distinct images. Training only (``even=True``).
     """
 
     def __init__(
-        self, size: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world: int = 1, even: bool = True
+        self,
+        size: int,
+        seed: int = 0,
+        shuffle: bool = True,
+        rank: int = 0,
+        world: int = 1,
+        even: bool = True,
+        repeats: int = 1,
     ) -> None:
+        if not isinstance(repeats, int) or repeats < 1 or (repeats > 1 and not even):
+            raise UserError(f"data.repeated_aug={repeats}: must be a positive integer (1: off; DeiT: 3).")
         self.size, self.seed, self.shuffle = size, seed, shuffle
         self.rank, self.world, self.even = rank, world, even
+        self.repeats = repeats
         self.epoch = 0
         self._skip = 0
 
@@ -77,6 +94,9 @@ class EpochSampler(Sampler[int]):
             order = torch.randperm(self.size, generator=generator).tolist()
         else:
             order = list(range(self.size))
+        if self.repeats > 1:
+            order = [index for index in order for _ in range(self.repeats)]
+            return order[self.rank :: self.world][: len(self)]
         if self.even:
             order = order[: self.size - self.size % self.world]
         return order[self.rank :: self.world]
@@ -98,6 +118,8 @@ class ShardedDataModule(L.LightningDataModule):
     shards are equal in size and drop the last incomplete batch (mixup/cutmix need even
     batches), validation gives every sample to exactly one rank. ``collate_fn`` (None: torch's
     default) batches the samples; ``skip_train_batches`` serves a mid-epoch resume.
+    ``repeated_aug`` > 1 repeats each training sample that many times across ranks (DeiT's
+    repeated augmentation; see :class:`EpochSampler`).
     """
 
     collate_fn = None
@@ -109,8 +131,14 @@ class ShardedDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         seed: int | None = 0,
+        repeated_aug: int = 1,
     ) -> None:
         super().__init__()
+        if not isinstance(repeated_aug, int) or repeated_aug < 1:
+            raise UserError(
+                f"data.repeated_aug={repeated_aug}: must be a positive integer (1: off; DeiT: 3)."
+            )
+        self.repeated_aug = repeated_aug
         if not isinstance(batch_size, int) or batch_size < 1:
             raise UserError(f"data.batch_size={batch_size}: must be a positive integer.")
         self.batch_size = batch_size
@@ -151,7 +179,13 @@ class ShardedDataModule(L.LightningDataModule):
             raise RuntimeError("setup() must run before the dataloaders are requested")
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         sampler = EpochSampler(
-            len(dataset), seed=self.seed, shuffle=train, rank=rank, world=world, even=train
+            len(dataset),
+            seed=self.seed,
+            shuffle=train,
+            rank=rank,
+            world=world,
+            even=train,
+            repeats=self.repeated_aug if train else 1,
         )
         if train:
             self.check_one_batch(len(dataset), len(sampler), world)
@@ -198,8 +232,9 @@ class ImageClassificationDataModule(ShardedDataModule):
         net_data_config: dict | None = None,
         seed: int | None = 0,
         predict_dir: str | None = None,
+        repeated_aug: int = 1,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed, repeated_aug)
         if image_size < 1:
             raise UserError(f"data.image_size={image_size}: must be a positive integer.")
         self.num_classes = num_classes

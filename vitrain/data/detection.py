@@ -5,6 +5,9 @@ A sample is ``(image (3, H, W) float, target)`` with ``target`` holding
 * ``boxes (N, 4)`` float32: normalised cxcywh in [0, 1] relative to the (unpadded) image;
 * ``labels (N,)`` int64 in ``[0, num_classes)``;
 * ``iscrowd (N,)`` bool: crowd regions, kept out of the loss but given to the COCO evaluation;
+* ``area (N,)`` float32 (optional): each object's area in original pixels as the annotation file
+  gives it (COCO: the segment's), for the evaluation's small / medium / large split; kept as
+  read through the transforms;
 * ``orig_size (2,)`` int64: (height, width) of the image as read, for boxes in its coordinates;
 * ``size (2,)`` int64: (height, width) after the transforms;
 * ``image_id`` int64 scalar.

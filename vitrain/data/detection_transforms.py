@@ -20,7 +20,7 @@ from torchvision.transforms.v2 import functional as TF
 
 Target = dict[str, torch.Tensor]
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-PER_BOX_KEYS = ("boxes", "labels", "iscrowd")
+PER_BOX_KEYS = ("boxes", "labels", "iscrowd", "area")
 
 
 def keep_boxes(target: Target, keep: torch.Tensor) -> Target:

@@ -143,8 +143,10 @@ class BERT(nn.Module):
         return self.config.n_positions
 
     def no_weight_decay(self) -> set[str]:
-        """Embedding tables are not decayed; norms and biases neither (ndim 1)."""
-        return {"word_embeddings.weight", "position_embeddings.weight", "token_type_embeddings.weight"}
+        """Parameters without weight decay besides biases and LayerNorms (ndim 1): none. As
+        google-research/bert ``optimization.py`` (``exclude_from_weight_decay=["LayerNorm",
+        "layer_norm", "bias"]``), the embedding tables are decayed."""
+        return set()
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable

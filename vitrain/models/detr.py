@@ -27,6 +27,10 @@ detr_r101    resnet101 (4, stride 32)      256    6 + 6   100      60,464,672  6
 detr_tiny    resnet10t (3, stride 16)      128    2 + 2   10       (CPU runs on small images)
 ===========  ============================  =====  ======  =======  ==========  ===========
 
+``detr_r50`` / ``detr_r101`` name their backbones ``resnet50.tv_in1k`` / ``resnet101.tv_in1k``:
+with ``pretrained_backbone`` timm loads torchvision's ImageNet weights, which DETR started from
+(its default tags are the BCE-trained ``a1_in1k`` / ``a1h_in1k`` weights of another recipe).
+
 The frozen BatchNorm statistics are buffers, so they do not count as parameters; the frozen stem
 and first stage count in ``total`` only. ``detr_tiny`` is not from the paper: it trains from
 scratch (no pretrained weights offline), so its BatchNorm layers are ordinary trainable ones and
@@ -300,13 +304,18 @@ class DETR(nn.Module):
         return out
 
     def no_weight_decay(self) -> list[str]:
-        """Parameter names without weight decay besides norms and biases: the query embeddings."""
-        return ["query_embed.weight"]
+        """Parameter names without weight decay: none. The reference (facebookresearch/detr
+        ``main.py``: one group per learning rate, AdamW weight decay 1e-4) decays every
+        parameter, ``query_embed`` included; norms and biases too with the task's
+        ``decay_1d=True``."""
+        return []
 
 
 DETR_VARIANTS: dict[str, dict] = {
-    "detr_r50": dict(backbone="resnet50"),
-    "detr_r101": dict(backbone="resnet101"),
+    # torchvision's ImageNet weights (timm tag tv_in1k), which DETR's backbone started from; timm's
+    # default tags (a1_in1k / a1h_in1k) are the BCE-trained "ResNet strikes back" weights
+    "detr_r50": dict(backbone="resnet50.tv_in1k"),
+    "detr_r101": dict(backbone="resnet101.tv_in1k"),
     "detr_tiny": dict(
         backbone="resnet10t",
         backbone_stages=3,
@@ -322,7 +331,7 @@ DETR_VARIANTS: dict[str, dict] = {
     ),
 }
 _DEFAULTS = dict(
-    backbone="resnet50",
+    backbone="resnet50.tv_in1k",
     backbone_stages=4,
     frozen_bn=True,
     freeze_stem=True,

@@ -47,6 +47,10 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     layer_norm_eps: float = 1e-5
+    # biases in the linear layers and LayerNorms (GPT-2: yes; nanoGPT's OpenWebText runs: no)
+    bias: bool = True
+    # "tanh": GPT-2's tanh approximation of GELU; "exact": erf GELU (nanoGPT's nn.GELU())
+    gelu: str = "tanh"
 
 
 GPT_VARIANTS: dict[str, dict] = {
@@ -56,6 +60,10 @@ GPT_VARIANTS: dict[str, dict] = {
     "gpt2_1558m": dict(n_layer=48, n_head=25, n_embd=1600),
     "gpt_tiny": dict(n_layer=4, n_head=4, n_embd=128, n_positions=256),
 }
+
+
+# GPTConfig.gelu -> the ``approximate`` argument of F.gelu
+GELU_MODES = {"tanh": "tanh", "exact": "none"}
 
 
 class CausalSelfAttention(nn.Module):
@@ -68,8 +76,8 @@ class CausalSelfAttention(nn.Module):
                 f"model.net.n_embd={cfg.n_embd} is not divisible by model.net.n_head={cfg.n_head}."
             )
         self.n_head = cfg.n_head
-        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
-        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = cfg.dropout
         self.resid_drop = nn.Dropout(cfg.dropout)
 
@@ -85,12 +93,13 @@ class CausalSelfAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
-        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
+        self.approximate = GELU_MODES[cfg.gelu]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.drop(self.proj(F.gelu(self.fc(x), approximate="tanh")))
+        return self.drop(self.proj(F.gelu(self.fc(x), approximate=self.approximate)))
 
 
 class Block(nn.Module):
@@ -98,9 +107,9 @@ class Block(nn.Module):
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps)
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
         self.attn = CausalSelfAttention(cfg)
-        self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -118,7 +127,7 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(cfg.n_positions, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
-        self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps)
+        self.ln_f = nn.LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         self.lm_head.weight = self.wte.weight  # tied input / output embeddings
         self.grad_checkpointing = False
@@ -146,8 +155,10 @@ class GPT(nn.Module):
         return self.config.n_positions
 
     def no_weight_decay(self) -> set[str]:
-        """Embeddings (the tied head included) are not decayed; norms and biases neither (ndim 1)."""
-        return {"wte.weight", "wpe.weight"}
+        """Parameters without weight decay besides biases and norms (ndim 1): none. As nanoGPT
+        (karpathy/nanoGPT ``model.py`` ``configure_optimizers``: every parameter of 2 or more
+        dimensions is decayed), the embeddings ``wte`` (tied to the head) and ``wpe`` are decayed."""
+        return set()
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
@@ -210,7 +221,9 @@ def create_gpt(name: str, vocab_size: int | None = None, hf_weights: str | None 
         vocab_size: the token vocabulary (vitrain sets it from the data's tokenizer); None: 50257.
         hf_weights: a local Hugging Face GPT-2 weight file (``.safetensors`` or ``.bin``) to load.
         **overrides: any :class:`GPTConfig` field (``n_layer``, ``n_head``, ``n_embd``,
-            ``n_positions``, ``dropout``, ``layer_norm_eps``).
+            ``n_positions``, ``dropout``, ``layer_norm_eps``, ``bias``, ``gelu``). nanoGPT's
+            OpenWebText runs use ``bias=False`` and ``gelu="exact"``; released GPT-2 weights
+            (``hf_weights``) need the defaults ``bias=True``, ``gelu="tanh"``.
     """
     if name not in GPT_VARIANTS:
         raise UserError(
@@ -224,6 +237,13 @@ def create_gpt(name: str, vocab_size: int | None = None, hf_weights: str | None 
     arch = {**GPT_VARIANTS[name], **overrides}
     if vocab_size is not None:
         arch["vocab_size"] = vocab_size
+    if arch.get("gelu", "tanh") not in GELU_MODES:
+        raise UserError(f"model.net.gelu={arch['gelu']!r}: must be one of {', '.join(GELU_MODES)}.")
+    if hf_weights and (not arch.get("bias", True) or arch.get("gelu", "tanh") != "tanh"):
+        raise UserError(
+            f"model.net.hf_weights={hf_weights!r} is a GPT-2 checkpoint, whose architecture has biases "
+            "and the tanh GELU: set model.net.bias=true and model.net.gelu=tanh (the defaults)."
+        )
     net = GPT(GPTConfig(**arch))
     if hf_weights:
         load_hf_weights(net, hf_weights)

@@ -172,8 +172,11 @@ class MaskedAutoencoderViT(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
-        """Parameters without weight decay (besides biases and norms): tokens and position tables."""
-        return {"cls_token", "mask_token", "pos_embed", "decoder_pos_embed"}
+        """Parameters without weight decay besides biases and norms: none. As the reference
+        (facebookresearch/mae ``main_pretrain.py``: timm ``add_weight_decay`` without a skip
+        list), ``cls_token`` and ``mask_token`` are decayed; the fixed position tables are frozen
+        and so in no group."""
+        return set()
 
     # ------------------------------------------------------------------ patches
     def patchify(self, imgs: Tensor) -> Tensor:

@@ -31,7 +31,10 @@ t2t_vit_t_24   attention  512    24      8      3          64.1M
 =============  =========  =====  ======  =====  =========  ======
 
 State-dict keys follow the authors' release (``tokens_to_token.attention1.kqv.weight``,
-``blocks.0.attn.qkv.weight``, ...).
+``blocks.0.attn.qkv.weight``, ...). The authors' released weights expect the backbone's attention
+logits scaled by ``embed_dim ** -0.5`` instead of ``head_dim ** -0.5``: their factories set
+``qk_scale = embed_dim ** -0.5`` whenever ``pretrained=True`` (yitu-opensource/T2T-ViT
+``models/t2t_vit.py``), and :func:`create_t2t_vit` does the same for a ``pretrained_file``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from timm.layers import Mlp, trunc_normal_
+from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block
 from torch import nn
 
@@ -81,6 +85,35 @@ OVERRIDABLE = (
     "attn_drop_rate",
     "token_drop_rate",
 )
+# qk_scale by name: timm's (and the authors' training code's) default, or the released weights'
+QK_SCALES = ("head_dim", "embed_dim")
+# weight files vitrain writes (Lightning checkpoints, mode=export): trained here with head_dim
+VITRAIN_WEIGHT_SUFFIXES = (".ckpt", ".safetensors")
+
+
+class ScaledAttention(Attention):
+    """timm's ``Attention`` with the logit scale ``self.scale`` used by the fused kernel too.
+
+    timm's fused path calls ``scaled_dot_product_attention`` with its default scale
+    ``head_dim ** -0.5`` whatever ``self.scale`` holds; this one passes ``self.scale``, so a
+    ``qk_scale`` set after construction (T2T-ViT's released weights: ``embed_dim ** -0.5``)
+    applies. Same parameters and state-dict keys as ``Attention``.
+    """
+
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
+        """``(B, N, C)`` -> ``(B, N, C)``: softmax(q k^T * scale) v per head, then the projection."""
+        B, N, _ = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B, heads, N, head_dim) each
+        q, k = self.q_norm(q), self.k_norm(k)
+        dropout = self.attn_drop.p if self.training else 0.0
+        x = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=is_causal, scale=self.scale
+        )
+        x = self.norm(x.transpose(1, 2).reshape(B, N, self.attn_dim))
+        return self.proj_drop(self.proj(x))
 
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -294,6 +327,8 @@ class T2TViT(nn.Module):
         attn_drop_rate: attention dropout of the backbone.
         drop_path_rate: stochastic depth, rising linearly to this value over the blocks.
         token_drop_rate: dropout inside the Performer T2T layers (0.1 in the paper's code).
+        qk_scale: the backbone's attention logit scale; None: ``head_dim ** -0.5`` (timm, and the
+            authors' training code); the authors' released weights need ``embed_dim ** -0.5``.
     """
 
     def __init__(
@@ -312,6 +347,7 @@ class T2TViT(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         token_drop_rate: float = 0.1,
+        qk_scale: float | None = None,
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -337,10 +373,14 @@ class T2TViT(nn.Module):
                     proj_drop=drop_rate,
                     attn_drop=attn_drop_rate,
                     drop_path=rate,
+                    attn_layer=ScaledAttention,
                 )
                 for rate in rates
             )
         )
+        if qk_scale is not None:
+            for block in self.blocks:
+                block.attn.scale = qk_scale
         self.norm = nn.LayerNorm(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         trunc_normal_(self.cls_token, std=0.02)
@@ -384,6 +424,7 @@ def create_t2t_vit(
     num_classes: int = 1000,
     drop_path_rate: float = 0.1,
     pretrained_file: str | None = None,
+    qk_scale: float | str | None = None,
     **overrides,
 ) -> T2TViT:
     """Build the T2T-ViT variant ``name`` (see the module docstring); optionally load weights.
@@ -394,6 +435,12 @@ def create_t2t_vit(
         pretrained_file: a ``.pth`` / ``.bin`` / ``.safetensors`` state dict of this exact network
             (checked strictly; the fixed position embedding is regenerated, so a file saved at
             another image size loads too).
+        qk_scale: the attention logit scale of the backbone: ``"head_dim"`` (``head_dim ** -0.5``,
+            timm's and the authors' training code), ``"embed_dim"`` (``embed_dim ** -0.5``, what
+            the authors' released weights need: their factories set it when ``pretrained``) or a
+            number. None: ``"embed_dim"`` when ``pretrained_file`` is a file of the authors'
+            release (``.pth`` / ``.pth.tar`` / ``.bin``), ``"head_dim"`` otherwise (no file, or a
+            ``.ckpt`` / ``.safetensors`` that vitrain wrote).
         **overrides: architecture arguments replacing the variant's (``embed_dim``, ``depth``,
             ``num_heads``, ``mlp_ratio``, ``qkv_bias``, ``token_dim``, ``tokens_type``,
             ``drop_rate``, ``attn_drop_rate``, ``token_drop_rate``).
@@ -417,12 +464,43 @@ def create_t2t_vit(
             f"{args['num_heads']}."
         )
     check_image_size(img_size, SOFT_SPLITS, f"the soft splits of {name} (kernels 7/3/3, strides 4/2/2)")
+    scale = resolve_qk_scale(qk_scale, args["embed_dim"], args["num_heads"], pretrained_file)
     net = T2TViT(
-        img_size=img_size, in_chans=in_chans, num_classes=num_classes, drop_path_rate=drop_path_rate, **args
+        img_size=img_size,
+        in_chans=in_chans,
+        num_classes=num_classes,
+        drop_path_rate=drop_path_rate,
+        qk_scale=scale,
+        **args,
     )
     if pretrained_file:
         load_t2t_state_file(net, pretrained_file)
     return net
+
+
+def resolve_qk_scale(
+    qk_scale: float | str | None, embed_dim: int, num_heads: int, pretrained_file: str | None
+) -> float:
+    """The number ``model.net.qk_scale`` stands for (see :func:`create_t2t_vit`)."""
+    if qk_scale is None:
+        authors = bool(pretrained_file) and not str(pretrained_file).endswith(VITRAIN_WEIGHT_SUFFIXES)
+        qk_scale = "embed_dim" if authors else "head_dim"
+        if authors:
+            log.info(
+                "model.net.qk_scale=embed_dim (%g) for the authors' weights %s",
+                embed_dim**-0.5,
+                pretrained_file,
+            )
+    if qk_scale == "head_dim":
+        return (embed_dim // num_heads) ** -0.5
+    if qk_scale == "embed_dim":
+        return embed_dim**-0.5
+    if isinstance(qk_scale, int | float) and not isinstance(qk_scale, bool) and qk_scale > 0:
+        return float(qk_scale)
+    raise UserError(
+        f"model.net.qk_scale={qk_scale!r}: use {' or '.join(QK_SCALES)} (the authors' released "
+        "weights), a positive number, or null."
+    )
 
 
 def load_t2t_state_file(net: T2TViT, path: str | Path) -> None:

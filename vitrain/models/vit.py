@@ -47,6 +47,7 @@ def create_vit(
     pretrained_file: str | None = None,
     init_from: str | None = None,
     require_init_from: bool = False,
+    head_init_std: float | None = None,
     **kwargs,
 ) -> VisionTransformer:
     """Build timm's ViT ``name``; optionally load weights from a local file.
@@ -62,11 +63,22 @@ def create_vit(
             rest loads as ``pretrained_file`` does (see :func:`load_pretrained_file`).
         require_init_from: fail unless ``init_from`` is given (set by the fine-tuning and
             linear-probing recipes).
+        head_init_std: re-initialise the classifier head after loading: weight from a truncated
+            normal of this std, bias 0 (MAE fine-tuning: 2e-5, facebookresearch/mae
+            ``main_finetune.py``). None keeps timm's initialisation (std 0.02).
         **kwargs: passed to ``timm.create_model`` (img_size, num_classes, in_chans,
             drop_path_rate, global_pool, ... and any architecture override).
 
+    With ``init_from`` the network's ``pretrained_cfg`` (what timm's
+    ``resolve_model_data_config`` and so ``data=imagenet`` read) is set to the input statistics
+    of vitrain's MAE pretraining: ImageNet mean/std, bicubic, eval crop 0.875 (resize 256 /
+    crop 224), as facebookresearch/mae ``main_finetune.py`` / ``main_linprobe.py``, instead of the
+    timm tag's own (0.5/0.5, crop 0.9 for ``vit_base_patch16_224``).
+
     Input ``(B, in_chans, img_size, img_size)`` -> logits ``(B, num_classes)``.
     """
+    if head_init_std is not None and head_init_std <= 0:
+        raise UserError(f"model.net.head_init_std={head_init_std}: must be > 0, or null for timm's init.")
     if require_init_from and not init_from:
         raise UserError(
             "model.net.init_from is required for this recipe: set model.net.init_from=<the MAE "
@@ -88,6 +100,12 @@ def create_vit(
         load_pretrained_file(net, pretrained_file)
     if init_from:
         load_pretrained_file(net, init_from, key="model.net.init_from")
+        net.pretrained_cfg = {**net.pretrained_cfg, **MAE_DATA_CONFIG}
+    if head_init_std is not None:
+        if not isinstance(net.head, torch.nn.Linear):
+            raise UserError("model.net.head_init_std is set but the network has no head (num_classes=0).")
+        trunc_normal_(net.head.weight, std=head_init_std)
+        torch.nn.init.zeros_(net.head.bias)
     return net
 
 
@@ -103,6 +121,14 @@ def check_vit_image_size(name: str, kwargs: dict) -> None:
             return
         patch = int(found.group(1))
     check_image_size(kwargs["img_size"], patch_stages(patch), f"the patch size {patch} of {name}")
+# The input pipeline an encoder pretrained by vitrain's MAE recipe (data=imagenet with the MAE
+# network, which has no timm data config) saw: ImageNet statistics, bicubic, crop 0.875.
+MAE_DATA_CONFIG = {
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "interpolation": "bicubic",
+    "crop_pct": 0.875,
+}
 
 
 # Keys of an MAE checkpoint that belong to the pretraining decoder, not to the encoder.

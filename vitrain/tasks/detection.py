@@ -47,8 +47,8 @@ class DetectionTask(Task):
     Args:
         net: the DETR network (``vitrain.models.create_detr``).
         optimizer: partial optimizer, called with the parameter groups: the backbone at
-            ``backbone_lr``, the rest at the optimizer's lr; no weight decay on norms, biases
-            and the query embeddings.
+            ``backbone_lr``, the rest at the optimizer's lr; every parameter decayed (see
+            ``decay_1d``).
         scheduler: partial schedule, called with the optimizer, the total optimizer steps and
             the steps per epoch; stepped every step.
         backbone_lr: learning rate of the backbone (DETR: 1e-5, a tenth of the rest); null: the
@@ -56,6 +56,8 @@ class DetectionTask(Task):
         eos_coef: weight of the no-object class in the cross-entropy (DETR: 0.1).
         cost_class, cost_bbox, cost_giou: matching costs (DETR: 1, 5, 2).
         loss_ce, loss_bbox, loss_giou: loss weights (DETR: 1, 5, 2).
+        decay_1d: weight-decay biases and norm weights too (DETR's reference decays every
+            parameter); False: the usual rule (no decay on parameters with fewer than 2 dims).
     """
 
     data_kind = "detection"
@@ -75,6 +77,7 @@ class DetectionTask(Task):
         loss_ce: float = 1.0,
         loss_bbox: float = 5.0,
         loss_giou: float = 2.0,
+        decay_1d: bool = True,
     ) -> None:
         super().__init__(net, optimizer, scheduler)
         if not 0 < eos_coef <= 1:
@@ -83,6 +86,7 @@ class DetectionTask(Task):
             raise UserError(f"model.backbone_lr={backbone_lr}: must be >= 0, or null for the optimizer's lr.")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.backbone_lr = backbone_lr
+        self.decay_1d = decay_1d
         matcher = HungarianMatcher(cost_class, cost_bbox, cost_giou)
         self.criterion = SetCriterion(net.num_classes, matcher, eos_coef, loss_ce, loss_bbox, loss_giou)
         self.val_loss = MeanMetric()
@@ -126,16 +130,17 @@ class DetectionTask(Task):
     def param_groups(self) -> list[dict]:
         """``param_groups(net)`` split into the rest and the backbone (at ``backbone_lr``);
         frozen parameters are left out (see :func:`detection_param_groups`)."""
-        return detection_param_groups(self.net, self.backbone_lr)
+        return detection_param_groups(self.net, self.backbone_lr, self.decay_1d)
 
 
-def detection_param_groups(net: nn.Module, backbone_lr: float | None) -> list[dict]:
+def detection_param_groups(net: nn.Module, backbone_lr: float | None, decay_1d: bool = False) -> list[dict]:
     """``[decay, no_decay, backbone, backbone_no_decay]``: :func:`param_groups` with the
-    backbone's parameters in their own groups at ``backbone_lr`` (None: the optimizer's lr)."""
+    backbone's parameters in their own groups at ``backbone_lr`` (None: the optimizer's lr);
+    empty groups are left out (with ``decay_1d`` both no-decay groups are empty)."""
     net = getattr(net, "_orig_mod", net)
     in_backbone = {id(p) for p in net.backbone.parameters()}
     groups = []
-    for group, name in zip(param_groups(net), ("decay", "no_decay"), strict=True):
+    for group, name in zip(param_groups(net, decay_1d=decay_1d), ("decay", "no_decay"), strict=True):
         rest = [p for p in group["params"] if id(p) not in in_backbone]
         backbone = [p for p in group["params"] if id(p) in in_backbone]
         extra = {k: v for k, v in group.items() if k != "params"}
@@ -171,10 +176,15 @@ def postprocess(outputs: dict, targets: Targets) -> list[dict[str, Tensor]]:
 
 def ground_truth(targets: Targets) -> list[dict[str, Tensor]]:
     """The targets as the COCO evaluation wants them: absolute xyxy boxes in original image
-    coordinates, labels and crowd flags."""
+    coordinates, labels, crowd flags and, when the data gives it, each object's annotated
+    ``area`` (COCO: the segment's area, which the official evaluator uses for the small /
+    medium / large split; without it the box area is used)."""
     out = []
     for target in targets:
         iscrowd = target.get("iscrowd", torch.zeros_like(target["labels"], dtype=torch.bool))
         boxes = to_original_xyxy(target["boxes"], target["orig_size"])
-        out.append({"boxes": boxes, "labels": target["labels"], "iscrowd": iscrowd.long()})
+        gt = {"boxes": boxes, "labels": target["labels"], "iscrowd": iscrowd.long()}
+        if "area" in target:
+            gt["area"] = target["area"].float()
+        out.append(gt)
     return out

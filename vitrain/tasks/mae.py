@@ -23,7 +23,8 @@ class MAETask(Task):
     Args:
         net: the MAE network.
         optimizer: partial optimizer, called with the parameter groups (no weight decay on
-            biases, norms, position tables, cls and mask tokens).
+            biases and norms; cls and mask tokens decayed as the reference; the fixed position
+            tables are frozen).
         scheduler: partial schedule (``vitrain.tasks.optim.warmup_cosine``), called with the
             optimizer, the total optimizer steps and the steps per epoch; stepped every step.
         mask_ratio: fraction of patches masked per image; None keeps the network's own

@@ -12,13 +12,14 @@ from torch.optim.lr_scheduler import LambdaLR
 from vitrain.errors import UserError
 
 
-def param_groups(net: nn.Module, layer_decay: float | None = None) -> list[dict]:
+def param_groups(net: nn.Module, layer_decay: float | None = None, decay_1d: bool = False) -> list[dict]:
     """Split ``net``'s trainable parameters into decayed and non-decayed groups.
 
-    No weight decay on biases and norm weights (every parameter with fewer than 2 dims) and on
-    the names the network lists in ``no_weight_decay()`` (timm ViT: pos_embed, cls_token; MAE:
-    also mask_token). The decayed groups inherit the optimizer's default ``weight_decay``.
-    Frozen parameters (``requires_grad=False``) are left out.
+    No weight decay on biases and norm weights (every parameter with fewer than 2 dims; with
+    ``decay_1d=True`` these are decayed too, as DETR's reference decays every parameter) and on
+    the names the network lists in ``no_weight_decay()`` (timm ViT: pos_embed, cls_token). The
+    decayed groups inherit the optimizer's default ``weight_decay``. Frozen parameters
+    (``requires_grad=False``) are left out.
 
     Without ``layer_decay``: ``[decay, no_decay]``. With ``layer_decay`` (layer-wise learning-rate
     decay, BEiT / MAE fine-tuning) every layer gets its own pair of groups (empty ones are left
@@ -40,7 +41,7 @@ def param_groups(net: nn.Module, layer_decay: float | None = None) -> list[dict]
     for name, param in net.named_parameters():
         if not param.requires_grad:
             continue
-        decays = not (param.ndim <= 1 or name in skip or name.split(".")[-1] in skip)
+        decays = not ((param.ndim <= 1 and not decay_1d) or name in skip or name.split(".")[-1] in skip)
         layer = layer_of(name) if layer_decay is not None else 0
         groups.setdefault((layer, decays), []).append(param)
     if layer_decay is None:
