@@ -16,13 +16,14 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from vitrain.errors import UserError
 from vitrain.models.vit import prepare_linear_probe
+from vitrain.tasks.held_out import HeldOutTest
 from vitrain.tasks.optim import build_optimizer, param_groups, per_step_schedule
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
-class ClassificationTask(L.LightningModule):
+class ClassificationTask(HeldOutTest, L.LightningModule):
     """Train ``net`` (images ``(B, C, H, W)`` -> logits ``(B, num_classes)``) on labels ``(B,)``.
 
     Args:

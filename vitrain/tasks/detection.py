@@ -16,6 +16,7 @@ from vitrain.models.box_ops import to_original_xyxy
 from vitrain.models.matcher import HungarianMatcher
 from vitrain.models.set_criterion import SetCriterion
 from vitrain.tasks.classification import OptimizerFactory, SchedulerFactory
+from vitrain.tasks.held_out import HeldOutTest
 from vitrain.tasks.optim import build_optimizer, param_groups, per_step_schedule
 
 Targets = list[dict[str, Tensor]]
@@ -31,7 +32,7 @@ MAP_KEYS = {
 }
 
 
-class DetectionTask(L.LightningModule):
+class DetectionTask(HeldOutTest, L.LightningModule):
     """Train a DETR ``net`` on batches ``(images (B, 3, H, W), mask (B, H, W), targets)``.
 
     Targets are dicts with normalised cxcywh ``boxes``, ``labels``, ``iscrowd`` and

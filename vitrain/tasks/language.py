@@ -22,6 +22,7 @@ from torchmetrics import MeanMetric
 
 from vitrain.errors import UserError
 from vitrain.tasks.classification import OptimizerFactory, SchedulerFactory
+from vitrain.tasks.held_out import HeldOutTest
 from vitrain.tasks.optim import build_optimizer, param_groups, per_step_schedule
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def warmup_decay(
     return LambdaLR(optimizer, factor)
 
 
-class _LanguageTask(L.LightningModule):
+class _LanguageTask(HeldOutTest, L.LightningModule):
     """What both language tasks share: the optimizer, the data checks, the tokenizer."""
 
     data_kind = "text"

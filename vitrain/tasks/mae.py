@@ -11,10 +11,11 @@ from torchmetrics import MeanMetric
 
 from vitrain.errors import UserError
 from vitrain.tasks.classification import OptimizerFactory, SchedulerFactory
+from vitrain.tasks.held_out import HeldOutTest
 from vitrain.tasks.optim import build_optimizer, param_groups, per_step_schedule
 
 
-class MAETask(L.LightningModule):
+class MAETask(HeldOutTest, L.LightningModule):
     """Train an MAE ``net`` (``vitrain.models.MaskedAutoencoderViT``) on images; labels unused.
 
     ``net(images (B, C, H, W), mask_ratio, noise)`` returns ``(loss, pred, mask)``; the loss is
