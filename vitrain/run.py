@@ -41,6 +41,14 @@ from vitrain.callbacks.preemption import Preempted
 from vitrain.checkpoints import export_network, find_latest, load_checkpoint, task_state_dict
 from vitrain.config_tree import save_config_tree
 from vitrain.errors import UserError, user_message
+from vitrain.evaluation import (
+    checkpoint_config,
+    setup_data_early,
+    test_after_fit,
+    test_checkpoint,
+    test_metric_name,
+    use_checkpoint_config,
+)
 from vitrain.loggers import finish_loggers
 from vitrain.models.vit import count_parameters
 
@@ -71,7 +79,7 @@ OmegaConf.register_new_resolver("task_attr", _task_attr, replace=True)
 OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
 
 
-MODES = ("train", "eval", "export", "predict")
+MODES = ("train", "eval", "test", "export", "predict")
 
 
 def main(cfg: DictConfig) -> float | None:
@@ -121,6 +129,7 @@ def run(cfg: DictConfig) -> float | None:
     Returns the best value of the task's monitored metric (the Optuna objective), or None.
     """
     choices = HydraConfig.get().runtime.choices
+    choices = use_checkpoint_config(cfg, choices, list(HydraConfig.get().overrides.task))
     check_pairing(cfg, choices)
     if cfg.mode not in MODES:
         raise UserError(f"mode={cfg.mode}: choose one of {', '.join(MODES)}.")
@@ -155,6 +164,17 @@ def run(cfg: DictConfig) -> float | None:
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     if cfg.mode == "eval":
         return evaluate(trainer, task, datamodule, cfg, run_dir)
+    if cfg.mode == "test":
+        metrics = test_checkpoint(trainer, task, datamodule, cfg.ckpt_path)
+        summary = {
+            "status": "completed",
+            "mode": "test",
+            "checkpoint": str(cfg.ckpt_path),
+            "metrics": metrics,
+        }
+        if trainer.is_global_zero:
+            write_summary(run_dir, summary)
+        return metrics.get(test_metric_name(task.monitor))
     classes = checkpoint.get("vitrain", {}).get("class_names", [])
     predict(trainer, task, datamodule, classes, run_dir / "predictions.csv")
     return None
@@ -175,28 +195,34 @@ def fit(
         stats,
         preemption,
         ExactResume(seed),
-        CheckpointMetadata(net_config),
+        CheckpointMetadata(net_config, checkpoint_config(cfg, choices)),
     ]
     if cfg.ema.enabled:
         callbacks.append(EMA(decay=cfg.ema.decay, warmup=cfg.ema.warmup))
+    setup_data_early(datamodule)  # data errors stop the run before a logger (W&B run) exists
     loggers = build_all(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
     )
     log.info("Training %s on %s; run directory: %s", choices.model, choices.data, run_dir)
     start = time.perf_counter()
+    test, wall = None, None
     try:
         with ddp_ranks_in_this_job(run_dir):
             trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+            wall = time.perf_counter() - start
+            if not preemption.received:
+                test = test_after_fit(cfg, trainer, task, datamodule)
     except Preempted as stop:
         log.warning("Stopped by %s; continue with the same run_name (resume=auto).", stop)
     finally:
         finish_loggers(trainer.loggers)
-    wall = time.perf_counter() - start
+    wall = wall if wall is not None else time.perf_counter() - start
 
     summary = make_summary(trainer, task, stats, wall, params, run_dir / "resolved_config.yaml", choices)
     summary["status"] = "interrupted" if preemption.received else "completed"
     summary["resumed_from"] = str(ckpt_path) if ckpt_path else None
+    summary["test"] = test  # the best checkpoint on the held-out test split (None: no test split)
     if trainer.is_global_zero:
         write_summary(run_dir, summary)
         report(summary, run_dir)
@@ -371,17 +397,24 @@ def build_datamodule(cfg: DictConfig, task: L.LightningModule) -> L.LightningDat
 
 
 def data_before_task(cfg: DictConfig) -> L.LightningDataModule | None:
-    """Build the data first when it decides network sizes (``model_sizes()``, e.g. the vocabulary
-    of a tokenizer trained on the corpus): each ``model.net`` entry left null takes the data's
-    value. Returns the DataModule, or None for data that needs no such step."""
-    if not hasattr(get_class(cfg.data._target_), "model_sizes"):
+    """Build the data first when it decides network sizes the config leaves null
+    (``model_size_keys`` / ``model_sizes()``: the vocabulary of a tokenizer trained on the
+    corpus, the class folders of an ImageFolder, the categories of a COCO file): a null
+    ``data`` entry and each null ``model.net`` entry take the data's value. Returns the
+    DataModule to reuse, or None (nothing to take, or image data that is rebuilt later with
+    the network's timm data config)."""
+    data_cls = get_class(cfg.data._target_)
+    keys = getattr(data_cls, "model_size_keys", ())
+    if not any(key in cfg.model.net and cfg.model.net.get(key) is None for key in keys):
         return None
     datamodule = instantiate(cfg.data)
     with open_dict(cfg):
         for key, value in datamodule.model_sizes().items():
+            if key in cfg.data and cfg.data.get(key) is None:
+                cfg.data[key] = value
             if cfg.model.net.get(key) is None:
                 cfg.model.net[key] = value
-    return datamodule
+    return None if getattr(data_cls, "wants_net_data_config", False) else datamodule
 
 
 def net_data_config(net) -> dict:

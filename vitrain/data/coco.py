@@ -124,6 +124,9 @@ class COCODataModule(DetectionDataModule):
             of ``val_images``.
     """
 
+    # network sizes the data decides when the config leaves them null (see model_sizes)
+    model_size_keys = ("num_classes",)
+
     def __init__(
         self,
         root: str,

@@ -45,6 +45,9 @@ class ImageFolderDataModule(ImageClassificationDataModule):
     ``net_data_config`` by the orchestration layer.
     """
 
+    # network sizes the data decides when the config leaves them null (see model_sizes)
+    model_size_keys = ("num_classes",)
+
     def __init__(
         self,
         root: str,

@@ -278,6 +278,9 @@ class TextDataModule(ShardedDataModule):
         require_files: fail unless ``files`` is given (recipes for real corpora set it).
     """
 
+    # network sizes the data decides when the config leaves them null (see model_sizes)
+    model_size_keys = ("vocab_size",)
+
     kind = "text"
 
     def __init__(
