@@ -46,6 +46,7 @@ from vitrain.data.tokenizer import (
     train_tokenizer,
 )
 from vitrain.errors import UserError
+from vitrain.hub import resolve_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +262,9 @@ class TextDataModule(ShardedDataModule):
             embedded corpus (CPython's help topics, no download).
         packing: ``causal`` or ``masked``; ``conf/data/text.yaml`` takes it from the model's task.
         tokenizer: a ``tokenizer.json``, GPT-2 ``vocab.json`` (+ ``merges.txt``) or BERT
-            ``vocab.txt`` (or a folder with one); None trains one on the training documents.
+            ``vocab.txt``, a folder with one (a Hugging Face model folder), or a hub id
+            (``gpt2``, ``bert-base-uncased``: read from the Hugging Face cache, fetched when
+            online); None trains one on the training documents.
         vocab_size: size of a trained tokenizer's vocabulary.
         lowercase: BERT WordPiece lower-cases (uncased models).
         seq_len: tokens per sequence (GPT: the context; BERT: the maximum, specials included).
@@ -329,6 +332,8 @@ class TextDataModule(ShardedDataModule):
         if nsp and packing != "masked":
             raise UserError("data.nsp=true needs a BERT model (packing=masked); set data.nsp=false.")
         self.files = None if files in (None, "", []) else files
+        # a hub id (gpt2, bert-base-uncased) becomes its cached snapshot folder
+        tokenizer = resolve_tokenizer(str(tokenizer)) if tokenizer else None
         self.packing, self.tokenizer_file, self.vocab_size_wanted = packing, tokenizer, vocab_size
         self.lowercase, self.seq_len, self.nsp = lowercase, seq_len, nsp
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
@@ -393,9 +398,15 @@ class TextDataModule(ShardedDataModule):
                 h.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
         if self.tokenizer_file:
             tok_path = Path(self.tokenizer_file)
+            names = (
+                "tokenizer.json",
+                "vocab.json",
+                "merges.txt",
+                "vocab.txt",
+            )  # not a model folder's weights
             for part in [
                 tok_path,
-                *(tok_path.iterdir() if tok_path.is_dir() else [tok_path.with_name("merges.txt")]),
+                *([tok_path / n for n in names] if tok_path.is_dir() else [tok_path.with_name("merges.txt")]),
             ]:
                 if part.is_file():
                     h.update(part.read_bytes())

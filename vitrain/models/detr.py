@@ -38,12 +38,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import timm
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vitrain.errors import UserError
+from vitrain.hub import create_timm_model
 
 __all__ = ["DETR", "DETR_VARIANTS", "FrozenBatchNorm2d", "SinePositionEncoding", "create_detr"]
 
@@ -91,7 +91,9 @@ class Backbone(nn.Module):
         num_stages: residual stages to run (4: stride 32; 3: stride 16).
         frozen_bn: replace BatchNorm by :class:`FrozenBatchNorm2d` (DETR; for pretrained weights).
         freeze_stem: freeze the stem and the first stage (DETR).
-        pretrained: load timm's ImageNet weights (downloads unless cached).
+        pretrained: load timm's released weights for ``name`` (a tag picks them:
+            ``resnet50.tv_in1k`` are torchvision's ImageNet weights, as the DETR paper) through
+            the Hugging Face hub and its cache (:func:`vitrain.hub.create_timm_model`).
         weights_file: a local timm weight file (.pth / .safetensors) to load instead.
     """
 
@@ -113,8 +115,14 @@ class Backbone(nn.Module):
                 raise UserError(f"model.net.backbone_weights={weights_file}: no such file.")
             kwargs = {"pretrained_cfg_overlay": {"file": str(weights_file)}}
         # zero_init_last would make every residual branch start (and, frozen, stay) at zero
-        body = timm.create_model(
-            name, pretrained=pretrained or bool(weights_file), num_classes=0, zero_init_last=False, **kwargs
+        body = create_timm_model(
+            name,
+            pretrained=pretrained or bool(weights_file),
+            name_key="model.net.backbone",
+            pretrained_key="model.net.pretrained_backbone",
+            num_classes=0,
+            zero_init_last=False,
+            **kwargs,
         )
         if not all(hasattr(body, f"layer{i}") for i in range(1, 5)):
             raise UserError(f"model.net.backbone={name}: not a timm ResNet (it has no layer1..layer4).")
@@ -361,7 +369,8 @@ def create_detr(
         num_classes: object classes (the class head has ``num_classes + 1`` outputs); for COCO
             with its original ids, 91 (the largest id + 1), as the paper.
         aux_loss: return every decoder layer's predictions for the auxiliary losses.
-        pretrained_backbone: start the backbone from timm's ImageNet weights (a download).
+        pretrained_backbone: start the backbone from timm's released weights for its name or
+            tag (``backbone=resnet50.tv_in1k``), from the Hugging Face cache or hub.
         backbone_weights: a local timm weight file for the backbone (no download).
         **overrides: architecture arguments: ``backbone`` (a timm ResNet name),
             ``backbone_stages``, ``frozen_bn``, ``freeze_stem``, ``hidden_dim``, ``num_heads``,
