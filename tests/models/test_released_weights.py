@@ -194,3 +194,29 @@ def test_tokenizer_by_hub_id(hub_cache, tmp_path):
         UserError, match="data.tokenizer=bert-base-uncased: the model bert-base-uncased is not in"
     ):
         TextDataModule(tokenizer="bert-base-uncased", packing="masked")
+
+
+def test_cifar100_finetune_recipe_starts_from_the_cached_augreg_weights(hub_cache, tmp_path):
+    from hydra.utils import instantiate
+
+    from tests.conftest import compose_train
+
+    cfg = compose_train(
+        "experiment=vit_b16_finetune_cifar100", *(f"+model.net.{k}={v}" for k, v in TINY_VIT.items()),
+        output_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    assert cfg.model.net.pretrained and cfg.data.val_fraction == 0.02 and cfg.global_batch_size == 512
+    # 500 warm-up steps of 10,000, as vitrain's schedule counts them (steps per epoch = total / epochs)
+    assert round(cfg.scheduler.warmup_epochs * cfg.trainer.max_steps / cfg.trainer.max_epochs) == 500
+    import timm
+
+    released = timm.create_model("vit_base_patch16_224", **TINY_VIT).state_dict()
+    save_file(released, tmp_path / "model.safetensors")
+    put_in_cache(
+        hub_cache,
+        "timm/vit_base_patch16_224.augreg_in21k",
+        {"model.safetensors": tmp_path / "model.safetensors"},
+    )
+    net = instantiate(cfg.model.net)
+    assert net.pos_embed.shape == (1, 1 + 24 * 24, 32) and net.head.out_features == 100
+    assert torch.equal(net.state_dict()["blocks.0.mlp.fc1.weight"], released["blocks.0.mlp.fc1.weight"])

@@ -41,6 +41,8 @@ class CIFARDataModule(ImageClassificationDataModule):
         download: bool = True,
         val_fraction: float | None = None,
         split_seed: int = 0,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
         **loader_kwargs,
     ) -> None:
         super().__init__(num_classes=num_classes, image_size=image_size, in_chans=in_chans, **loader_kwargs)
@@ -53,9 +55,12 @@ class CIFARDataModule(ImageClassificationDataModule):
         self.root = Path(root)
         self.download = download
         self.val_fraction, self.split_seed = val_fraction, split_seed
+        stats = CIFAR_STATS[num_classes]
+        # null: CIFAR's own statistics; released weights want their own (timm augreg: 0.5)
+        self._stats = (tuple(mean or stats[0]), tuple(std or stats[1]))
 
     def _transform(self, train: bool) -> v2.Compose:
-        mean, std = CIFAR_STATS[self.num_classes]
+        mean, std = self._stats
         steps: list = [v2.ToImage()]
         if train:
             steps += [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]
@@ -69,12 +74,12 @@ class CIFARDataModule(ImageClassificationDataModule):
     @property
     def mean(self) -> tuple[float, ...]:
         """Per-channel mean the images are normalised with."""
-        return CIFAR_STATS[self.num_classes][0]
+        return self._stats[0]
 
     @property
     def std(self) -> tuple[float, ...]:
         """Per-channel standard deviation the images are normalised with."""
-        return CIFAR_STATS[self.num_classes][1]
+        return self._stats[1]
 
     def _dataset(self, train: bool):
         cls = datasets.CIFAR10 if self.num_classes == 10 else datasets.CIFAR100
