@@ -16,10 +16,13 @@ through :func:`create_timm_model`, which wraps timm's own hub loading the same w
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import re
+import socket
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,9 +71,13 @@ def fetch_hint(repo_id: str, files: tuple[str, ...] = ()) -> str:
 
 
 def hub_file(repo_id: str, filename: str, where: str) -> Path | None:
-    """The local path of ``filename`` of hub model ``repo_id`` (cached or downloaded), or None
-    when the model exists (or is cached) without that file. Offline and not cached, or a model
-    that does not exist, is a :class:`UserError` starting with ``where`` (the config entry)."""
+    """The local path of ``filename`` of hub model ``repo_id``, or None when the model exists (or
+    is cached) without that file.
+
+    The cache is tried first, without any request; only a file that is not cached is downloaded,
+    and only when downloads are on and the hub answers a quick connection check (so a machine
+    without network fails at once instead of retrying). Offline and not cached, or a model that
+    does not exist, is a :class:`UserError` starting with ``where`` (the config entry)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -80,9 +87,16 @@ def hub_file(repo_id: str, filename: str, where: str) -> Path | None:
         RevisionNotFoundError,
     )
 
-    offline = is_offline()
     try:
-        return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir(), local_files_only=offline))
+        return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir(), local_files_only=True))
+    except LocalEntryNotFoundError:
+        pass
+    offline = is_offline()
+    reachable = not offline and hub_reachable()
+    try:
+        if not reachable:
+            raise LocalEntryNotFoundError(f"{repo_id}/{filename} is not cached")
+        return Path(hf_hub_download(repo_id, filename, cache_dir=cache_dir()))
     except LocalEntryNotFoundError:  # not cached, and offline or the hub unreachable
         if _cached_repo(repo_id):  # the model is cached, without this file
             return None
@@ -98,6 +112,25 @@ def hub_file(repo_id: str, filename: str, where: str) -> Path | None:
         ) from None
     except EntryNotFoundError:
         return None
+
+
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub endpoint opens within ``timeout`` seconds (checked once
+    per process). Behind an HTTPS proxy the check is left to the download itself."""
+    from huggingface_hub import constants
+
+    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
+        return True
+    url = urllib.parse.urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        log.warning(
+            "The Hugging Face hub (%s) is unreachable: using the local cache only.", constants.ENDPOINT
+        )
+        return False
 
 
 def _cached_repo(repo_id: str) -> bool:
@@ -241,15 +274,20 @@ def create_timm_model(
                 + f". Pick one, or set {pretrained_key}=false."
             )
         if cfg.hf_hub_id:  # timm prefers the hub over a url
-            _check_hub_weights(cfg.hf_hub_id, pretrained_key, cfg.hf_hub_filename)
+            # the file from the cache (fetched once when missing), handed to timm's own loader,
+            # which then adapts it to the network without touching the network itself
+            file = _hub_weights(cfg.hf_hub_id, pretrained_key, cfg.hf_hub_filename)
+            kwargs["pretrained_cfg_overlay"] = {"file": str(file)}
     return timm.create_model(name, pretrained=pretrained, cache_dir=cache_dir(), **kwargs)
 
 
-def _check_hub_weights(repo_id: str, key: str, filename: str | None = None) -> None:
-    """Fail clearly before timm's loader when the weights are not cached and cannot be fetched."""
+def _hub_weights(repo_id: str, key: str, filename: str | None = None) -> Path:
+    """The cached weight file of timm model ``repo_id`` (safetensors first), fetched when missing."""
     names = dict.fromkeys([*HF_WEIGHT_FILES, *([filename] if filename else [])])
-    if any(hub_file(repo_id, f, f"{key}=true (timm weights)") is not None for f in names):
-        return
+    for name in names:
+        path = hub_file(repo_id, name, f"{key}=true (timm weights)")
+        if path is not None:
+            return path
     raise UserError(
         f"{key}=true: the timm weights {repo_id} are not in the cache"
         f"{' (HF_HUB_OFFLINE=1)' if is_offline() else ''}: {fetch_hint(repo_id, (HF_WEIGHT_FILES[0],))}."

@@ -220,3 +220,30 @@ def test_cifar100_finetune_recipe_starts_from_the_cached_augreg_weights(hub_cach
     net = instantiate(cfg.model.net)
     assert net.pos_embed.shape == (1, 1 + 24 * 24, 32) and net.head.out_features == 100
     assert torch.equal(net.state_dict()["blocks.0.mlp.fc1.weight"], released["blocks.0.mlp.fc1.weight"])
+
+
+def test_without_network_a_cached_model_loads_and_a_missing_one_fails_at_once(
+    hub_cache, tmp_path, monkeypatch
+):
+    from huggingface_hub import constants
+
+    from vitrain import hub
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # downloads on, but the hub cannot be reached
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    hub.hub_reachable.cache_clear()
+    folder = tmp_path / "gpt"
+    hf_gpt2(folder)
+    put_in_cache(hub_cache, "gpt2", {n: folder / n for n in ("config.json", "model.safetensors")})
+    released = cache_timm_vit(hub_cache, tmp_path)
+    start = time.perf_counter()
+    assert create_gpt("gpt_tiny", hf_weights="gpt2").config.n_layer == 2  # from the cache, no request
+    net = create_vit("vit_tiny_patch16_224", pretrained=True, **TINY_VIT)
+    assert torch.equal(net.state_dict()["head.weight"], released["head.weight"])
+    with pytest.raises(
+        UserError, match="org/absent is not in the local Hugging Face cache and the hub is unreachable"
+    ):
+        create_gpt("gpt_tiny", hf_weights="org/absent")
+    assert time.perf_counter() - start < 10  # no retries against an unreachable hub
+    hub.hub_reachable.cache_clear()
