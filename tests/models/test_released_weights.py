@@ -24,15 +24,20 @@ TINY_VIT = dict(embed_dim=32, depth=1, num_heads=2)
 
 
 def put_in_cache(cache: Path, repo_id: str, files: dict[str, Path]) -> Path:
-    """Lay ``files`` out as huggingface_hub caches model ``repo_id``; returns the snapshot folder."""
+    """Lay ``files`` out as huggingface_hub caches model ``repo_id``: ``blobs/<sha256>``, the
+    snapshot ``snapshots/<revision>/<name>`` linking to its blob, ``refs/main`` naming the
+    revision. Returns the snapshot folder."""
     repo = cache / ("models--" + repo_id.replace("/", "--"))
     revision = hashlib.sha1(repo_id.encode()).hexdigest()
     snapshot = repo / "snapshots" / revision
-    snapshot.mkdir(parents=True)
-    (repo / "refs").mkdir()
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (repo / "blobs").mkdir(exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(revision)
     for name, source in files.items():
-        shutil.copy(source, snapshot / name)
+        blob = repo / "blobs" / hashlib.sha256(Path(source).read_bytes()).hexdigest()
+        shutil.copy(source, blob)
+        (snapshot / name).symlink_to(Path("..") / ".." / "blobs" / blob.name)
     return snapshot
 
 
