@@ -15,7 +15,9 @@ Like ``vitrain.run``, this module may touch Hydra / OmegaConf; tasks and data ne
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -77,9 +79,11 @@ def test_after_fit(cfg: DictConfig, trainer: L.Trainer, task: L.LightningModule,
 
 
 def test_checkpoint(
-    trainer: L.Trainer, task: L.LightningModule, datamodule, ckpt_path: str
-) -> dict[str, float]:
-    """``mode=test``: the metrics of the (already loaded) ``task`` on the data's test split."""
+    trainer: L.Trainer, task: L.LightningModule, datamodule, ckpt_path: str, run_dir: Path
+) -> float | None:
+    """``mode=test``: evaluate the (already loaded) ``task`` on the data's test split and write
+    ``{"mode": "test", "checkpoint": ..., "metrics": {"test/...": ...}}`` to ``run_dir/summary.json``.
+    Returns the test value of the task's monitored metric."""
     datamodule.setup("test")
     if not getattr(datamodule, "has_test_split", False):
         raise UserError(
@@ -88,8 +92,12 @@ def test_checkpoint(
         )
     (metrics,) = trainer.test(task, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in metrics.items()}
-    log.info("test %s: %s", ckpt_path, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-    return metrics
+    if trainer.is_global_zero:
+        summary = {"status": "completed", "mode": "test", "checkpoint": ckpt_path, "metrics": metrics}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        log.info("test %s: %s", ckpt_path, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return metrics.get(test_metric_name(task.monitor))
 
 
 def test_metric_name(monitor: str) -> str:

@@ -46,7 +46,6 @@ from vitrain.evaluation import (
     setup_data_early,
     test_after_fit,
     test_checkpoint,
-    test_metric_name,
     use_checkpoint_config,
 )
 from vitrain.loggers import finish_loggers
@@ -165,16 +164,7 @@ def run(cfg: DictConfig) -> float | None:
     if cfg.mode == "eval":
         return evaluate(trainer, task, datamodule, cfg, run_dir)
     if cfg.mode == "test":
-        metrics = test_checkpoint(trainer, task, datamodule, cfg.ckpt_path)
-        summary = {
-            "status": "completed",
-            "mode": "test",
-            "checkpoint": str(cfg.ckpt_path),
-            "metrics": metrics,
-        }
-        if trainer.is_global_zero:
-            write_summary(run_dir, summary)
-        return metrics.get(test_metric_name(task.monitor))
+        return test_checkpoint(trainer, task, datamodule, str(cfg.ckpt_path), run_dir)
     classes = checkpoint.get("vitrain", {}).get("class_names", [])
     predict(trainer, task, datamodule, classes, run_dir / "predictions.csv")
     return None
