@@ -36,6 +36,14 @@ def test_checkpoint_config_replaces_model_and_data(tmp_path):
     assert cfg.data.image_size == 16 and cfg.data.batch_size == 7  # a loader setting applies
 
 
+def test_a_moved_data_root_applies_to_the_stored_data(tmp_path):
+    path, _ = stored_checkpoint(tmp_path, "data=imagenet", "data.root=/old/place", "data.num_classes=5")
+    overrides = ["mode=predict", f"ckpt_path={path}", "data=imagenet", "data.root=/new/place"]
+    cfg = compose_train(*overrides, output_dir=str(tmp_path / "predict"))
+    use_checkpoint_config(cfg, HydraConfig.get().runtime.choices, overrides)
+    assert cfg.data.root == "/new/place" and cfg.data.num_classes == 5
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
