@@ -103,7 +103,8 @@ def export_network(checkpoint: dict, out_dir: str | Path) -> Path:
     meta = checkpoint.get("vitrain", {})
     net_cfg = dict(meta.get("net", {}))
     target = net_cfg.pop("_target_", None)
-    for key in ("pretrained_file", "init_from", "require_init_from"):  # not timm arguments
+    # where the training started from (the exported weights replace it), not timm arguments
+    for key in ("pretrained", "pretrained_file", "init_from", "require_init_from"):
         net_cfg.pop(key, None)
     name = net_cfg.pop("name", None)
     out = Path(out_dir)

@@ -5,7 +5,9 @@ run directories (a run is a directory holding Hydra's ``.hydra/overrides.yaml`` 
 ``summary.json``), groups runs that differ only in ``seed=``, and writes into ``OUT``:
 
 - ``report.md``: one row per group: runs, the monitored metric's best value (mean ± sample std
-  over seeds), the other best ``val/*`` metrics (mean), parameters, training samples/s, wall time;
+  over seeds), the same metric of the best checkpoint on the held-out test split when the runs
+  have one (``test/*``, mean ± std), the other best ``val/*`` and ``test/*`` metrics (mean),
+  parameters, training samples/s, wall time;
 - ``metric_vs_params.png``: the monitored metric against the parameter count (mean ± std);
 - ``metric_vs_throughput.png``: the monitored metric against training samples/s;
 - ``curves.png``: per-epoch ``train/loss`` and the monitored metric from each run's
@@ -57,6 +59,15 @@ class Run:
         return self.summary.get("best") or {}
 
     @property
+    def test(self) -> dict[str, Any]:
+        """The held-out test metrics of the best checkpoint (``test/*``; {} when none)."""
+        return self.summary.get("test") or {}
+
+    def metric(self, name: str) -> Any:
+        """A ``test/*`` metric from the test evaluation, any other from the best validation entry."""
+        return (self.test if name.startswith("test/") else self.best).get(name)
+
+    @property
     def samples_per_s(self) -> float | None:
         """End-to-end training samples/s (Throughput callback), else compute-only (RunStats)."""
         throughput = self.summary.get("throughput") or {}
@@ -71,7 +82,7 @@ class Group:
     runs: list[Run]
 
     def values(self, metric: str) -> list[float]:
-        return [r.best[metric] for r in self.runs if _is_number(r.best.get(metric))]
+        return [v for r in self.runs if _is_number(v := r.metric(metric))]
 
     def mean_std(self, metric: str) -> tuple[float, float] | None:
         """Mean and sample standard deviation (0 for one run) of the best ``metric``."""
@@ -161,24 +172,48 @@ def group_runs(runs: list[Run]) -> tuple[list[Group], list[str]]:
 def markdown(groups: list[Group], shared: list[str], title: str) -> str:
     """The report: a header (metric, shared overrides) and one table row per group."""
     monitor = next((r.monitor for g in groups for r in g.runs if r.monitor), None)
+    test_monitor = "test/" + monitor.split("/", 1)[-1] if monitor else None
+    tested = {k for g in groups for r in g.runs for k in r.test if k.startswith("test/")}
+    if test_monitor not in tested:
+        test_monitor = None
     metrics = sorted({k for g in groups for r in g.runs for k in r.best if k.startswith("val/")} - {monitor})
+    metrics += sorted(tested - {test_monitor})
     lines = [f"# {title}", ""]
     lines.append(f"{sum(len(g.runs) for g in groups)} runs in {len(groups)} groups (seeds averaged).")
     if monitor:
         mode = groups[0].runs[0].summary.get("monitor", {}).get("mode", "")
         lines.append(
             f"Metric: best `{monitor}` of each run ({mode}), mean ± std over seeds; the other "
-            "`val/*` columns are at each run's best epoch (mean)."
+            "`val/*` columns are at each run's best epoch (mean)"
+            + (
+                f"; `test/*` columns evaluate that best checkpoint once on the held-out test split ({test_monitor}: "
+                "mean ± std)."
+                if test_monitor
+                else "."
+            )
         )
     if shared:
         lines.append("Shared overrides: " + " ".join(f"`{o}`" for o in shared))
     lines.append("")
-    head = ["run", "seeds", f"{monitor} (mean ± std)", *metrics, "params", "train samples/s", "wall s"]
+    tests = [f"{test_monitor} (mean ± std)"] if test_monitor else []
+    head = [
+        "run",
+        "seeds",
+        f"{monitor} (mean ± std)",
+        *tests,
+        *metrics,
+        "params",
+        "train samples/s",
+        "wall s",
+    ]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "|".join("---" for _ in head) + "|")
     for g in groups:
         stats = g.mean_std(monitor) if monitor else None
         cells = [f"`{g.label}`", str(len(g.runs)), f"{stats[0]:.4f} ± {stats[1]:.4f}" if stats else ""]
+        if test_monitor:
+            test_stats = g.mean_std(test_monitor)
+            cells.append(f"{test_stats[0]:.4f} ± {test_stats[1]:.4f}" if test_stats else "")
         cells += [_fmt(stats_m[0] if (stats_m := g.mean_std(m)) else None) for m in metrics]
         cells.append(_fmt_int(g.mean_of(lambda r: (r.summary.get("params") or {}).get("total"))))
         cells.append(_fmt(g.mean_of(lambda r: r.samples_per_s), 1))

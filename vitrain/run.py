@@ -36,6 +36,13 @@ from vitrain.cli import config_groups
 from vitrain.config_tree import save_config_tree
 from vitrain.ddp_sweeps import ddp_ranks_in_this_job
 from vitrain.errors import UserError, user_message
+from vitrain.evaluation import (
+    checkpoint_config,
+    setup_data_early,
+    test_after_fit,
+    test_checkpoint,
+    use_checkpoint_config,
+)
 from vitrain.loggers import finish_loggers, trim_csv_history
 from vitrain.models.vit import count_parameters
 
@@ -75,7 +82,7 @@ OmegaConf.register_new_resolver("task_attr", _task_attr, replace=True)
 OmegaConf.register_new_resolver("cwd", os.getcwd, replace=True)
 
 
-MODES = ("train", "eval", "export", "predict")
+MODES = ("train", "eval", "test", "export", "predict")
 
 
 def main(cfg: DictConfig) -> float | None:
@@ -136,6 +143,7 @@ def run(cfg: DictConfig) -> float | None:
     metric (the Optuna objective), or None.
     """
     choices = HydraConfig.get().runtime.choices
+    choices = use_checkpoint_config(cfg, choices, list(HydraConfig.get().overrides.task))
     check_config(cfg, choices)
     run_dir = Path(cfg.paths.output_dir)
     if cfg.mode == "train" and already_finished(previous := read_summary(run_dir), cfg):
@@ -189,6 +197,8 @@ def use_checkpoint(cfg: DictConfig, task: L.LightningModule, choices: Any, datam
     trainer: L.Trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     if cfg.mode == "eval":
         return evaluate(trainer, task, datamodule, cfg, run_dir)
+    if cfg.mode == "test":
+        return test_checkpoint(trainer, task, datamodule, str(cfg.ckpt_path), run_dir)
     classes = checkpoint.get("vitrain", {}).get("class_names", [])
     out = run_dir / "predictions.csv"
     count = predict(trainer, task, datamodule, classes, out)
@@ -204,7 +214,8 @@ def fit(
     previous = read_summary(run_dir)
     ckpt_path, resume_step = resume_from(cfg, previous)
     net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
-    callbacks = [*build_all(cfg.get("callbacks")), CheckpointMetadata(net_config)]
+    callbacks = [*build_all(cfg.get("callbacks")), CheckpointMetadata(net_config, checkpoint_config(cfg, choices))]
+    setup_data_early(datamodule)  # data errors stop the run before a logger (W&B run) exists
     loggers = build_all(cfg.get("logger"))
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, plugins=[AtomicCheckpointIO()]
@@ -212,21 +223,26 @@ def fit(
     if resume_step is not None and trainer.is_global_zero:
         keep_history_until(trainer, resume_step)
     log.info("Training %s on %s; run directory: %s", choices.model, choices.data, run_dir)
+    preemption = find_callback(trainer, Preemption)
     start = time.perf_counter()
+    test, wall = None, None
     try:
         with ddp_ranks_in_this_job(run_dir):
             trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
+            wall = time.perf_counter() - start
+            if not (preemption and preemption.received):
+                test = test_after_fit(cfg, trainer, task, datamodule)
     except Preempted as stop:
         log.warning("Stopped by %s. Continue this run with:\n  %s", stop, resume_command(run_dir))
     finally:
         finish_loggers(trainer.loggers)
-    wall = time.perf_counter() - start
+    wall = wall if wall is not None else time.perf_counter() - start
 
     summary = make_summary(trainer, task, wall, params, run_dir / "resolved_config.yaml", choices)
-    preemption = find_callback(trainer, Preemption)
     summary["status"] = "interrupted" if preemption and preemption.received else "completed"
     summary["resumed_from"] = str(ckpt_path) if ckpt_path else None
     summary["limits"] = stopping_limits(cfg.trainer)
+    summary["test"] = test  # the best checkpoint on the held-out test split (None: no test split)
     if trainer.is_global_zero:
         write_summary(run_dir, summary)
         report(summary, run_dir)
@@ -459,17 +475,24 @@ def build_datamodule(cfg: DictConfig, task: L.LightningModule) -> L.LightningDat
 
 
 def data_before_task(cfg: DictConfig) -> L.LightningDataModule | None:
-    """Build the data first when it decides network sizes (``model_sizes()``, e.g. the vocabulary
-    of a tokenizer trained on the corpus): each ``model.net`` entry left null takes the data's
-    value. Returns the DataModule, or None for data that needs no such step."""
-    if not hasattr(get_class(cfg.data._target_), "model_sizes"):
+    """Build the data first when it decides network sizes the config leaves null
+    (``model_size_keys`` / ``model_sizes()``: the vocabulary of a tokenizer trained on the
+    corpus, the class folders of an ImageFolder, the categories of a COCO file): a null
+    ``data`` entry and each null ``model.net`` entry take the data's value. Returns the
+    DataModule to reuse, or None (nothing to take, or image data that is rebuilt later with
+    the network's timm data config)."""
+    data_cls = get_class(cfg.data._target_)
+    keys = getattr(data_cls, "model_size_keys", ())
+    if not any(key in cfg.model.net and cfg.model.net.get(key) is None for key in keys):
         return None
     datamodule = instantiate(cfg.data)
     with open_dict(cfg):
         for key, value in datamodule.model_sizes().items():
+            if key in cfg.data and cfg.data.get(key) is None:
+                cfg.data[key] = value
             if cfg.model.net.get(key) is None:
                 cfg.model.net[key] = value
-    return datamodule
+    return None if getattr(data_cls, "wants_net_data_config", False) else datamodule
 
 
 def net_data_config(net) -> dict:

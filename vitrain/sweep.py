@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 CSV_NAME = "sweep_summary.csv"
 MD_NAME = "sweep_summary.md"
 MISSING = "missing"
-# Columns before the best entry's ``val/*`` metrics, and after them.
+# Columns before the best entry's ``val/*`` metrics (then the held-out ``test/*`` ones), and after them.
 HEAD_COLUMNS = ["job", "subdir", "status", "overrides", "monitor", "mode", "best", "last", "best_epoch"]
 TAIL_COLUMNS = ["wall_time_s", "error"]
 # Longest error text shown in the Markdown table (the CSV keeps it whole).
@@ -97,7 +97,8 @@ def find_job_dirs(sweep_dir: Path) -> list[Path]:
 def read_job(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     """One table row for ``job_dir``: its overrides and what its ``summary.json`` says.
 
-    The ``val/*`` metrics of the best entry are included under their own names.
+    The ``val/*`` metrics of the best entry are included under their own names, and so are the
+    ``test/*`` metrics of the best checkpoint on the held-out test split when the run has them.
     """
     job_dir = Path(job_dir)
     overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
@@ -131,6 +132,7 @@ def read_job(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
         wall_time_s=summary.get("wall_time_s"),
     )
     row.update({k: v for k, v in best.items() if k.startswith("val/")})
+    row.update({k: v for k, v in (summary.get("test") or {}).items() if k.startswith("test/")})
     return row
 
 
@@ -144,9 +146,12 @@ def collect_rows(sweep_dir: Path) -> list[dict[str, Any]]:
 
 
 def columns(rows: list[dict[str, Any]]) -> list[str]:
-    """The CSV columns: fixed ones around the union of the rows' ``val/*`` metrics (sorted)."""
-    metrics = sorted({k for row in rows for k in row if k.startswith("val/")})
-    return [*HEAD_COLUMNS, *metrics, *TAIL_COLUMNS]
+    """The CSV columns: fixed ones around the union of the rows' ``val/*`` then ``test/*``
+    metrics (each sorted)."""
+    metrics = [
+        sorted({k for row in rows for k in row if k.startswith(prefix)}) for prefix in ("val/", "test/")
+    ]
+    return [*HEAD_COLUMNS, *metrics[0], *metrics[1], *TAIL_COLUMNS]
 
 
 def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -16,7 +16,7 @@ from vitrain.errors import UserError
 def test_digits_split_is_fixed_and_disjoint():
     a, b = DigitsDataModule(image_size=16), DigitsDataModule(image_size=16)
     a.setup(), b.setup()
-    assert (len(a.train_set), len(a.val_set)) == (1438, 359)
+    assert (len(a.train_set), len(a.val_set), len(a.test_set)) == (1168, 359, 270)
     torch.testing.assert_close(a.val_set.images, b.val_set.images)
     train = {tuple(x.flatten().tolist()) for x in a.train_set.images}
     assert not any(tuple(x.flatten().tolist()) in train for x in a.val_set.images[:50])
@@ -72,7 +72,7 @@ def test_imagefolder_class_mismatch_and_count(image_tree):
         ImageFolderDataModule(root=str(image_tree), num_classes=4, image_size=16).setup()
     write_image(image_tree / "val" / "yak" / "0.png", "RGB")
     with pytest.raises(UserError, match="has 4 classes but data.num_classes=1000: set data.num_classes=4"):
-        ImageFolderDataModule(root=str(image_tree), image_size=16).setup()
+        ImageFolderDataModule(root=str(image_tree), num_classes=1000, image_size=16).setup()
 
 
 def test_imagefolder_corrupt_image_names_file(image_tree):

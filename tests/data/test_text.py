@@ -17,7 +17,15 @@ from vitrain.errors import UserError
 
 def text_data(tmp_path: Path, files, **kwargs) -> TextDataModule:
     files = [str(f) for f in files] if isinstance(files, list) else str(files)
-    args = dict(files=files, vocab_size=300, seq_len=32, batch_size=4, cache_dir=str(tmp_path / "cache"))
+    # no test split: these tests count train/val documents (tests/data/test_held_out_splits.py: test splits)
+    args = dict(
+        files=files,
+        vocab_size=300,
+        seq_len=32,
+        batch_size=4,
+        cache_dir=str(tmp_path / "cache"),
+        test_fraction=0.0,
+    )
     return TextDataModule(**{**args, **kwargs})
 
 

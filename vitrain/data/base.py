@@ -112,7 +112,8 @@ class EpochSampler(Sampler[int]):
 
 
 class ShardedDataModule(L.LightningDataModule):
-    """Loaders shared by every vitrain DataModule; subclasses set ``train_set`` and ``val_set``.
+    """Loaders shared by every vitrain DataModule; subclasses set ``train_set`` and ``val_set``,
+    and ``test_set`` when the data has a held-out test split (None: it has none).
 
     Each rank gets its share of an epoch-seeded permutation (:class:`EpochSampler`): training
     shards are equal in size and drop the last incomplete batch (mixup/cutmix need even
@@ -149,13 +150,23 @@ class ShardedDataModule(L.LightningDataModule):
         self._skip_batches = 0
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
+        # a held-out split, never used for checkpoint or hyperparameter selection
+        self.test_set: Dataset | None = None
+
+    @property
+    def has_test_split(self) -> bool:
+        """Whether ``setup`` found a held-out test split (``test_set``)."""
+        return self.test_set is not None
 
     def check_num_classes(self, found: int, where: str) -> None:
-        """Fail when the data's class count differs from ``data.num_classes``."""
-        if found != self.num_classes:
+        """Take the class count from the data when ``data.num_classes`` is null; fail when an
+        explicit value differs from what the data holds."""
+        if self.num_classes is None:
+            self.num_classes = found
+        elif found != self.num_classes:
             raise UserError(
                 f"{where} has {found} classes but data.num_classes={self.num_classes}: set "
-                f"data.num_classes={found}."
+                f"data.num_classes={found}, or null to take it from the data."
             )
 
     def check_one_batch(self, samples: int, per_rank: int, world: int) -> None:
@@ -210,6 +221,15 @@ class ShardedDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)
 
+    def test_dataloader(self) -> DataLoader:
+        """The held-out test split, every sample exactly once (like validation)."""
+        if self.test_set is None:
+            raise UserError(
+                f"{type(self).__name__} has no test split: see the data config's test options "
+                "(data.test_split, data.test_fraction, data.test_ann, data.test_size)."
+            )
+        return self._loader(self.test_set, train=False)
+
 
 class ImageClassificationDataModule(ShardedDataModule):
     """Base class: subclasses set ``train_set``, ``val_set`` and ``classes`` in ``setup``.
@@ -222,7 +242,7 @@ class ImageClassificationDataModule(ShardedDataModule):
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: int | None,
         image_size: int,
         in_chans: int,
         batch_size: int = 64,

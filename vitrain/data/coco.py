@@ -124,13 +124,20 @@ class COCODataModule(DetectionDataModule):
         train_ann, val_ann: the annotation files.
         train_images, val_images: the image folders (``file_name`` is relative to them).
         contiguous_ids: map category ids to 0 .. K-1 (True) or keep them (False, DETR on COCO).
-        num_classes: K, or the largest id + 1 without ``contiguous_ids``; checked against the files.
+        num_classes: K, or the largest id + 1 without ``contiguous_ids``; None takes it from the
+            categories of the training file, an explicit value is checked against them.
+        test_ann, test_images: an optional held-out test split in the same format (its
+            categories must be those of the training file); ``test_images`` None: the folder
+            of ``val_images``.
     """
+
+    # network sizes the data decides when the config leaves them null (see model_sizes)
+    model_size_keys = ("num_classes",)
 
     def __init__(
         self,
         root: str,
-        num_classes: int,
+        num_classes: int | None = None,
         train_ann: str = "annotations/instances_train2017.json",
         val_ann: str = "annotations/instances_val2017.json",
         train_images: str = "train2017",
@@ -141,6 +148,8 @@ class COCODataModule(DetectionDataModule):
         crop_resize: Sequence[int] = (400, 500, 600),
         crop_size: Sequence[int] = (384, 600),
         val_size: int = 800,
+        test_ann: str | None = None,
+        test_images: str | None = None,
         **loader_kwargs,
     ) -> None:
         super().__init__(num_classes=num_classes, **loader_kwargs)
@@ -152,7 +161,10 @@ class COCODataModule(DetectionDataModule):
             "val_ann": val_ann,
             "train_images": train_images,
             "val_images": val_images,
+            "test_ann": test_ann,
+            "test_images": test_images or val_images,
         }
+        self._contents: dict[str, dict] = {}  # parsed annotation files, read once
         self.contiguous_ids = contiguous_ids
         if len(crop_size) != 2 or not 0 < crop_size[0] <= crop_size[1]:
             raise UserError(f"data.crop_size={list(crop_size)}: give [min, max] with 0 < min <= max.")
@@ -173,16 +185,35 @@ class COCODataModule(DetectionDataModule):
             )
         return folder
 
+    def annotations(self, key: str) -> dict:
+        """The parsed annotation file of config key ``key`` (read once, then kept)."""
+        if key not in self._contents:
+            self._contents[key] = read_annotations(self.path(key), key)
+        return self._contents[key]
+
+    def _labels(self, content: dict, source: str) -> dict[int, int]:
+        """Category ids -> labels of ``content``; sets ``classes`` and checks ``num_classes``."""
+        labels, self.classes = category_labels(content["categories"], self.contiguous_ids)
+        if not labels:
+            raise UserError(f"{source} lists no categories.")
+        hint = "" if self.contiguous_ids else " (the largest category id + 1, data.contiguous_ids=false)"
+        self.check_num_classes(len(self.classes), f"{source}{hint}")
+        return labels
+
+    def model_sizes(self) -> dict[str, int]:
+        """``{"num_classes": ...}`` from the categories of the training annotation file (or of
+        the validation file when the training file is absent, e.g. evaluation only)."""
+        key = "train_ann" if self.path("train_ann").is_file() else "val_ann"
+        self._labels(self.annotations(key), f"data.{key}={self.path(key)}")
+        return {"num_classes": self.num_classes}
+
     def setup(self, stage: str | None = None) -> None:
         if self.val_set is not None:
             return
-        train = read_annotations(self.path("train_ann"), "train_ann") if stage in (None, "fit") else None
-        val = read_annotations(self.path("val_ann"), "val_ann")
-        labels, self.classes = category_labels((train or val)["categories"], self.contiguous_ids)
-        if not labels:
-            raise UserError(f"data.train_ann={self.path('train_ann')} lists no categories.")
-        hint = "" if self.contiguous_ids else " (the largest category id + 1, data.contiguous_ids=false)"
-        self.check_num_classes(len(self.classes), f"data=coco ({self.path('train_ann')}{hint})")
+        train = self.annotations("train_ann") if stage in (None, "fit") else None
+        val = self.annotations("val_ann")
+        key = "train_ann" if train is not None else "val_ann"
+        labels = self._labels(train or val, f"data.{key}={self.path(key)}")
         if train is not None:
             self.train_set = COCODetection(
                 train,
@@ -198,3 +229,11 @@ class COCODataModule(DetectionDataModule):
             self.val_transform,
             f"data.val_ann={self.path('val_ann')}",
         )
+        if self.paths["test_ann"]:
+            self.test_set = COCODetection(
+                self.annotations("test_ann"),
+                self.image_dir("test_images"),
+                labels,
+                self.val_transform,
+                f"data.test_ann={self.path('test_ann')}",
+            )

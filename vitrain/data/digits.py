@@ -34,8 +34,10 @@ class TensorImageDataset(Dataset):
 class DigitsDataModule(ImageClassificationDataModule):
     """The embedded default: no download, 10 classes, 1 channel.
 
-    A fixed split (a random ``val_fraction`` of the 1797 images drawn with ``split_seed``,
-    independent of the training seed) keeps validation numbers comparable across runs. Images are upscaled once with
+    A fixed split (a ``split_seed`` permutation of the 1797 images, independent of the
+    training seed: its first ``val_fraction`` validates, the next ``test_fraction`` is the
+    held-out test split, the rest trains) keeps validation and test numbers comparable across
+    runs; the three splits are disjoint. Images are upscaled once with
     bilinear interpolation from 8x8 to ``image_size``; training adds small random affine
     jitter (rotation, shift, scale) when ``augment`` is true.
     """
@@ -44,9 +46,10 @@ class DigitsDataModule(ImageClassificationDataModule):
         self,
         image_size: int = 32,
         val_fraction: float = 0.2,
+        test_fraction: float = 0.15,
         split_seed: int = 0,
         augment: bool = True,
-        num_classes: int = 10,
+        num_classes: int | None = 10,
         in_chans: int = 1,
         **loader_kwargs,
     ) -> None:
@@ -56,7 +59,12 @@ class DigitsDataModule(ImageClassificationDataModule):
             raise UserError(f"data.in_chans={in_chans}: digits images are grey, set data.in_chans=1.")
         if not 0 < val_fraction < 1:
             raise UserError(f"data.val_fraction={val_fraction}: must be between 0 and 1.")
-        self.val_fraction = val_fraction
+        if not (0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+            raise UserError(
+                f"data.test_fraction={test_fraction}: must be >= 0 (0: no test split) and leave "
+                f"training images (data.val_fraction + data.test_fraction = {val_fraction + test_fraction} < 1)."
+            )
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.split_seed = split_seed
         self.augment = augment
         self.classes = [str(i) for i in range(10)]
@@ -87,10 +95,13 @@ class DigitsDataModule(ImageClassificationDataModule):
         labels = torch.tensor(digits.target, dtype=torch.long)
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
         n_val = int(round(self.val_fraction * len(labels)))
-        val_idx, train_idx = order[:n_val], order[n_val:]
+        n_test = int(round(self.test_fraction * len(labels)))
+        val_idx, test_idx, train_idx = order[:n_val], order[n_val : n_val + n_test], order[n_val + n_test :]
         jitter = None
         if self.augment:
             background = -DIGITS_MEAN / DIGITS_STD  # a normalised 0 pixel
             jitter = v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), fill=background)
         self.train_set = TensorImageDataset(images[train_idx], labels[train_idx], jitter)
         self.val_set = TensorImageDataset(images[val_idx], labels[val_idx])
+        if n_test:
+            self.test_set = TensorImageDataset(images[test_idx], labels[test_idx])

@@ -1,4 +1,4 @@
-"""ImageNet-style folders ``ROOT/{train,val}/<class>/<image>`` with timm's transforms."""
+"""ImageNet-style folders ``ROOT/{train,val[,test]}/<class>/<image>`` with timm's transforms."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ LAYOUT = """expected layout:
   ROOT/train/<class_a>/<image>.jpg
   ROOT/train/<class_b>/...
   ROOT/val/<class_a>/<image>.jpg
-  ROOT/val/<class_b>/..."""
+  ROOT/val/<class_b>/...
+  ROOT/test/<class_a>/<image>.jpg   (optional held-out test split, data.test_split)"""
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -29,7 +30,11 @@ def _has_image(folder: Path) -> bool:
 
 
 class ImageFolderDataModule(ImageClassificationDataModule):
-    """Any ImageFolder tree; class folders of ``train`` and ``val`` must agree.
+    """Any ImageFolder tree; class folders of ``train``, ``val`` (and ``test``) must agree.
+
+    ``num_classes`` None takes the class count from the class folders of ``train``; an explicit
+    value must match them. ``test_split`` names an optional folder beside ``train`` and ``val``
+    holding the held-out test images (used when it exists; None: no test split).
 
     Transforms are timm's ``create_transform``: training uses RandomResizedCrop (area range
     ``scale``, timm's default ``(0.08, 1)`` when None), flip, RandAugment (``auto_augment``; with
@@ -40,10 +45,13 @@ class ImageFolderDataModule(ImageClassificationDataModule):
     ``net_data_config`` by the orchestration layer.
     """
 
+    # network sizes the data decides when the config leaves them null (see model_sizes)
+    model_size_keys = ("num_classes",)
+
     def __init__(
         self,
         root: str,
-        num_classes: int = 1000,
+        num_classes: int | None = None,
         image_size: int = 224,
         in_chans: int = 3,
         auto_augment: str | None = "rand-m9-mstd0.5-inc1-mmax9",
@@ -54,6 +62,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         std: tuple[float, ...] | None = None,
         scale: tuple[float, float] | None = None,
         color_jitter: float | None = 0.4,
+        test_split: str | None = "test",
         **loader_kwargs,
     ) -> None:
         super().__init__(num_classes=num_classes, image_size=image_size, in_chans=in_chans, **loader_kwargs)
@@ -64,6 +73,8 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         for split, folder in self.split_dirs.items():
             if not folder.is_dir():
                 raise UserError(f"data.root={root}: folder {folder} not found ({split} split).\n{LAYOUT}")
+        if test_split and (self.root / test_split).is_dir():
+            self.split_dirs["test"] = self.root / test_split
         defaults = self.net_data_config
         self.transform_args = dict(
             input_size=(3, image_size, image_size),
@@ -109,16 +120,34 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             what = f"class folder {empty[0]} holds no images" if empty else str(err)
             raise UserError(f"data.root={self.root}: {what}. Add images or remove it.\n{LAYOUT}") from err
 
+    def class_folders(self) -> list[str]:
+        """The class folder names of the training split (sorted, as ImageFolder orders them)."""
+        return sorted(d.name for d in self.split_dirs["train"].iterdir() if d.is_dir())
+
+    def model_sizes(self) -> dict[str, int]:
+        """Sizes the network takes from the data: ``{"num_classes": class folders of train}``,
+        checked against an explicit ``data.num_classes`` (a cheap listing, before anything is built)."""
+        classes = self.class_folders()
+        if not classes:
+            raise UserError(
+                f"data.root={self.root}: {self.split_dirs['train']} has no class folders.\n{LAYOUT}"
+            )
+        self.check_num_classes(len(classes), f"data.root={self.root} ({self.split_dirs['train']})")
+        return {"num_classes": len(classes)}
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        train_set, val_set = self._dataset("train"), self._dataset("val")
-        if train_set.classes != val_set.classes:
-            only_train = sorted(set(train_set.classes) - set(val_set.classes))
-            only_val = sorted(set(val_set.classes) - set(train_set.classes))
-            raise UserError(
-                f"data.root={self.root}: train and val class folders differ (only in train: "
-                f"{only_train}; only in val: {only_val})."
-            )
-        self.check_num_classes(len(train_set.classes), f"data.root={self.root}")
-        self.train_set, self.val_set, self.classes = train_set, val_set, train_set.classes
+        sets = {split: self._dataset(split) for split in self.split_dirs}
+        train_classes = sets["train"].classes
+        for split, dataset in sets.items():
+            if dataset.classes != train_classes:
+                only_train = sorted(set(train_classes) - set(dataset.classes))
+                only_other = sorted(set(dataset.classes) - set(train_classes))
+                raise UserError(
+                    f"data.root={self.root}: train and {split} class folders differ (only in train: "
+                    f"{only_train}; only in {split}: {only_other})."
+                )
+        self.check_num_classes(len(train_classes), f"data.root={self.root}")
+        self.train_set, self.val_set, self.classes = sets["train"], sets["val"], train_classes
+        self.test_set = sets.get("test")

@@ -18,7 +18,7 @@ from vitrain.data.detection_transforms import Compose, RandomHorizontalFlip, ToT
 from vitrain.errors import UserError
 
 SHAPES = ("circle", "square", "triangle")
-SPLITS = {"train": 0, "val": 1}
+SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
 def background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -124,14 +124,17 @@ class ShapesDataModule(DetectionDataModule):
     with sides between ``min_size`` and ``max_size`` times ``image_size``, on a random gradient
     with blotches and noise. Training images are flipped at random. ``data_seed`` fixes the
     images (independent of the training seed, so validation numbers compare across runs).
+    The ``test_size`` test images (0: no test split) are drawn from their own stream, apart
+    from the training and validation images.
     """
 
     def __init__(
         self,
-        num_classes: int = 3,
+        num_classes: int | None = 3,
         image_size: int = 64,
         train_size: int = 2000,
         val_size: int = 200,
+        test_size: int = 200,
         min_objects: int = 1,
         max_objects: int = 3,
         min_size: float = 0.2,
@@ -144,6 +147,8 @@ class ShapesDataModule(DetectionDataModule):
         for key, value in (("image_size", image_size), ("train_size", train_size), ("val_size", val_size)):
             if value < 1:
                 raise UserError(f"data.{key}={value}: must be a positive integer.")
+        if test_size < 0:
+            raise UserError(f"data.test_size={test_size}: must be >= 0 (0: no test split).")
         if not 0 <= min_objects <= max_objects:
             raise UserError(
                 f"data.min_objects={min_objects}, data.max_objects={max_objects}: need 0 <= min <= max."
@@ -152,7 +157,7 @@ class ShapesDataModule(DetectionDataModule):
             raise UserError(f"data.min_size={min_size}, data.max_size={max_size}: need 0 < min <= max <= 1.")
         sides = (max(2, round(min_size * image_size)), max(2, round(max_size * image_size)))
         self.image_size = image_size
-        self.sizes = {"train": train_size, "val": val_size}
+        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.objects, self.sides, self.data_seed = (min_objects, max_objects), sides, data_seed
         self.classes = list(SHAPES)
 
@@ -160,8 +165,12 @@ class ShapesDataModule(DetectionDataModule):
         if self.train_set is not None:
             return
         normalize = ToTensorNormalize(self.mean, self.std)
-        transforms = {"train": Compose([RandomHorizontalFlip(), normalize]), "val": normalize}
-        self.train_set, self.val_set = (
+        transforms = {
+            "train": Compose([RandomHorizontalFlip(), normalize]),
+            "val": normalize,
+            "test": normalize,
+        }
+        self.train_set, self.val_set, self.test_set = (
             ShapesDataset(
                 self.sizes[split],
                 split,
@@ -171,5 +180,7 @@ class ShapesDataModule(DetectionDataModule):
                 self.sides,
                 transforms[split],
             )
-            for split in ("train", "val")
+            if self.sizes[split]
+            else None
+            for split in ("train", "val", "test")
         )

@@ -1,7 +1,7 @@
 """Text corpora for language-model pretraining: tokenized once, memory-mapped, packed.
 
 ``TextDataModule`` reads documents from ``.txt`` / ``.jsonl`` files (or the embedded corpus),
-splits them into train / validation by document, tokenizes each split once into a
+splits them into train / validation / test by document, tokenizes each split once into a
 memory-mapped token file and serves
 
 * ``packing=causal`` (GPT): documents joined by the end-of-text token, cut into blocks of
@@ -15,8 +15,8 @@ memory-mapped token file and serves
 The cache lives in ``cache_dir/<key>/`` where the key hashes the corpus files (paths, sizes,
 modification times), the tokenizer settings (or the tokenizer file's content), the split and the
 packing: a second run reuses it, a changed corpus builds a new one. It holds ``tokenizer.json``
-(trained on the training documents when no ``tokenizer`` file is given), ``{train,val}.bin``
-(uint16 tokens, uint32 for vocabularies over 65535), the packing index ``{train,val}.idx.npy``
+(trained on the training documents when no ``tokenizer`` file is given), ``{train,val,test}.bin``
+(uint16 tokens, uint32 for vocabularies over 65535), the packing index ``{train,val,test}.idx.npy``
 and ``meta.json`` (written last: a cache without it is incomplete and rebuilt).
 """
 
@@ -46,11 +46,18 @@ from vitrain.data.tokenizer import (
     train_tokenizer,
 )
 from vitrain.errors import UserError
+from vitrain.hub import resolve_tokenizer
 
 log = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = (".txt", ".jsonl")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a test split
+# how to give a split more text
+_MORE_TEXT = {
+    "train": "lower data.val_fraction / data.test_fraction",
+    "val": "raise data.val_fraction",
+    "test": "raise data.test_fraction (0: no test split)",
+}
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -255,13 +262,17 @@ class TextDataModule(ShardedDataModule):
             embedded corpus (CPython's help topics, no download).
         packing: ``causal`` or ``masked``; ``conf/data/text.yaml`` takes it from the model's task.
         tokenizer: a ``tokenizer.json``, GPT-2 ``vocab.json`` (+ ``merges.txt``) or BERT
-            ``vocab.txt`` (or a folder with one); None trains one on the training documents.
+            ``vocab.txt``, a folder with one (a Hugging Face model folder), or a hub id
+            (``gpt2``, ``bert-base-uncased``: read from the Hugging Face cache, fetched when
+            online); None trains one on the training documents.
         vocab_size: size of a trained tokenizer's vocabulary.
         lowercase: BERT WordPiece lower-cases (uncased models).
         seq_len: tokens per sequence (GPT: the context; BERT: the maximum, specials included).
         nsp: BERT sentence pairs with next-sentence labels.
         val_fraction: share of the documents held out for validation (at least one), chosen
             with ``split_seed``.
+        test_fraction: share of the documents held out as the test split (0: none), disjoint
+            from the validation documents; evaluated once after training.
         txt_documents: ``file`` (a .txt file is one document) or ``paragraphs``.
         text_field: the text of a .jsonl record.
         max_chars: read at most this many characters of the corpus (quick runs); None: all.
@@ -269,6 +280,9 @@ class TextDataModule(ShardedDataModule):
         batch_size, num_workers, pin_memory, persistent_workers, seed: the loaders.
         require_files: fail unless ``files`` is given (recipes for real corpora set it).
     """
+
+    # network sizes the data decides when the config leaves them null (see model_sizes)
+    model_size_keys = ("vocab_size",)
 
     kind = "text"
 
@@ -282,6 +296,7 @@ class TextDataModule(ShardedDataModule):
         seq_len: int = 128,
         nsp: bool = False,
         val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
         split_seed: int = 0,
         txt_documents: str = "file",
         text_field: str = "text",
@@ -306,15 +321,22 @@ class TextDataModule(ShardedDataModule):
             raise UserError(f"data.txt_documents={txt_documents!r}: choose file or paragraphs.")
         if not 0 < val_fraction < 1:
             raise UserError(f"data.val_fraction={val_fraction}: must be between 0 and 1.")
+        if not (0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+            raise UserError(
+                f"data.test_fraction={test_fraction}: must be >= 0 (0: no test split) with "
+                f"data.val_fraction + data.test_fraction < 1 (now {val_fraction + test_fraction})."
+            )
         minimum = 2 if packing == "causal" else 8
         if not isinstance(seq_len, int) or seq_len < minimum:
             raise UserError(f"data.seq_len={seq_len}: must be an integer >= {minimum}.")
         if nsp and packing != "masked":
             raise UserError("data.nsp=true needs a BERT model (packing=masked); set data.nsp=false.")
         self.files = None if files in (None, "", []) else files
+        # a hub id (gpt2, bert-base-uncased) becomes its cached snapshot folder
+        tokenizer = resolve_tokenizer(str(tokenizer)) if tokenizer else None
         self.packing, self.tokenizer_file, self.vocab_size_wanted = packing, tokenizer, vocab_size
         self.lowercase, self.seq_len, self.nsp = lowercase, seq_len, nsp
-        self.val_fraction, self.split_seed = val_fraction, split_seed
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.txt_documents, self.text_field, self.max_chars = txt_documents, text_field, max_chars
         self.cache_dir = Path(cache_dir)
         self.tokenizer = None
@@ -363,7 +385,8 @@ class TextDataModule(ShardedDataModule):
         """Hash of everything the cache depends on."""
         h = hashlib.sha256()
         settings = [CACHE_VERSION, self.packing, self.vocab_size_wanted, self.lowercase, self.val_fraction,
-                    self.split_seed, self.txt_documents, self.text_field, self.max_chars]  # fmt: skip
+                    self.test_fraction, self.split_seed, self.txt_documents, self.text_field,
+                    self.max_chars]  # fmt: skip
         if self.packing == "masked":
             settings += [self.seq_len, self.nsp, self.seed]  # the packed spans depend on them
         h.update(repr(settings).encode())
@@ -375,9 +398,15 @@ class TextDataModule(ShardedDataModule):
                 h.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
         if self.tokenizer_file:
             tok_path = Path(self.tokenizer_file)
+            names = (
+                "tokenizer.json",
+                "vocab.json",
+                "merges.txt",
+                "vocab.txt",
+            )  # not a model folder's weights
             for part in [
                 tok_path,
-                *(tok_path.iterdir() if tok_path.is_dir() else [tok_path.with_name("merges.txt")]),
+                *([tok_path / n for n in names] if tok_path.is_dir() else [tok_path.with_name("merges.txt")]),
             ]:
                 if part.is_file():
                     h.update(part.read_bytes())
@@ -401,35 +430,47 @@ class TextDataModule(ShardedDataModule):
         check_special_tokens(self.tokenizer, self.packing, str(path / "tokenizer.json"))
         self.cache_path = path
 
-    def _validation_documents(self) -> set[int]:
-        """Indices of the validation documents: a ``split_seed`` permutation holds out
-        ``val_fraction`` of them (at least one). Reads the corpus once, keeping nothing."""
+    def _held_out_documents(self) -> dict[int, str]:
+        """``{document index: "val" or "test"}``: a ``split_seed`` permutation holds out
+        ``val_fraction`` of the documents for validation (at least one), then ``test_fraction``
+        for the test split (at least one when > 0). Reads the corpus once, keeping nothing."""
         count = sum(1 for _ in self._documents())
         where = "the embedded corpus" if self.files is None else f"data.files={self.files}"
         if count == 0:
             raise UserError(f"{where} holds no text (empty corpus): add documents with text.")
-        if count < 2:
+        n_test = max(1, int(round(self.test_fraction * count))) if self.test_fraction > 0 else 0
+        if count < 2 + n_test:
             raise UserError(
-                f"{where} holds 1 document, so no train/validation split by document is possible: give "
-                "several files, a .jsonl file, or data.txt_documents=paragraphs."
+                f"{where} holds {count} document(s), too few for a train/validation"
+                f"{'/test' if n_test else ''} split by document: give several files, a .jsonl file, "
+                "or data.txt_documents=paragraphs" + (", or data.test_fraction=0." if n_test else ".")
             )
-        order = np.random.default_rng(self.split_seed).permutation(count)
-        return set(order[: max(1, int(round(self.val_fraction * count)))].tolist())
+        order = np.random.default_rng(self.split_seed).permutation(count).tolist()
+        n_val = min(max(1, int(round(self.val_fraction * count))), count - 1 - n_test)
+        held = {i: "val" for i in order[:n_val]}
+        held.update({i: "test" for i in order[n_val : n_val + n_test]})
+        return held
 
-    def _split_documents(self, val: set[int], want_val: bool) -> Iterator[str]:
-        return (doc for i, doc in enumerate(self._documents()) if (i in val) == want_val)
+    def _split_documents(self, held: dict[int, str], split: str) -> Iterator[str]:
+        return (doc for i, doc in enumerate(self._documents()) if held.get(i, "train") == split)
 
     def _build(self, path: Path) -> None:
         """Tokenize the corpus into ``path`` (written in a temporary folder, then renamed).
 
         Documents are streamed: the corpus is read once to split it, once to train the
         tokenizer (when none is given) and once per split to tokenize it, in chunks."""
-        val = self._validation_documents()
-        log.info("Tokenizing the corpus (%d validation documents) into %s", len(val), path)
+        held = self._held_out_documents()
+        n_test = sum(1 for split in held.values() if split == "test")
+        log.info(
+            "Tokenizing the corpus (%d validation, %d test documents) into %s",
+            len(held) - n_test,
+            n_test,
+            path,
+        )
         if self.tokenizer_file:
             tok = load_tokenizer(self.tokenizer_file, self.packing, self.lowercase)
         else:
-            train_docs = self._split_documents(val, want_val=False)
+            train_docs = self._split_documents(held, "train")
             tok = train_tokenizer(train_docs, self.packing, self.vocab_size_wanted, self.lowercase)
         dtype = np.uint16 if tok.get_vocab_size() <= 2**16 else np.uint32
         self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -437,9 +478,11 @@ class TextDataModule(ShardedDataModule):
         try:
             tok.save(str(tmp / "tokenizer.json"))
             sizes = {}
-            for split in ("train", "val"):
+            for split in ("train", "val", "test"):
+                if split == "test" and not n_test:
+                    continue
                 with open(tmp / f"{split}.bin", "wb") as out:
-                    docs = self._split_documents(val, want_val=split == "val")
+                    docs = self._split_documents(held, split)
                     count, tokens, index = self._tokenize(tok, docs, out, dtype)
                 np.save(tmp / f"{split}.idx.npy", index)
                 sizes[split] = {"documents": count, "tokens": tokens, "index_rows": int(len(index))}
@@ -496,7 +539,7 @@ class TextDataModule(ShardedDataModule):
             return
         self.prepare()
         meta = json.loads((self.cache_path / "meta.json").read_text())
-        for split in ("train", "val"):
+        for split in meta["splits"]:
             tokens = np.memmap(self.cache_path / f"{split}.bin", dtype=meta["dtype"], mode="r")
             index = np.load(self.cache_path / f"{split}.idx.npy")
             if self.packing == "causal":
@@ -506,12 +549,13 @@ class TextDataModule(ShardedDataModule):
             if len(dataset) == 0:
                 raise UserError(
                     f"the {split} split has {len(tokens)} tokens, not one sequence of data.seq_len="
-                    f"{self.seq_len}: lower data.seq_len, raise data.val_fraction or add text."
+                    f"{self.seq_len}: lower data.seq_len, {_MORE_TEXT[split]} or add text."
                 )
             setattr(self, f"{split}_set", dataset)
         log.info(
-            "Text data: %d train / %d val sequences of <= %d tokens, vocabulary %d (%s)",
-            len(self.train_set), len(self.val_set), self.seq_len, self.vocab_size, self.cache_path,
+            "Text data: %d train / %d val / %d test sequences of <= %d tokens, vocabulary %d (%s)",
+            len(self.train_set), len(self.val_set), len(self.test_set) if self.test_set else 0,
+            self.seq_len, self.vocab_size, self.cache_path,
         )  # fmt: skip
 
     @property

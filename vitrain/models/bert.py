@@ -19,7 +19,8 @@ bert_tiny    4      128     4      (CPU runs; 256 positions)
 
 With ``nsp=True`` the pooler and the NSP head add ``width * width + width + 2 * width + 2``.
 Weights in the Hugging Face layout (``BertForPreTraining`` / ``BertForMaskedLM`` /
-``BertModel``) load with :func:`load_hf_weights`.
+``BertModel``) load by hub id (``hf_weights=bert-base-uncased``), from a local Hugging Face model
+folder (``config.json`` + weights) or from a bare weight file: see :func:`create_bert`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from vitrain.errors import UserError
+from vitrain.hub import arch_from_hf_config, resolve_hf_model
 from vitrain.models.gpt import read_state_dict
 
 __all__ = ["BERT", "BERT_VARIANTS", "BertConfig", "create_bert", "load_hf_weights"]
@@ -215,7 +217,12 @@ def create_bert(name: str, vocab_size: int | None = None, hf_weights: str | None
     Args:
         name: ``bert_base``, ``bert_large`` or ``bert_tiny``.
         vocab_size: the token vocabulary (vitrain sets it from the data's tokenizer); None: 30522.
-        hf_weights: a local Hugging Face BERT weight file (``.safetensors`` or ``.bin``) to load.
+        hf_weights: Hugging Face BERT weights to start from: a hub id (``bert-base-uncased``;
+            fetched into / read from the Hugging Face cache), a local model folder
+            (``config.json`` + ``model.safetensors`` / ``pytorch_model.bin``) or a weight file.
+            With a hub id or a folder the architecture is its ``config.json``'s, whatever
+            ``name`` says; an explicit override or a ``vocab_size`` that disagrees with it is an
+            error naming both values.
         **overrides: any :class:`BertConfig` field (``n_layer``, ``n_head``, ``n_embd``,
             ``n_positions``, ``type_vocab_size``, ``intermediate_size``, ``dropout``, ``nsp``, ...).
     """
@@ -231,10 +238,29 @@ def create_bert(name: str, vocab_size: int | None = None, hf_weights: str | None
     arch = {**BERT_VARIANTS[name], **overrides}
     if vocab_size is not None:
         arch["vocab_size"] = vocab_size
+    source = resolve_hf_model(str(hf_weights)) if hf_weights else None
+    if source is not None and source.config is not None:
+        found = arch_from_hf_config(
+            source.config, _HF_CONFIG_KEYS, "bert", overrides, vocab_size, source.source
+        )
+        arch = {**arch, **found}
     net = BERT(BertConfig(**arch))
-    if hf_weights:
-        load_hf_weights(net, hf_weights)
+    if source is not None:
+        load_hf_weights(net, source.weights, source=source.source)
     return net
+
+
+# Hugging Face BertConfig keys -> BertConfig fields
+_HF_CONFIG_KEYS = {
+    "num_hidden_layers": "n_layer",
+    "num_attention_heads": "n_head",
+    "hidden_size": "n_embd",
+    "intermediate_size": "intermediate_size",
+    "max_position_embeddings": "n_positions",
+    "type_vocab_size": "type_vocab_size",
+    "vocab_size": "vocab_size",
+    "layer_norm_eps": "layer_norm_eps",
+}
 
 
 # ------------------------------------------------------------------ Hugging Face weights
@@ -289,7 +315,9 @@ def convert_hf_state_dict(hf_state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def load_hf_weights(net: BERT, path: str | Path, key: str = "model.net.hf_weights") -> None:
+def load_hf_weights(
+    net: BERT, path: str | Path, key: str = "model.net.hf_weights", source: str | None = None
+) -> None:
     """Load a Hugging Face BERT weight file into ``net``.
 
     Every weight of ``net`` must be in the file with the same shape, except that a network
@@ -297,12 +325,16 @@ def load_hf_weights(net: BERT, path: str | Path, key: str = "model.net.hf_weight
     entries of the file (a pooler or NSP head ``net`` does not have) are ignored.
     """
     state = convert_hf_state_dict(read_state_dict(path, key))
+    path = source or path  # what the user named, for messages
     own = net.state_dict()
     missing = sorted(set(own) - set(state))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     fresh_ok = {k for k in missing if k.startswith(("pooler.", "nsp_head."))}
     if set(missing) - fresh_ok or wrong:
-        shapes = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:3])
+        shapes = ", ".join(
+            f"{k} {tuple(state[k].shape)} in the weights vs {tuple(own[k].shape)} configured"
+            for k in wrong[:3]
+        )
         raise UserError(
             f"{key}={str(path)!r} does not fit model.net (missing {sorted(set(missing) - fresh_ok)[:3]}, "
             f"shape mismatch: {shapes or 'none'}): pick the variant (and vocab_size, n_positions) of the file."

@@ -49,6 +49,7 @@ from timm.layers import freeze_batch_norm_2d
 from torch import Tensor, nn
 
 from vitrain.errors import UserError
+from vitrain.hub import create_timm_model
 
 __all__ = ["DETR", "DETR_VARIANTS", "SinePositionEncoding", "create_detr"]
 
@@ -67,7 +68,9 @@ class Backbone(nn.Module):
         frozen_bn: replace BatchNorm by torchvision's ``FrozenBatchNorm2d`` (statistics and affine
             as buffers; ``timm.layers.freeze_batch_norm_2d``), as DETR does with its small batches.
         freeze_stem: freeze everything up to the first stage (stride 4), as DETR does.
-        pretrained: load timm's ImageNet weights (downloads unless cached).
+        pretrained: load timm's released weights for ``name`` (a tag picks them:
+            ``resnet50.tv_in1k`` are torchvision's ImageNet weights, as the DETR paper) through
+            the Hugging Face hub and its cache (:func:`vitrain.hub.create_timm_model`).
         weights_file: a local timm weight file (.pth / .safetensors) to load instead.
     """
 
@@ -116,20 +119,15 @@ class Backbone(nn.Module):
 
 
 def create_features(name: str, index: int, pretrained: bool, **kwargs) -> nn.Module:
-    """timm's ``features_only`` network of ``name`` up to feature ``index``."""
+    """timm's ``features_only`` network of ``name`` (a tag picks released weights) up to feature
+    ``index``; released weights come through the hub cache (:func:`vitrain.hub.create_timm_model`)."""
+    keys = {"name_key": "model.net.backbone", "pretrained_key": "model.net.pretrained_backbone"}
     try:  # ResNets: no zero-initialised last BatchNorm, which frozen would keep every block at zero
-        return timm.create_model(
-            name,
-            features_only=True,
-            out_indices=(index,),
-            pretrained=pretrained,
-            zero_init_last=False,
-            **kwargs,
+        return create_timm_model(
+            name, pretrained, features_only=True, out_indices=(index,), zero_init_last=False, **keys, **kwargs
         )
     except TypeError:  # other families have no zero_init_last
-        return timm.create_model(
-            name, features_only=True, out_indices=(index,), pretrained=pretrained, **kwargs
-        )
+        return create_timm_model(name, pretrained, features_only=True, out_indices=(index,), **keys, **kwargs)
 
 
 class SinePositionEncoding(nn.Module):
@@ -360,7 +358,8 @@ def create_detr(
         num_classes: object classes (the class head has ``num_classes + 1`` outputs); for COCO
             with its original ids, 91 (the largest id + 1), as the paper.
         aux_loss: return every decoder layer's predictions for the auxiliary losses.
-        pretrained_backbone: start the backbone from timm's ImageNet weights (a download).
+        pretrained_backbone: start the backbone from timm's released weights for its name or
+            tag (``backbone=resnet50.tv_in1k``), from the Hugging Face cache or hub.
         backbone_weights: a local timm weight file for the backbone (no download).
         **overrides: architecture arguments: ``backbone`` (any timm CNN name),
             ``backbone_stages``, ``frozen_bn``, ``freeze_stem``, ``hidden_dim``, ``num_heads``,

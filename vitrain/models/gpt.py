@@ -17,15 +17,16 @@ gpt2_1558m   48     1600    25     1,557,611,200
 gpt_tiny     4      128     4      (CPU runs; 256 positions)
 ===========  =====  ======  =====  =============
 
-Weights of a released GPT-2 in the Hugging Face layout (``model.safetensors`` or
-``pytorch_model.bin``) load with :func:`load_hf_weights`.
+Weights of a released GPT-2 in the Hugging Face layout load by hub id (``hf_weights=gpt2``,
+``gpt2-medium``, ...), from a local Hugging Face model folder (``config.json`` + weights) or from
+a bare weight file (``model.safetensors`` / ``pytorch_model.bin``): see :func:`create_gpt`.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,6 +35,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from vitrain.errors import UserError
+from vitrain.hub import arch_from_hf_config, resolve_hf_model
 
 __all__ = ["GPT", "GPT_VARIANTS", "GPTConfig", "create_gpt", "load_hf_weights", "read_state_dict"]
 
@@ -219,7 +221,12 @@ def create_gpt(name: str, vocab_size: int | None = None, hf_weights: str | None 
     Args:
         name: ``gpt2_124m``, ``gpt2_350m``, ``gpt2_774m``, ``gpt2_1558m`` or ``gpt_tiny``.
         vocab_size: the token vocabulary (vitrain sets it from the data's tokenizer); None: 50257.
-        hf_weights: a local Hugging Face GPT-2 weight file (``.safetensors`` or ``.bin``) to load.
+        hf_weights: Hugging Face GPT-2 weights to start from: a hub id (``gpt2``,
+            ``gpt2-medium``; fetched into / read from the Hugging Face cache), a local model
+            folder (``config.json`` + ``model.safetensors`` / ``pytorch_model.bin``) or a weight
+            file. With a hub id or a folder the architecture (layers, width, heads, positions,
+            vocabulary) is its ``config.json``'s, whatever ``name`` says; an explicit override or
+            a ``vocab_size`` that disagrees with it is an error naming both values.
         **overrides: any :class:`GPTConfig` field (``n_layer``, ``n_head``, ``n_embd``,
             ``n_positions``, ``dropout``, ``layer_norm_eps``, ``bias``, ``gelu``). nanoGPT's
             OpenWebText runs use ``bias=False`` and ``gelu="exact"``; released GPT-2 weights
@@ -237,6 +244,12 @@ def create_gpt(name: str, vocab_size: int | None = None, hf_weights: str | None 
     arch = {**GPT_VARIANTS[name], **overrides}
     if vocab_size is not None:
         arch["vocab_size"] = vocab_size
+    source = resolve_hf_model(str(hf_weights)) if hf_weights else None
+    if source is not None and source.config is not None:
+        found = arch_from_hf_config(
+            source.config, _HF_CONFIG_KEYS, "gpt2", overrides, vocab_size, source.source
+        )
+        arch = {**arch, **found}
     if arch.get("gelu", "tanh") not in GELU_MODES:
         raise UserError(f"model.net.gelu={arch['gelu']!r}: must be one of {', '.join(GELU_MODES)}.")
     if hf_weights and (not arch.get("bias", True) or arch.get("gelu", "tanh") != "tanh"):
@@ -245,13 +258,20 @@ def create_gpt(name: str, vocab_size: int | None = None, hf_weights: str | None 
             "and the tanh GELU: set model.net.bias=true and model.net.gelu=tanh (the defaults)."
         )
     net = GPT(GPTConfig(**arch))
-    if hf_weights:
-        load_hf_weights(net, hf_weights)
+    if source is not None:
+        load_hf_weights(net, source.weights, source=source.source)
     return net
 
 
-def config_dict(net: GPT) -> dict:
-    return asdict(net.config)
+# Hugging Face GPT2Config keys -> GPTConfig fields
+_HF_CONFIG_KEYS = {
+    "n_layer": "n_layer",
+    "n_head": "n_head",
+    "n_embd": "n_embd",
+    "n_positions": "n_positions",
+    "vocab_size": "vocab_size",
+    "layer_norm_epsilon": "layer_norm_eps",
+}
 
 
 # ------------------------------------------------------------------ Hugging Face weights
@@ -312,15 +332,22 @@ def convert_hf_state_dict(hf_state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def load_hf_weights(net: GPT, path: str | Path, key: str = "model.net.hf_weights") -> None:
-    """Load a Hugging Face GPT-2 weight file into ``net``; every weight must match in name and shape."""
+def load_hf_weights(
+    net: GPT, path: str | Path, key: str = "model.net.hf_weights", source: str | None = None
+) -> None:
+    """Load a Hugging Face GPT-2 weight file into ``net``; every weight must match in name and
+    shape (``source``: what the user named, for messages; default ``path``)."""
     state = convert_hf_state_dict(read_state_dict(path, key))
+    path = source or path
     own = net.state_dict()
     own.pop("lm_head.weight", None)
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     wrong = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
     if missing or unexpected or wrong:
-        shapes = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(wrong)[:3])
+        shapes = ", ".join(
+            f"{k} {tuple(state[k].shape)} in the weights vs {tuple(own[k].shape)} configured"
+            for k in sorted(wrong)[:3]
+        )
         raise UserError(
             f"{key}={str(path)!r} does not fit model.net (missing {missing[:3]}, unexpected {unexpected[:3]}, "
             f"shape mismatch: {shapes or 'none'}): pick the variant (and vocab_size, n_positions) of the file."

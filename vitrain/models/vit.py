@@ -19,7 +19,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import timm
 import torch
 from timm.layers import trunc_normal_
 from timm.models import adapt_input_conv
@@ -28,6 +27,7 @@ from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_
 
 from vitrain.checkpoints import load_checkpoint, net_state_dict
 from vitrain.errors import UserError
+from vitrain.hub import create_timm_model
 from vitrain.models.sizes import check_image_size, patch_stages
 
 log = logging.getLogger(__name__)
@@ -44,16 +44,22 @@ class LoadReport:
 
 def create_vit(
     name: str,
+    pretrained: bool = False,
     pretrained_file: str | None = None,
     init_from: str | None = None,
     require_init_from: bool = False,
     head_init_std: float | None = None,
     **kwargs,
 ) -> VisionTransformer:
-    """Build timm's ViT ``name``; optionally load weights from a local file.
+    """Build timm's ViT ``name``; optionally start from released or local weights.
 
     Args:
-        name: a timm VisionTransformer name, e.g. ``vit_base_patch16_224``.
+        name: a timm VisionTransformer name, e.g. ``vit_base_patch16_224``, or a name with a
+            pretrained tag, e.g. ``vit_base_patch16_224.augreg2_in21k_ft_in1k``.
+        pretrained: load timm's released weights for ``name`` (its default tag when none is
+            given) through timm's hub loading and the Hugging Face cache: position embeddings
+            resized to ``img_size``, patch embedding adapted to ``in_chans``, a new head when
+            ``num_classes`` differs (see :func:`vitrain.hub.create_timm_model`).
         pretrained_file: a timm ``.pth`` / ``.bin`` / ``.safetensors`` state dict. Its
             ``pos_embed`` is resized to this network's image size and its head is dropped when
             the class count differs.
@@ -84,16 +90,22 @@ def create_vit(
             "model.net.init_from is required for this recipe: set model.net.init_from=<the MAE "
             "pretraining checkpoint (.ckpt) or its exported model.safetensors>."
         )
-    if pretrained_file and init_from:
+    given = [
+        k
+        for k, v in (
+            ("pretrained", pretrained),
+            ("pretrained_file", pretrained_file),
+            ("init_from", init_from),
+        )
+        if v
+    ]
+    if len(given) > 1:
         raise UserError(
-            "model.net.pretrained_file and model.net.init_from are both set: give only one "
-            "(init_from for a vitrain checkpoint, pretrained_file for a timm weight file)."
+            f"model.net.{' and model.net.'.join(given)} are all set: give only one (pretrained=true for "
+            "timm's released weights, pretrained_file for a timm weight file, init_from for a vitrain checkpoint)."
         )
     check_vit_image_size(name, kwargs)
-    try:
-        net = timm.create_model(name, pretrained=False, **kwargs)
-    except RuntimeError as err:  # timm: "Unknown model (...)"
-        raise UserError(f"model.net.name={name!r}: {err}. Pick a name from timm.list_models().") from err
+    net = create_timm_model(name, pretrained=bool(pretrained), **kwargs)
     if not isinstance(net, VisionTransformer):
         raise UserError(f"model.net.name={name!r} is not a timm VisionTransformer.")
     if pretrained_file:

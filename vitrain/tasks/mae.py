@@ -10,9 +10,10 @@ from torchmetrics import MeanMetric
 
 from vitrain.errors import UserError
 from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
+from vitrain.tasks.held_out import HeldOutTest
 
 
-class MAETask(Task):
+class MAETask(HeldOutTest, Task):
     """Train an MAE ``net`` (``vitrain.models.MaskedAutoencoderViT``) on images; labels unused.
 
     ``net(images (B, C, H, W), mask_ratio, noise)`` returns ``(loss, pred, mask)``; the loss is
