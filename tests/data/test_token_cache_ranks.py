@@ -23,6 +23,7 @@ print("built" if data.cache_built else "reused", data.cache_path, len(data.train
 """
 
 
+@pytest.mark.slow
 def test_other_local_ranks_wait_for_local_rank_zero(tmp_path, monkeypatch):
     corpus, cache = write_txt_corpus(tmp_path / "corpus"), tmp_path / "cache"
     env = {**os.environ, "LOCAL_RANK": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
