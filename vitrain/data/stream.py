@@ -28,6 +28,8 @@ from vitrain.data.tokenizer import PACKINGS, check_special_tokens
 from vitrain.errors import UserError
 
 log = logging.getLogger(__name__)
+# litdata logs its cache and mmap choices at INFO for every dataset it opens
+logging.getLogger("litdata").setLevel(logging.WARNING)
 
 META_FILE = "vitrain.json"
 
