@@ -170,3 +170,17 @@ def write_jsonl_corpus(path: Path, count: int = 40, sentences: int = 12, seed: i
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps({"text": doc}) + "\n" for doc in documents(count, sentences, seed)))
     return path
+class SignalAtStep(L.Callback):
+    """Sends ``signal`` to this process after training step ``step`` of rank ``rank`` (-1: every
+    rank), as SLURM or a user would: a deterministic point to interrupt a run from the CLI
+    (``+callbacks.stop._target_=tests.helpers.SignalAtStep +callbacks.stop.step=6``)."""
+
+    def __init__(self, step: int, rank: int = -1, signal: str = "SIGTERM") -> None:
+        self.step, self.rank, self.signal = step, rank, signal
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        import os
+        import signal
+
+        if trainer.global_step == self.step and self.rank in (-1, trainer.global_rank):
+            os.kill(os.getpid(), getattr(signal, self.signal))

@@ -488,11 +488,12 @@ def data_before_task(cfg: DictConfig) -> L.LightningDataModule | None:
     datamodule = instantiate(cfg.data)
     with open_dict(cfg):
         for key, value in datamodule.model_sizes().items():
-            if key in cfg.data and cfg.data.get(key) is None:
+            if key in cfg.data and cfg.data[key] is None:  # e.g. num_classes read from shards
                 cfg.data[key] = value
             if cfg.model.net.get(key) is None:
                 cfg.model.net[key] = value
-    return None if getattr(data_cls, "wants_net_data_config", False) else datamodule
+    # image data is built again with the network's timm data config (build_datamodule)
+    return None if getattr(datamodule, "wants_net_data_config", False) else datamodule
 
 
 def net_data_config(net) -> dict:

@@ -19,6 +19,8 @@ def test_bench_quick_prints_every_ratio(tmp_path):
         r"num_workers=0: vitrain / torchvision images/s = \d+\.\d{3}",
         r"vitrain training FLOP/s / matmul FLOP/s = \d+\.\d{3}",
         r"full-token step / MAE step = \d+\.\d{2}x",
+        r"streaming / ImageFolder images/s = \d+\.\d{3}",
+        r"text_stream / encode_batch tokens/s = \d+\.\d{3}",
     ):
         assert re.search(pattern, proc.stdout), (pattern, proc.stdout)
     assert "final weights max |difference| 0.0e+00" in proc.stdout  # same training on both sides

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import torch
 
-from vitrain.data.base import EpochSampler, ShardedDataModule
+from vitrain.data.base import EpochBatchSampler, EpochSampler, ShardedDataModule
 from vitrain.errors import UserError
 
 
@@ -35,11 +35,11 @@ def test_each_index_three_times_on_three_different_ranks():
 def test_epoch_seeded_and_resumable():
     first, again, other = shards(12, 3, epoch=1), shards(12, 3, epoch=1), shards(12, 3, epoch=2)
     assert first == again and first != other
-    sampler = EpochSampler(12, seed=5, rank=1, world=3, repeats=3)
-    sampler.set_epoch(1)
-    sampler.skip(2)  # a mid-epoch resume continues exactly where the run stopped
-    assert list(sampler) == first[1][2:] and len(sampler) == 4
-    assert list(sampler) == first[1]  # the skip applies to one iteration only
+    batches = EpochBatchSampler(EpochSampler(12, seed=5, rank=1, world=3, repeats=3), batch_size=1)
+    batches.load_state_dict({"epoch": 1, "batches": 2, "samples_per_step": 3})
+    # a mid-epoch resume continues exactly where the run stopped
+    assert [i for (i, _), in batches] == first[1][2:] and len(batches.sampler) == 4
+    assert [i for (i, _), in batches] == first[1]  # the restored position applies to one iteration only
 
 
 def test_one_process_sees_the_copies_in_a_row():

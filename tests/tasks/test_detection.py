@@ -264,12 +264,17 @@ def test_shapes_are_deterministic_with_exact_boxes():
         ShapesDataModule(num_classes=5)
 
 
-def test_train_loader_skips_batches_for_a_mid_epoch_resume():
+def test_train_loader_resumes_after_the_batches_already_seen():
     data = ShapesDataModule(image_size=16, train_size=8, val_size=3, batch_size=2)
     data.setup()
-    ids = [[t["image_id"].item() for t in batch[2]] for batch in data.train_dataloader()]
-    data.skip_train_batches(3)
-    assert [[t["image_id"].item() for t in batch[2]] for batch in data.train_dataloader()] == ids[3:]
+    loader = data.train_dataloader()
+    batches = iter(loader)
+    ids = [[t["image_id"].item() for t in next(batches)[2]] for _ in range(3)]
+    state = loader.state_dict()
+    ids += [[t["image_id"].item() for t in batch[2]] for batch in batches]
+    resumed = data.train_dataloader()
+    resumed.load_state_dict(state)
+    assert [[t["image_id"].item() for t in batch[2]] for batch in resumed] == ids[3:]
     assert sorted(t["image_id"].item() for batch in data.val_dataloader() for t in batch[2]) == [0, 1, 2]
 
 

@@ -1,4 +1,11 @@
-"""Exact resumption: deterministic per-epoch RNG streams, sampler position, saved RNG states."""
+"""Exact resumption: training randomness that depends only on (seed, epoch, batch, rank).
+
+The data side is the DataModules' job: each epoch's order depends on ``(seed, epoch)``, each
+sample's augmentation on ``(seed, epoch, index)``, and the training loader's position is saved in
+the checkpoint by Lightning (torchdata ``StatefulDataLoader``, see ``vitrain.data.base``). This
+callback covers the rest: the global generators the network draws from (dropout, drop path, MAE
+masks) are re-seeded before every training batch, so nothing random has to be saved at all.
+"""
 
 from __future__ import annotations
 
@@ -19,73 +26,38 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rng_states() -> dict:
-    """The global RNG states (python, numpy, torch CPU, torch CUDA), as tensors and primitives.
-
-    Only types ``torch.load(weights_only=True)`` accepts: numpy's key array becomes a tensor.
-    """
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    numpy_state = [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
-    states = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict) -> None:
-    random.setstate(states["python"])
-    name, keys, pos, has_gauss, cached = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+def batch_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
+    """The seed of one training batch of one rank (numpy's SeedSequence mixing)."""
+    state = np.random.SeedSequence([seed % 2**32, epoch, batch, rank]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
 
 
 class ExactResume(L.Callback):
     """Makes a resumed run continue exactly where the checkpoint left it.
 
-    - Every training epoch starts by re-seeding the global RNGs from ``(seed, epoch, rank)``,
-      so the augmentation / dropout / drop-path stream of an epoch does not depend on what ran
-      before it (sanity checks, a restart). Combined with the DataModule's epoch-seeded
-      sampler, a run resumed from an end-of-epoch checkpoint is bit-identical on CPU.
-    - A checkpoint saved mid-epoch (preemption) records how many batches of the epoch were
-      done and the RNG states; on resume the sampler skips the samples already seen and the
-      RNG states are restored before the next batch.
+    - Before every training batch the global generators are seeded from ``(seed, epoch, batch
+      index, rank)``: the dropout / drop-path / masking stream of a step does not depend on what
+      ran before it (sanity checks, validation, a restart mid-epoch or at an epoch's end).
+    - Lightning saves the training loader's position (``ResumableLoader.state_dict``) in the
+      checkpoint, but skips loading it back when the loader was built before the checkpoint was
+      restored (Lightning #20550: ``configure_optimizers`` asked for
+      ``trainer.estimated_stepping_batches``, as vitrain's schedules do). ``on_train_start``
+      loads such a pending state and restarts the loader's iterator from it.
     """
 
     def __init__(self, seed: int | None = None) -> None:
         # an unseeded run (seed=null) still gets one fixed stream for the whole run
         self.seed = torch.initial_seed() % 2**31 if seed is None else int(seed)
-        self._pending_rng: dict | None = None
-        self._resumed_mid_epoch = False
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._resumed_mid_epoch:  # keep the restored stream for the rest of this epoch
-            self._resumed_mid_epoch = False
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        fit_loop = trainer.fit_loop
+        pending = getattr(fit_loop, "_combined_loader_states_to_load", None)
+        if not pending or fit_loop._combined_loader is None or fit_loop._data_fetcher is None:
             return
-        seed_all(self.seed + 1_000_003 * trainer.current_epoch + 7919 * trainer.global_rank)
+        fit_loop._combined_loader._load_state_dicts(pending)
+        fit_loop._combined_loader_states_to_load = []
+        iter(fit_loop._data_fetcher)  # the iterator made before the restore starts at batch 0
+        log.info("Restored the training loader's position from the checkpoint.")
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._pending_rng is not None:
-            set_rng_states(self._pending_rng)
-            self._pending_rng = None
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        # "processed" counts the batch whose on_train_batch_end is saving (preemption) too
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        if done >= trainer.num_training_batches:  # end of epoch: the next one starts fresh
-            done = 0
-        checkpoint["vitrain_resume"] = {"batches_done": int(done), "rng": rng_states()}
-
-    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        state = checkpoint.get("vitrain_resume")
-        if not state or not state["batches_done"]:
-            return
-        datamodule = trainer.datamodule
-        if datamodule is None or not hasattr(datamodule, "skip_train_batches"):
-            log.warning("Resuming mid-epoch without a resumable DataModule: the epoch restarts its data.")
-            return
-        datamodule.skip_train_batches(state["batches_done"])
-        self._pending_rng = state["rng"]
-        self._resumed_mid_epoch = True
-        log.info("Resuming mid-epoch: skipping %d batches already trained on.", state["batches_done"])
+        seed_all(batch_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank))

@@ -5,6 +5,7 @@ from vitrain.data.coco import COCODataModule
 from vitrain.data.digits import DigitsDataModule
 from vitrain.data.imagefolder import ImageFolderDataModule
 from vitrain.data.shapes import ShapesDataModule
+from vitrain.data.stream import StreamingImageDataModule, StreamingTextDataModule
 from vitrain.data.text import TextDataModule
 
 __all__ = [
@@ -13,5 +14,7 @@ __all__ = [
     "ImageFolderDataModule",
     "COCODataModule",
     "ShapesDataModule",
+    "StreamingImageDataModule",
+    "StreamingTextDataModule",
     "TextDataModule",
 ]

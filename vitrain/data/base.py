@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+import random
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from vitrain.errors import UserError
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -51,9 +58,8 @@ class EpochSampler(Sampler[int]):
     ``world`` so all ranks run the same number of steps; evaluation keeps every sample exactly
     once (ranks may differ by one sample; metrics are synchronised at epoch end).
 
-    Lightning calls ``set_epoch`` before each epoch. ``skip(n)`` makes the next iteration start
-    after the first ``n`` of this rank's indices (a mid-epoch resume); the length stays the full
-    epoch so Lightning's batch count is unchanged.
+    Lightning calls ``set_epoch`` before each epoch. Training batches and their resumable
+    position come from :class:`EpochBatchSampler`, which wraps this sampler.
 
     ``repeats > 1`` is repeated augmentation (Hoffer et al. 2020; DeiT's ``RASampler``,
     facebookresearch/deit ``samplers.py``): each index of the permutation is repeated
@@ -79,13 +85,9 @@ class EpochSampler(Sampler[int]):
         self.rank, self.world, self.even = rank, world, even
         self.repeats = repeats
         self.epoch = 0
-        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-
-    def skip(self, count: int) -> None:
-        self._skip = count
 
     def order(self) -> list[int]:
         """This rank's index order for the current epoch."""
@@ -102,13 +104,157 @@ class EpochSampler(Sampler[int]):
         return order[self.rank :: self.world]
 
     def __iter__(self):
-        start, self._skip = self._skip, 0
-        return iter(self.order()[start:])
+        return iter(self.order())
 
     def __len__(self) -> int:
         if self.even:
             return self.size // self.world
         return len(range(self.rank, self.size, self.world))
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed that depends only on ``(seed, epoch, index)`` (numpy's SeedSequence mixing)."""
+    state = np.random.SeedSequence([seed % 2**32, epoch, index]).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+class SeededSamples(Dataset):
+    """A training set whose sample ``index`` in ``epoch`` always gets the same random augmentation.
+
+    Keys are ``(index, epoch)`` pairs (from :class:`EpochBatchSampler`). Before reading a sample,
+    python's, numpy's and torch's global generators are seeded from :func:`sample_seed`, so the
+    augmentation of a sample does not depend on the worker that loads it, on how many workers
+    there are, on the number of ranks, or on a restart: a resumed run draws exactly what the
+    uninterrupted run drew. In the main process (``num_workers=0``) the global generators are
+    restored afterwards, so data loading leaves the training stream (dropout, masking) alone.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, epoch = key
+        seed = sample_seed(self.seed, epoch, index)
+        if get_worker_info() is not None:  # a worker process: nothing else uses its generators
+            _seed_generators(seed)
+            return self.dataset[index]
+        saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        try:
+            _seed_generators(seed)
+            return self.dataset[index]
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
+
+    def __getattr__(self, name: str):  # collate helpers and tests read attributes of the dataset
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def _seed_generators(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Training batches of ``(index, epoch)`` keys from an :class:`EpochSampler`, with a resumable position.
+
+    ``state_dict()`` is ``{"epoch", "batches", "samples_per_step"}``: the epoch and how many
+    batches of it this iterator has handed out. torchdata's :class:`StatefulDataLoader` records
+    it for the batch each step consumed (not the ones its workers prefetched) and Lightning
+    stores it in the checkpoint; ``load_state_dict`` makes the next iteration start right after
+    the last trained batch. All ranks advance in step, so rank zero's state serves every rank;
+    a restart with another number of ranks keeps the position in samples (``samples_per_step`` =
+    batch x ranks) when it divides evenly. A finished epoch resumes at the next one.
+    """
+
+    def __init__(self, sampler: EpochSampler, batch_size: int) -> None:
+        self.sampler, self.batch_size = sampler, batch_size
+        self._start = 0  # batches to skip at the next iteration (a restored position)
+        self._batches = 0  # batches handed out by the current iteration (its position)
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.sampler.epoch:
+            self._start = 0
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        start, self._start = self._start, 0
+        self._batches = start
+        order, epoch, size = self.sampler.order(), self.sampler.epoch, self.batch_size
+        return self._batches_from(order, epoch, size, start)
+
+    def _batches_from(self, order: list[int], epoch: int, size: int, start: int):
+        for first in range(start * size, len(order) - size + 1, size):
+            self._batches += 1
+            yield [(index, epoch) for index in order[first : first + size]]
+
+    def state_dict(self) -> dict[str, int]:
+        return {
+            "epoch": self.sampler.epoch,
+            "batches": self._batches,
+            "samples_per_step": self.batch_size * self.sampler.world,
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, batches = int(state["epoch"]), int(state["batches"])
+        per_step = self.batch_size * self.sampler.world
+        if state.get("samples_per_step", per_step) != per_step:
+            samples = batches * state["samples_per_step"]
+            if samples % per_step:
+                log.warning(
+                    "Resuming with %d samples per step instead of %d: %d samples of the epoch were done, "
+                    "the epoch continues after %d.", per_step, state["samples_per_step"], samples,
+                    samples // per_step * per_step,
+                )  # fmt: skip
+            batches = samples // per_step
+        if batches >= len(self):  # the epoch was finished: the next one starts from its beginning
+            epoch, batches = epoch + 1, 0
+        self.sampler.set_epoch(epoch)
+        self._start = self._batches = batches
+
+
+class ResumableLoader(StatefulDataLoader):
+    """torchdata's :class:`StatefulDataLoader` over an :class:`EpochBatchSampler`.
+
+    Its state (saved by Lightning in the checkpoint) holds the batch sampler's position as of
+    the last batch handed to training. Workers keep no state of their own (randomness comes from
+    :class:`SeededSamples`), so a state saved with another ``num_workers`` resumes from the
+    sampler position alone. Worker base seeds come from a generator of its own, so iterating
+    draws nothing from the global generator.
+    """
+
+    def __init__(self, dataset: Dataset, **kwargs) -> None:
+        kwargs.setdefault("generator", torch.Generator().manual_seed(0))
+        super().__init__(dataset, **kwargs)
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["vitrain_workers"] = self.num_workers
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("vitrain_workers", self.num_workers) == self.num_workers:
+            super().load_state_dict({k: v for k, v in state.items() if k != "vitrain_workers"})
+            return
+        main = state["_snapshot"]["_main_snapshot"] if "_snapshot" in state else state
+        self.batch_sampler.load_state_dict(main["_index_sampler_state"])
+        log.info(
+            "Resuming the loader with %d workers (saved with %d).", self.num_workers, state["vitrain_workers"]
+        )
 
 
 class ShardedDataModule(L.LightningDataModule):
@@ -118,7 +264,10 @@ class ShardedDataModule(L.LightningDataModule):
     Each rank gets its share of an epoch-seeded permutation (:class:`EpochSampler`): training
     shards are equal in size and drop the last incomplete batch (mixup/cutmix need even
     batches), validation gives every sample to exactly one rank. ``collate_fn`` (None: torch's
-    default) batches the samples; ``skip_train_batches`` serves a mid-epoch resume.
+    default) batches the samples. The training loader is a :class:`ResumableLoader`: Lightning
+    saves its position in each checkpoint, and each sample's augmentation is seeded by
+    ``(seed, epoch, index)`` (:class:`SeededSamples`), so a mid-epoch resume is exact with any
+    ``num_workers``.
     ``repeated_aug`` > 1 repeats each training sample that many times across ranks (DeiT's
     repeated augmentation; see :class:`EpochSampler`).
     """
@@ -147,7 +296,6 @@ class ShardedDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.seed = torch.initial_seed() % 2**31 if seed is None else seed
-        self._skip_batches = 0
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         # a held-out split, never used for checkpoint or hyperparameter selection
@@ -181,10 +329,6 @@ class ShardedDataModule(L.LightningDataModule):
             f"is dropped). Set data.batch_size={max(per_rank, 1)} or smaller, or add training data."
         )
 
-    def skip_train_batches(self, count: int) -> None:
-        """Make the next training epoch start after its first ``count`` batches (resume)."""
-        self._skip_batches = count
-
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("setup() must run before the dataloaders are requested")
@@ -200,20 +344,16 @@ class ShardedDataModule(L.LightningDataModule):
         )
         if train:
             self.check_one_batch(len(dataset), len(sampler), world)
-            sampler.skip(self._skip_batches * self.batch_size)
-            self._skip_batches = 0
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=sampler,
-            drop_last=train,
+        workers = dict(
             collate_fn=self.collate_fn,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
-            # worker seeds come from this generator, not from the global RNG
-            generator=torch.Generator().manual_seed(self.seed),
         )
+        if train:
+            batches = EpochBatchSampler(sampler, self.batch_size)
+            return ResumableLoader(SeededSamples(dataset, self.seed), batch_sampler=batches, **workers)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, **workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True)

@@ -70,9 +70,7 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             raise UserError(f"data.in_chans={in_chans}: images are loaded as RGB, set data.in_chans=3.")
         self.root = Path(root)
         self.split_dirs = {split: self.root / split for split in ("train", "val")}
-        for split, folder in self.split_dirs.items():
-            if not folder.is_dir():
-                raise UserError(f"data.root={root}: folder {folder} not found ({split} split).\n{LAYOUT}")
+        self.check_root()
         if test_split and (self.root / test_split).is_dir():
             self.split_dirs["test"] = self.root / test_split
         defaults = self.net_data_config
@@ -87,6 +85,14 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         self.re_prob = re_prob
         self.scale = tuple(scale) if scale is not None else None
         self.color_jitter = color_jitter
+
+    def check_root(self) -> None:
+        """Fail unless ``root`` has the ``train`` and ``val`` folders."""
+        for split, folder in self.split_dirs.items():
+            if not folder.is_dir():
+                raise UserError(
+                    f"data.root={self.root}: folder {folder} not found ({split} split).\n{LAYOUT}"
+                )
 
     @property
     def mean(self) -> tuple[float, ...]:

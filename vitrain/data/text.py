@@ -30,6 +30,7 @@ import re
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,6 +60,14 @@ _MORE_TEXT = {
     "test": "raise data.test_fraction (0: no test split)",
 }
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def local_rank() -> int:
+    """This process's rank within its node, from the launcher's environment (0 when alone)."""
+    for variable in ("LOCAL_RANK", "SLURM_LOCALID", "JSM_NAMESPACE_LOCAL_RANK"):
+        if os.environ.get(variable, "").isdigit():
+            return int(os.environ[variable])
+    return 0
 
 
 # ------------------------------------------------------------------ reading documents
@@ -277,6 +286,8 @@ class TextDataModule(ShardedDataModule):
         text_field: the text of a .jsonl record.
         max_chars: read at most this many characters of the corpus (quick runs); None: all.
         cache_dir: where token files and tokenizers are cached.
+        cache_wait_s: how long the other processes of a node wait for its local rank zero to
+            build a missing cache before they fail.
         batch_size, num_workers, pin_memory, persistent_workers, seed: the loaders.
         require_files: fail unless ``files`` is given (recipes for real corpora set it).
     """
@@ -302,6 +313,7 @@ class TextDataModule(ShardedDataModule):
         text_field: str = "text",
         max_chars: int | None = None,
         cache_dir: str = "data/text_cache",
+        cache_wait_s: float = 3600.0,
         batch_size: int = 32,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -339,6 +351,7 @@ class TextDataModule(ShardedDataModule):
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.txt_documents, self.text_field, self.max_chars = txt_documents, text_field, max_chars
         self.cache_dir = Path(cache_dir)
+        self.cache_wait_s = cache_wait_s
         self.tokenizer = None
         self.cache_path: Path | None = None
         self.cache_built = False  # whether this process tokenized the corpus (False: reused)
@@ -419,16 +432,31 @@ class TextDataModule(ShardedDataModule):
         if self.tokenizer_file:  # check the file before reading the corpus
             load_tokenizer(self.tokenizer_file, self.packing, self.lowercase)
         path = self.cache_dir / f"{self.packing}-{self._fingerprint()}"
-        if not (path / "meta.json").is_file():
+        if (path / "meta.json").is_file():
+            log.info("Reusing the token cache %s", path)
+        elif local_rank() == 0:
             self._build(path)
             self.cache_built = True
         else:
-            log.info("Reusing the token cache %s", path)
+            self._wait_for(path)
         from tokenizers import Tokenizer
 
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         check_special_tokens(self.tokenizer, self.packing, str(path / "tokenizer.json"))
         self.cache_path = path
+
+    def _wait_for(self, path: Path) -> None:
+        """Wait until the node's local rank zero has written ``path/meta.json``."""
+        log.info("Waiting for local rank 0 to build the token cache %s", path)
+        deadline = time.monotonic() + self.cache_wait_s
+        while not (path / "meta.json").is_file():
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"local rank {local_rank()} waited {self.cache_wait_s:g} s for local rank 0 to build the "
+                    f"token cache {path} (data.cache_dir={self.cache_dir}): check rank 0's log for an "
+                    "error, or build the cache first with one process and raise data.cache_wait_s."
+                )
+            time.sleep(0.5)
 
     def _held_out_documents(self) -> dict[int, str]:
         """``{document index: "val" or "test"}``: a ``split_seed`` permutation holds out

@@ -1,0 +1,83 @@
+"""``train.py`` with ``data=imagenet_stream`` / ``data=text_stream``: a ViT and a GPT train from shards."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from tests.text_corpus import write_txt_corpus
+
+from tests.conftest import TINY_VIT, run_cli
+from vitrain.prepare import main as prepare
+
+TINY_GPT = ["model=gpt_tiny", "+model.net.n_layer=1", "+model.net.n_embd=32", "+model.net.n_head=2",
+            "+model.net.n_positions=64"]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_thread_children(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def last(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def text_shards(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("text")
+    out = tmp / "shards"
+    corpus = write_txt_corpus(tmp / "corpus")
+    prepare(["text", "--files", str(corpus), "--out", str(out), "--vocab-size", "300", "--seq-len", "32",
+             "--workers", "1"])  # fmt: skip
+    return out
+
+
+@pytest.mark.slow
+def test_vit_trains_from_image_shards_with_classes_from_the_shards(image_tree, tmp_path):
+    shards = tmp_path / "shards"
+    prepare(["images", "--root", str(image_tree), "--out", str(shards), "--workers", "1"])
+    run_dir = tmp_path / "run"
+    proc = run_cli(
+        run_dir, *TINY_VIT, "data=imagenet_stream", f"data.root={shards}", "data.image_size=16",
+        "data.batch_size=4", "data.num_workers=1", "trainer.max_epochs=2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = summary(run_dir)
+    assert result["status"] == "completed" and result["global_step"] == 12  # 24 images / 4, 2 epochs
+    checkpoint = last(run_dir)
+    assert checkpoint["state_dict"]["net.head.weight"].shape[0] == 3  # num_classes from vitrain.json
+    assert checkpoint["vitrain"]["class_names"] == ["cat", "dog", "fox"]
+
+
+@pytest.mark.slow
+def test_gpt_trains_from_text_shards_in_one_process(text_shards, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(run_dir, *TINY_GPT, "data=text_stream", f"data.root={text_shards}", "data.batch_size=8",
+                   "trainer.max_epochs=1", "trainer.limit_val_batches=2")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((text_shards / "vitrain.json").read_text())
+    assert summary(run_dir)["global_step"] == meta["splits"]["train"] // 8
+    assert last(run_dir)["state_dict"]["net.wte.weight"].shape[0] == 300  # vocabulary from the shards
+
+
+@pytest.mark.slow
+def test_gpt_trains_from_text_shards_on_two_ranks(text_shards, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_cli(run_dir, *TINY_GPT, "data=text_stream", f"data.root={text_shards}", "data.batch_size=4",
+                   "trainer=ddp_cpu", "trainer.max_epochs=1", "trainer.limit_val_batches=2",
+                   timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    meta = json.loads((text_shards / "vitrain.json").read_text())
+    # each rank streams its own half of the sequences: one step of 2 ranks x 4 = 8 sequences
+    assert summary(run_dir)["status"] == "completed"
+    assert summary(run_dir)["global_step"] == meta["splits"]["train"] // 8
+    assert "Traceback" not in (run_dir / "train_ddp_process_1.log").read_text()
+    assert os.path.getsize(run_dir / "checkpoints" / "last.ckpt") > 0

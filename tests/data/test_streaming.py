@@ -1,0 +1,92 @@
+"""Streaming shards: ``python -m vitrain.prepare`` writes them, the streaming DataModules read them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from tests.text_corpus import write_txt_corpus
+
+from vitrain.data.stream import StreamingImageDataModule, StreamingTextDataModule
+from vitrain.errors import UserError
+from vitrain.prepare import main as prepare
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture
+def image_shards(image_tree: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "shards"
+    prepare(
+        ["images", "--root", str(image_tree), "--out", str(out), "--workers", "2", "--chunk-bytes", "4KB"]
+    )
+    return out
+
+
+@pytest.fixture
+def text_shards(tmp_path: Path) -> Path:
+    out = tmp_path / "text_shards"
+    corpus = write_txt_corpus(tmp_path / "corpus")
+    args = ["text", "--files", str(corpus), "--out", str(out), "--vocab-size", "300", "--seq-len", "16"]
+    prepare([*args, "--workers", "1", "--chunk-bytes", "8KB"])
+    return out
+
+
+def image_data(root: Path, **kwargs) -> StreamingImageDataModule:
+    args = dict(root=str(root), image_size=16, batch_size=4, auto_augment=None, re_prob=0.0, seed=3)
+    data = StreamingImageDataModule(**{**args, **kwargs})
+    data.setup()
+    return data
+
+
+def test_image_shards_keep_encoded_files_labels_and_classes(image_shards, image_tree):
+    meta = json.loads((image_shards / "vitrain.json").read_text())
+    assert meta["classes"] == ["cat", "dog", "fox"] and meta["splits"] == {"train": 24, "val": 12}
+    assert len(list((image_shards / "train").glob("chunk-*.bin"))) > 1  # several shards
+    data = image_data(image_shards)
+    assert data.num_classes == 3 and data.classes == ["cat", "dog", "fox"]
+    images, labels = next(iter(data.val_dataloader()))
+    assert images.shape == (4, 3, 16, 16) and labels.dtype == torch.int64
+    val_labels = torch.cat([y for _, y in data.val_dataloader()])
+    assert sorted(val_labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+    with pytest.raises(UserError, match="data.num_classes=5"):
+        image_data(image_shards, num_classes=5)
+
+
+def test_image_shards_resume_mid_epoch_without_repeats_or_gaps(image_shards):
+    def labels_and_pixels(batches):
+        return [(y.tolist(), x.sum().item()) for x, y in batches]
+
+    full = labels_and_pixels(image_data(image_shards).train_dataloader())
+    loader = image_data(image_shards).train_dataloader()
+    batches = iter(loader)
+    first = labels_and_pixels(next(batches) for _ in range(2))
+    state = loader.state_dict()
+    del batches
+    resumed = image_data(image_shards).train_dataloader()
+    resumed.load_state_dict(state)
+    rest = labels_and_pixels(resumed)
+    assert len(full) == 6 and first + rest == full  # same order, same augmentation, nothing twice
+
+
+def test_text_shards_hold_packed_blocks_and_the_tokenizer(text_shards):
+    meta = json.loads((text_shards / "vitrain.json").read_text())
+    assert meta["packing"] == "causal" and meta["seq_len"] == 16 and meta["vocab_size"] == 300
+    data = StreamingTextDataModule(root=str(text_shards), batch_size=4)
+    data.setup()
+    assert data.model_sizes() == {"vocab_size": 300} and data.special_ids == meta["special_ids"]
+    batch = next(iter(data.train_dataloader()))
+    assert batch["tokens"].shape == (4, 17) and batch["tokens"].dtype == torch.int64
+    text = data.tokenizer.decode(batch["tokens"][0].tolist())
+    assert any(word in text for word in ("cat", "dog", "bird", "robot", "friend", "teacher"))
+    with pytest.raises(UserError, match="holds causal shards but the model needs packing=masked"):
+        StreamingTextDataModule(root=str(text_shards), packing="masked")
+
+
+def test_missing_or_wrong_shards_are_one_line_errors(tmp_path, text_shards):
+    with pytest.raises(UserError, match=r"cannot read .*vitrain.json.*python -m vitrain.prepare images"):
+        StreamingImageDataModule(root=str(tmp_path / "nothing"))
+    with pytest.raises(UserError, match="holds text shards, not image_classification"):
+        StreamingImageDataModule(root=str(text_shards))

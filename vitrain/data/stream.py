@@ -1,0 +1,272 @@
+"""Streaming shards (litdata) written by ``python -m vitrain.prepare``: images and text.
+
+``StreamingDataset`` reads ``ROOT/<split>/`` from a local folder or an object store (``s3://``,
+``gs://``, ...; remote chunks are cached in ``cache_dir``) and shards the items by rank and
+loader worker itself, so Lightning's distributed sampler stays off (vitrain's trainers set
+``use_distributed_sampler=false``). ``StreamingDataLoader`` has ``state_dict`` /
+``load_state_dict``: Lightning stores its position in every checkpoint and a resumed run (with
+the same number of ranks and workers) continues after the last trained batch. Each sample's
+augmentation is seeded by ``(seed, epoch, index)``, as in the map-style loaders.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import random
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import get_worker_info
+
+from vitrain.data.base import sample_seed
+from vitrain.data.imagefolder import ImageFolderDataModule
+from vitrain.data.text import _PadCollate
+from vitrain.data.tokenizer import PACKINGS, check_special_tokens
+from vitrain.errors import UserError
+
+log = logging.getLogger(__name__)
+# litdata logs its cache and mmap choices at INFO for every dataset it opens
+logging.getLogger("litdata").setLevel(logging.WARNING)
+
+META_FILE = "vitrain.json"
+
+
+def read_meta(root: str, kind: str) -> dict:
+    """The ``vitrain.json`` of a shard folder, checked to hold data of ``kind``."""
+    from vitrain.prepare import join, read_text
+
+    path = join(root, META_FILE)
+    try:
+        meta = json.loads(read_text(path))
+    except (OSError, ValueError) as err:
+        command = "images --root <ImageFolder>" if kind != "text" else "text --files <corpus>"
+        raise UserError(
+            f"data.root={root}: cannot read {path} ({err}). Write shards first: python -m vitrain.prepare "
+            f"{command} --out {root}"
+        ) from err
+    if meta.get("kind") != kind:
+        raise UserError(
+            f"data.root={root} holds {meta.get('kind')} shards, not {kind}: point it at {kind} shards."
+        )
+    return meta
+
+
+class _SeededTransform:
+    """Decode and transform one item with generators seeded by ``(seed, epoch, index)``."""
+
+    def __init__(self, decode, seed: int) -> None:
+        self.decode, self.seed, self.epoch = decode, seed, 1
+
+    def __call__(self, item: dict):
+        seed = sample_seed(self.seed, self.epoch, int(item["index"]))
+        if get_worker_info() is not None:
+            _seed(seed)
+            return self.decode(item)
+        saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        try:
+            _seed(seed)
+            return self.decode(item)
+        finally:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _streaming_dataset(root: str, split: str, train: bool, seed: int, cache_dir: str | None, transform):
+    from litdata import StreamingDataset
+
+    class _Dataset(StreamingDataset):
+        """Tells the seeded transform the epoch the loader is in."""
+
+        def __getitem__(self, index):
+            transform.epoch = self.current_epoch
+            return super().__getitem__(index)
+
+    from vitrain.prepare import join
+
+    return _Dataset(
+        input_dir=join(root, split), cache_dir=cache_dir, shuffle=train, drop_last=train, seed=seed,
+        transform=transform,
+    )  # fmt: skip
+
+
+def _loader(dataset, batch_size: int, num_workers: int, pin_memory: bool, collate_fn, train: bool):
+    from litdata import StreamingDataLoader
+
+    return StreamingDataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+        collate_fn=collate_fn, drop_last=train,
+    )  # fmt: skip
+
+
+class _DecodeImage:
+    def __init__(self, transform) -> None:
+        self.transform = transform
+
+    def __call__(self, item: dict) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(bytes(item["image"]))).convert("RGB")
+        return self.transform(image), int(item["label"])
+
+
+class StreamingImageDataModule(ImageFolderDataModule):
+    """Image classification from shards of ``python -m vitrain.prepare images``.
+
+    The transforms (timm's, with the network's mean/std) and the kind checks are those of
+    ``data=imagenet``; ``num_classes`` (null: from the shards) and the class names come from
+    ``ROOT/vitrain.json``. ``root`` is a local folder or an object-store URI; ``cache_dir`` keeps
+    downloaded chunks (null: litdata's default cache).
+    """
+
+    def __init__(
+        self, root: str, num_classes: int | None = None, cache_dir: str | None = None, **kwargs
+    ) -> None:
+        self.meta = read_meta(str(root), "image_classification")
+        found = self.meta["num_classes"]
+        super().__init__(root=str(root), num_classes=found if num_classes is None else num_classes, **kwargs)
+        self.check_num_classes(found, f"data.root={root} (vitrain.json)")
+        self.root, self.cache_dir = str(root), cache_dir
+
+    def check_root(self) -> None:
+        """Shards need no ImageFolder layout (``vitrain.json`` was read instead)."""
+
+    def model_sizes(self) -> dict[str, int]:
+        """``{"num_classes": ...}`` from the shards (taken where the config leaves it null)."""
+        return {"num_classes": self.num_classes}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self.classes = list(self.meta["classes"])
+        self.train_set = _streaming_dataset(
+            self.root,
+            "train",
+            True,
+            self.seed,
+            self.cache_dir,
+            _SeededTransform(_DecodeImage(self._transform(True)), self.seed),
+        )
+        self.val_set = _streaming_dataset(
+            self.root,
+            "val",
+            False,
+            self.seed,
+            self.cache_dir,
+            _SeededTransform(_DecodeImage(self._transform(False)), self.seed),
+        )
+
+    def train_dataloader(self):
+        return _loader(self.train_set, self.batch_size, self.num_workers, self.pin_memory, None, train=True)
+
+    def val_dataloader(self):
+        return _loader(self.val_set, self.batch_size, self.num_workers, self.pin_memory, None, train=False)
+
+
+class _TextItem:
+    """A shard item's token arrays as int64 tensors (the ``index`` is dropped)."""
+
+    def __call__(self, item: dict) -> dict[str, torch.Tensor]:
+        out = {}
+        for key, value in item.items():
+            if key != "index":
+                out[key] = torch.as_tensor(np.asarray(value), dtype=torch.int64)
+                if key == "next_sentence_label":
+                    out[key] = out[key].reshape(())
+        return out
+
+
+class StreamingTextDataModule(L.LightningDataModule):
+    """Pre-tokenized, packed text from shards of ``python -m vitrain.prepare text``.
+
+    Batches are those of ``data=text`` (GPT: ``{"tokens": (B, seq_len + 1)}``; BERT: padded
+    ``input_ids`` / ``token_type_ids`` / ``attention_mask`` (+ ``next_sentence_label``)). The
+    packing, sequence length, special token ids and the tokenizer (``ROOT/tokenizer.json``) come
+    from the shards; the vocabulary size sets ``model.net.vocab_size`` when that is null.
+    """
+
+    kind = "text"
+
+    def __init__(
+        self,
+        root: str,
+        packing: str = "causal",
+        cache_dir: str | None = None,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        seed: int | None = 0,
+    ) -> None:
+        super().__init__()
+        if packing not in PACKINGS:
+            raise UserError(f"data.packing={packing!r}: choose one of {', '.join(PACKINGS)}.")
+        self.meta = read_meta(str(root), "text")
+        if self.meta["packing"] != packing:
+            raise UserError(
+                f"data.root={root} holds {self.meta['packing']} shards but the model needs packing={packing}: "
+                f"write shards with python -m vitrain.prepare text --packing {packing}."
+            )
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise UserError(f"data.batch_size={batch_size}: must be a positive integer.")
+        self.root, self.packing, self.cache_dir = str(root), packing, cache_dir
+        self.seq_len, self.nsp = int(self.meta["seq_len"]), bool(self.meta["nsp"])
+        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
+        self.seed = torch.initial_seed() % 2**31 if seed is None else seed
+        self.special_ids = {k: int(v) for k, v in self.meta["special_ids"].items()}
+        self._tokenizer = None
+        self.train_set = self.val_set = None
+
+    @property
+    def tokenizer(self):
+        """The shards' tokenizer (``ROOT/tokenizer.json``)."""
+        if self._tokenizer is None:
+            from tokenizers import Tokenizer
+
+            from vitrain.prepare import join, read_text
+
+            path = join(self.root, "tokenizer.json")
+            self._tokenizer = Tokenizer.from_str(read_text(path))
+            check_special_tokens(self._tokenizer, self.packing, path)
+        return self._tokenizer
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.meta["vocab_size"])
+
+    def model_sizes(self) -> dict[str, int]:
+        return {"vocab_size": self.vocab_size}
+
+    @property
+    def collate_fn(self):
+        return _PadCollate(self.special_ids["pad"]) if self.packing == "masked" else None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self.train_set = _streaming_dataset(self.root, "train", True, self.seed, self.cache_dir, _TextItem())
+        self.val_set = _streaming_dataset(self.root, "val", False, self.seed, self.cache_dir, _TextItem())
+
+    def train_dataloader(self):
+        return _loader(
+            self.train_set, self.batch_size, self.num_workers, self.pin_memory, self.collate_fn, True
+        )
+
+    def val_dataloader(self):
+        return _loader(
+            self.val_set, self.batch_size, self.num_workers, self.pin_memory, self.collate_fn, False
+        )
+
+    def predict_dataloader(self):
+        raise UserError(
+            "mode=predict classifies images; for text use python -m vitrain.generate <checkpoint> --prompt ..."
+        )

@@ -1,0 +1,282 @@
+"""Write streaming shards (litdata) for ``data=imagenet_stream`` and ``data=text_stream``.
+
+    python -m vitrain.prepare images --root /data/imagenet --out /data/imagenet_shards
+    python -m vitrain.prepare images --root /data/imagenet --out s3://bucket/imagenet_shards
+    python -m vitrain.prepare text --files /data/owt --tokenizer gpt2/tokenizer.json --seq-len 1024 --out DIR
+
+Each split becomes ``OUT/<split>/`` (litdata's ``index.json`` + ``chunk-*.bin``), written by
+``litdata.optimize`` in parallel worker processes with a progress bar. ``--resume`` continues an
+interrupted conversion from the chunks already written (litdata's ``use_checkpoint``).
+``OUT/vitrain.json`` records what the DataModules need: the kind of data, the class names (images)
+or the packing, sequence length and special token ids (text, with ``OUT/tokenizer.json``).
+
+* images: an ImageFolder tree ``ROOT/{train,val}/<class>/<image>``. Each item is ``{"index",
+  "label", "image"}`` with the image file's bytes as they are (JPEG/PNG stay encoded: the loader
+  decodes them, no quality is lost and shards stay small).
+* text: the corpus is tokenized and packed exactly as ``data=text`` does (same document split,
+  tokenizer training when none is given, GPT blocks of ``seq_len + 1`` tokens or BERT
+  sentence-packed sequences), then each sequence is one item ``{"index", <token arrays>}``.
+
+This is a command-line tool, not a Hydra entry point: it only writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vitrain.data.base import IMAGE_SUFFIXES
+from vitrain.errors import UserError, user_message
+
+log = logging.getLogger("vitrain.prepare")
+
+META_FILE = "vitrain.json"
+FORMAT_VERSION = 1
+SPLITS = ("train", "val")
+
+
+def join(root: str, *parts: str) -> str:
+    """``root/parts`` for a local path or an object-store URI (``s3://``, ``gs://``, ...)."""
+    return "/".join([root.rstrip("/"), *parts])
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a small file locally or to an object store (through fsspec)."""
+    if is_remote(path):
+        import fsspec
+
+        with fsspec.open(path, "w") as f:
+            f.write(text)
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text)
+
+
+def read_text(path: str) -> str:
+    if is_remote(path):
+        import fsspec
+
+        with fsspec.open(path, "r") as f:
+            return f.read()
+    return Path(path).read_text()
+
+
+# ------------------------------------------------------------------ images
+def image_folder_items(root: Path, split: str, classes: list[str] | None = None):
+    """``([(path, label, index), ...], classes)`` of ``root/split/<class>/<image>`` (sorted)."""
+    folder = root / split
+    if not folder.is_dir():
+        raise UserError(f"--root {root}: no {split}/ folder. Expected ROOT/{{train,val}}/<class>/<image>.")
+    found = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    classes = classes if classes is not None else found
+    if found != classes:
+        raise UserError(
+            f"--root {root}: the class folders of {split}/ differ from train/ ({found} vs {classes})."
+        )
+    if not classes:
+        raise UserError(f"--root {root}: {folder} holds no class folders.")
+    items = []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (folder / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UserError(f"--root {root}: class folder {folder / name} holds no images.")
+        items += [(str(p), label) for p in files]
+    return [(path, label, index) for index, (path, label) in enumerate(items)], classes
+
+
+class ImageItem:
+    """``optimize``'s function for one image: its encoded bytes, label and index (picklable)."""
+
+    def __call__(self, item: tuple[str, int, int]) -> dict:
+        path, label, index = item
+        return {"index": index, "label": label, "image": Path(path).read_bytes()}
+
+
+def prepare_images(root: str, out: str, workers: int, chunk_bytes: str, resume: bool) -> dict:
+    """Shards of an ImageFolder tree; returns the metadata written to ``OUT/vitrain.json``."""
+    root_path = Path(root)
+    train, classes = image_folder_items(root_path, "train")
+    val, _ = image_folder_items(root_path, "val", classes)
+    splits = {}
+    for split, items in (("train", train), ("val", val)):
+        log.info("Writing %d %s images to %s", len(items), split, join(out, split))
+        optimize_split(ImageItem(), items, join(out, split), workers, chunk_bytes, resume)
+        splits[split] = len(items)
+    meta = {
+        "format": FORMAT_VERSION,
+        "kind": "image_classification",
+        "classes": classes,
+        "num_classes": len(classes),
+        "splits": splits,
+        "source": str(root_path.resolve()),
+    }
+    write_text(join(out, META_FILE), json.dumps(meta, indent=2))
+    return meta
+
+
+# ------------------------------------------------------------------ text
+class TextItem:
+    """``optimize``'s function for one packed sequence of a ``data=text`` token cache (picklable;
+    the token file is memory-mapped once per worker)."""
+
+    def __init__(self, cache_path: str, split: str, packing: str, seq_len: int, nsp: bool, seed: int) -> None:
+        self.cache_path, self.split, self.packing = cache_path, split, packing
+        self.seq_len, self.nsp, self.seed = seq_len, nsp, seed
+        self._dataset = None
+
+    def _open(self):
+        from vitrain.data.text import BlockDataset, SentencePackDataset
+        from vitrain.data.tokenizer import special_ids
+
+        path = Path(self.cache_path)
+        meta = json.loads((path / "meta.json").read_text())
+        tokens = np.memmap(path / f"{self.split}.bin", dtype=meta["dtype"], mode="r")
+        if self.packing == "causal":
+            return BlockDataset(tokens, self.seq_len)
+        from tokenizers import Tokenizer
+
+        ids = special_ids(Tokenizer.from_file(str(path / "tokenizer.json")), self.packing)
+        spans = np.load(path / f"{self.split}.idx.npy")
+        return SentencePackDataset(tokens, spans, ids, self.nsp, self.seed)
+
+    def __call__(self, index: int) -> dict:
+        if self._dataset is None:
+            self._dataset = self._open()
+        item = self._dataset[index]
+        return {"index": index, **{key: value.numpy().astype(np.int32) for key, value in item.items()}}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_dataset": None}
+
+
+def prepare_text(args: argparse.Namespace) -> dict:
+    """Tokenize and pack a corpus like ``data=text``, then write each split's sequences as shards."""
+    from vitrain.data.text import TextDataModule
+
+    cache_dir = args.cache_dir or tempfile.mkdtemp(prefix="vitrain-prepare-")
+    data = TextDataModule(
+        files=args.files or None, packing=args.packing, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
+        lowercase=not args.cased, seq_len=args.seq_len, nsp=args.nsp, val_fraction=args.val_fraction,
+        split_seed=args.split_seed, txt_documents=args.txt_documents, text_field=args.text_field,
+        max_chars=args.max_chars, cache_dir=cache_dir, seed=args.seed,
+    )  # fmt: skip
+    data.setup()
+    splits = {}
+    for split in SPLITS:
+        dataset = getattr(data, f"{split}_set")
+        fn = TextItem(str(data.cache_path), split, args.packing, args.seq_len, args.nsp, args.seed)
+        log.info("Writing %d %s sequences to %s", len(dataset), split, join(args.out, split))
+        optimize_split(
+            fn, list(range(len(dataset))), join(args.out, split), args.workers, args.chunk_bytes, args.resume
+        )
+        splits[split] = len(dataset)
+    cache_meta = json.loads((data.cache_path / "meta.json").read_text())
+    meta = {
+        "format": FORMAT_VERSION,
+        "kind": "text",
+        "packing": args.packing,
+        "seq_len": args.seq_len,
+        "nsp": args.nsp,
+        "vocab_size": data.vocab_size,
+        "special_ids": data.special_ids,
+        "splits": splits,
+        "tokens": {split: cache_meta["splits"][split]["tokens"] for split in SPLITS},
+        "source": str(args.files) if args.files else "embedded corpus",
+    }
+    write_text(join(args.out, "tokenizer.json"), data.tokenizer.to_str())
+    write_text(join(args.out, META_FILE), json.dumps(meta, indent=2))
+    if not args.cache_dir:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    return meta
+
+
+# ------------------------------------------------------------------ shared
+def optimize_split(fn, inputs: Sequence, out: str, workers: int, chunk_bytes: str, resume: bool) -> None:
+    """``litdata.optimize`` one split: parallel, with a progress bar, resumable with ``resume``."""
+    from litdata import optimize
+
+    if not resume and not is_remote(out) and Path(out).exists():
+        shutil.rmtree(out)  # a fresh conversion replaces an old one
+    optimize(
+        fn=fn,
+        inputs=list(inputs),
+        output_dir=out,
+        chunk_bytes=chunk_bytes,
+        num_workers=max(1, min(workers, len(inputs))),
+        use_checkpoint=resume,
+        mode="overwrite" if not resume and is_remote(out) else None,
+        # fork: workers start in milliseconds; litdata's default (spawn) re-imports torch in each
+        start_method="fork" if sys.platform != "win32" else None,
+        reorder_files=False,  # keep the items in order: shards are then reproducible
+        verbose=True,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m vitrain.prepare", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--out", required=True, help="output folder or object-store URI (s3://bucket/path)")
+    common.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel writer processes")
+    common.add_argument("--chunk-bytes", default="64MB", help="size of each shard file")
+    common.add_argument("--resume", action="store_true", help="continue an interrupted conversion")
+
+    images = sub.add_parser("images", parents=[common], help="an ImageFolder tree ROOT/{train,val}/<class>/")
+    images.add_argument("--root", required=True, help="ImageFolder root with train/ and val/")
+
+    text = sub.add_parser("text", parents=[common], help=".txt/.jsonl corpora, tokenized and packed")
+    text.add_argument(
+        "--files", nargs="*", default=None, help=".txt/.jsonl files or folders (none: embedded corpus)"
+    )
+    text.add_argument(
+        "--tokenizer", default=None, help="tokenizer.json / vocab.json / vocab.txt (none: train one)"
+    )
+    text.add_argument(
+        "--packing", choices=("causal", "masked"), default="causal", help="GPT blocks or BERT sentences"
+    )
+    text.add_argument("--seq-len", type=int, default=128)
+    text.add_argument("--vocab-size", type=int, default=8192, help="size of a trained tokenizer")
+    text.add_argument("--nsp", action="store_true", help="BERT sentence pairs with next-sentence labels")
+    text.add_argument(
+        "--cased", action="store_true", help="keep case (BERT WordPiece lower-cases by default)"
+    )
+    text.add_argument("--val-fraction", type=float, default=0.1)
+    text.add_argument("--split-seed", type=int, default=0)
+    text.add_argument("--txt-documents", choices=("file", "paragraphs"), default="file")
+    text.add_argument("--text-field", default="text")
+    text.add_argument("--max-chars", type=int, default=None)
+    text.add_argument("--seed", type=int, default=0, help="BERT packing / NSP pairing seed")
+    text.add_argument("--cache-dir", default=None, help="keep the intermediate token cache here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the command line; returns the metadata written (a user mistake exits with status 1)."""
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        meta = prepare_images(args.root, args.out, args.workers, args.chunk_bytes, args.resume) if (
+            args.what == "images"
+        ) else prepare_text(args)  # fmt: skip
+    except UserError as err:
+        log.error(user_message(err))
+        sys.exit(1)
+    log.info("Wrote %s", ", ".join(f"{n} {split}" for split, n in meta["splits"].items()))
+    return meta
+
+
+if __name__ == "__main__":
+    main()
