@@ -4,6 +4,7 @@ from vitrain.data.cifar import CIFARDataModule
 from vitrain.data.coco import COCODataModule
 from vitrain.data.digits import DigitsDataModule
 from vitrain.data.imagefolder import ImageFolderDataModule
+from vitrain.data.segmentation import COCOMasksDataModule, SA1BDataModule, ShapesMasksDataModule
 from vitrain.data.shapes import ShapesDataModule
 from vitrain.data.text import TextDataModule
 
@@ -14,4 +15,7 @@ __all__ = [
     "COCODataModule",
     "ShapesDataModule",
     "TextDataModule",
+    "ShapesMasksDataModule",
+    "COCOMasksDataModule",
+    "SA1BDataModule",
 ]

@@ -4,5 +4,13 @@ from vitrain.tasks.classification import ClassificationTask
 from vitrain.tasks.detection import DetectionTask
 from vitrain.tasks.language import CausalLMTask, MaskedLMTask
 from vitrain.tasks.mae import MAETask
+from vitrain.tasks.segmentation import SegmentationTask
 
-__all__ = ["ClassificationTask", "MAETask", "DetectionTask", "CausalLMTask", "MaskedLMTask"]
+__all__ = [
+    "ClassificationTask",
+    "MAETask",
+    "DetectionTask",
+    "CausalLMTask",
+    "MaskedLMTask",
+    "SegmentationTask",
+]
