@@ -116,10 +116,9 @@ class SegmentationTask(L.LightningModule):
         later = self.num_rounds - 1
         if self.mask_only_rounds == 0:
             return [True] * later
-        plan = [True] * (later - 1)
+        plan = [True] * (later - self.mask_only_rounds)
         for _ in range(self.mask_only_rounds - 1):
             plan.insert(random.randint(0, len(plan)), False)
-        plan = plan[: later - 1]
         return plan + [False]
 
     def training_step(self, batch: tuple[Tensor, Targets], batch_idx: int) -> Tensor:
