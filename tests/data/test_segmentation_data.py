@@ -121,5 +121,7 @@ def test_sa1b_pairs_and_mask_cap(tmp_path):
     assert target["masks"].shape == (2, 20, 20)
     _, full = dm.train_set[0]
     assert full["masks"].shape == (4, 20, 20) and full["masks"][0, :3, 2:9].all()
+    _, filtered = MaskSubset(dm.train_set, None, train=True, max_area=0.05)[0]
+    assert filtered["masks"].shape[0] == 0  # each 3 x 7 mask covers 5.25% of the 20 x 20 image
     with pytest.raises(UserError, match="val_images"):
         SA1BDataModule(root=str(tmp_path), val_images=10).setup()

@@ -110,16 +110,23 @@ def collate_segmentation(samples: list[tuple[Tensor, Target]]) -> tuple[Tensor, 
 
 class MaskSubset(Dataset):
     """Caps the objects of each sample of ``dataset`` at ``limit``: a random subset when
-    ``train`` (a new one at every access), else the first ``limit``."""
+    ``train`` (a new one at every access), else the first ``limit``. Masks covering more than
+    ``max_area`` of the image are dropped first (None keeps all)."""
 
-    def __init__(self, dataset: Dataset, limit: int | None, train: bool) -> None:
-        self.dataset, self.limit, self.train = dataset, limit, train
+    def __init__(
+        self, dataset: Dataset, limit: int | None, train: bool, max_area: float | None = None
+    ) -> None:
+        self.dataset, self.limit, self.train, self.max_area = dataset, limit, train, max_area
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
         image, target = self.dataset[index]
+        if self.max_area is not None and target["masks"].shape[0]:
+            h, w = (int(v) for v in target["input_size"])
+            small = target["masks"].flatten(1).sum(1) <= self.max_area * h * w
+            target = {**target, "masks": target["masks"][small], "boxes": target["boxes"][small]}
         n = target["masks"].shape[0]
         if self.limit is None or n <= self.limit:
             return image, target
@@ -130,7 +137,9 @@ class MaskSubset(Dataset):
 class SegmentationDataModule(ShardedDataModule):
     """Base class: subclasses set ``train_set`` and ``val_set`` (samples of this module's
     format) in ``setup``; this class caps the objects per image (``max_masks_per_image``).
-    ``hflip``: random left-right flips of training images (the SAM paper uses none)."""
+    ``hflip``: random left-right flips of training images (the SAM paper uses none).
+    ``max_mask_area``: training drops masks covering more than this fraction of the image (the
+    paper's light filtering of SA-1B: 0.9); None keeps all."""
 
     kind = "segmentation"
     mean, std = SAM_MEAN, SAM_STD
@@ -141,6 +150,7 @@ class SegmentationDataModule(ShardedDataModule):
         image_size: int = 1024,
         max_masks_per_image: int | None = 64,
         hflip: bool = False,
+        max_mask_area: float | None = None,
         batch_size: int = 2,
         num_workers: int = 0,
         pin_memory: bool = False,
@@ -155,10 +165,17 @@ class SegmentationDataModule(ShardedDataModule):
         self.image_size = image_size
         self.max_masks_per_image = max_masks_per_image
         self.hflip = hflip
+        if max_mask_area is not None and not 0 < max_mask_area <= 1:
+            raise UserError(
+                f"data.max_mask_area={max_mask_area}: must be in (0, 1] (the paper: 0.9), or null."
+            )
+        self.max_mask_area = max_mask_area
 
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is not None and not isinstance(dataset, MaskSubset):
-            dataset = MaskSubset(dataset, self.max_masks_per_image, train)
+            dataset = MaskSubset(
+                dataset, self.max_masks_per_image, train, self.max_mask_area if train else None
+            )
         return super()._loader(dataset, train)
 
     def predict_dataloader(self) -> DataLoader:
