@@ -4,7 +4,12 @@ from vitrain.data.cifar import CIFARDataModule
 from vitrain.data.coco import COCODataModule
 from vitrain.data.digits import DigitsDataModule
 from vitrain.data.imagefolder import ImageFolderDataModule
-from vitrain.data.segmentation import COCOMasksDataModule, SA1BDataModule, ShapesMasksDataModule
+from vitrain.data.segmentation import (
+    COCOMasksDataModule,
+    SA1BDataModule,
+    ShapesImagesDataModule,
+    ShapesMasksDataModule,
+)
 from vitrain.data.shapes import ShapesDataModule
 from vitrain.data.text import TextDataModule
 
@@ -18,4 +23,5 @@ __all__ = [
     "ShapesMasksDataModule",
     "COCOMasksDataModule",
     "SA1BDataModule",
+    "ShapesImagesDataModule",
 ]

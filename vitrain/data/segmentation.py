@@ -32,7 +32,7 @@ from PIL import Image, ImageDraw
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from vitrain.data.base import IMAGE_SUFFIXES, ShardedDataModule, open_image
+from vitrain.data.base import IMAGE_SUFFIXES, ImageClassificationDataModule, ShardedDataModule, open_image
 from vitrain.data.shapes import SHAPES, SPLITS, background, draw_shape, place_boxes
 from vitrain.errors import UserError
 
@@ -452,3 +452,54 @@ class SA1BDataModule(SegmentationDataModule):
         cut = len(pairs) - self.val_images
         self.train_set = SA1B(pairs[:cut], SamTransform(self.image_size, flip=self.hflip))
         self.val_set = SA1B(pairs[cut:], SamTransform(self.image_size))
+
+
+# ------------------------------------------------- the shapes images as image data (for MAE)
+class ShapesImages(Dataset):
+    """The images of :class:`ShapesMasks` as ``(image (3, S, S), 0)`` pairs (no masks)."""
+
+    def __init__(self, masks: ShapesMasks) -> None:
+        self.masks = masks
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.masks[index][0], 0
+
+
+class ShapesImagesDataModule(ImageClassificationDataModule):
+    """The ``data=shapes_masks`` images as image data (one dummy class, labels unused), for MAE
+    pretraining of an encoder that then initialises ``sam_tiny`` (``model.net.init_from``).
+    Same rendering, same SAM normalisation, same frame, same ``data_seed``: the pretraining sees
+    exactly the segmentation training images."""
+
+    mean, std = tuple(m / 255 for m in SAM_MEAN), tuple(s / 255 for s in SAM_STD)
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        train_size: int = 2000,
+        val_size: int = 200,
+        min_objects: int = 1,
+        max_objects: int = 3,
+        min_size: float = 0.2,
+        max_size: float = 0.45,
+        data_seed: int = 0,
+        hflip: bool = True,
+        num_classes: int = 1,
+        in_chans: int = 3,
+        **loader_kwargs,
+    ) -> None:
+        super().__init__(num_classes=num_classes, image_size=image_size, in_chans=in_chans, **loader_kwargs)
+        self.masks = ShapesMasksDataModule(
+            image_size=image_size, train_size=train_size, val_size=val_size, min_objects=min_objects,
+            max_objects=max_objects, min_size=min_size, max_size=max_size, data_seed=data_seed, hflip=hflip,
+        )  # fmt: skip
+        self.classes = ["shapes"]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self.masks.setup()
+        self.train_set, self.val_set = ShapesImages(self.masks.train_set), ShapesImages(self.masks.val_set)
