@@ -3,6 +3,7 @@
 from vitrain.callbacks.checkpoint_io import AtomicCheckpointIO
 from vitrain.callbacks.detections import Detections
 from vitrain.callbacks.ema import EMA
+from vitrain.callbacks.masks import MaskPictures
 from vitrain.callbacks.metadata import CheckpointMetadata
 from vitrain.callbacks.preemption import Preemption
 from vitrain.callbacks.reconstructions import Reconstructions
@@ -16,6 +17,7 @@ __all__ = [
     "CheckpointMetadata",
     "Detections",
     "EMA",
+    "MaskPictures",
     "ExactResume",
     "Preemption",
     "Reconstructions",

@@ -4,6 +4,12 @@ from vitrain.data.cifar import CIFARDataModule
 from vitrain.data.coco import COCODataModule
 from vitrain.data.digits import DigitsDataModule
 from vitrain.data.imagefolder import ImageFolderDataModule
+from vitrain.data.segmentation import (
+    COCOMasksDataModule,
+    SA1BDataModule,
+    ShapesImagesDataModule,
+    ShapesMasksDataModule,
+)
 from vitrain.data.shapes import ShapesDataModule
 from vitrain.data.stream import StreamingImageDataModule, StreamingTextDataModule
 from vitrain.data.text import TextDataModule
@@ -17,4 +23,8 @@ __all__ = [
     "StreamingImageDataModule",
     "StreamingTextDataModule",
     "TextDataModule",
+    "ShapesMasksDataModule",
+    "COCOMasksDataModule",
+    "SA1BDataModule",
+    "ShapesImagesDataModule",
 ]

@@ -4,6 +4,7 @@ from vitrain.models.bert import BERT, create_bert
 from vitrain.models.detr import DETR, create_detr
 from vitrain.models.gpt import GPT, create_gpt
 from vitrain.models.mae import MaskedAutoencoderViT, create_mae
+from vitrain.models.sam import SAM, create_sam
 from vitrain.models.t2t_vit import create_t2t_vit
 from vitrain.models.timm_net import create_timm
 from vitrain.models.vit import create_vit, load_pretrained_file
@@ -21,4 +22,6 @@ __all__ = [
     "GPT",
     "create_bert",
     "create_gpt",
+    "SAM",
+    "create_sam",
 ]

@@ -5,5 +5,14 @@ from vitrain.tasks.classification import ClassificationTask
 from vitrain.tasks.detection import DetectionTask
 from vitrain.tasks.language import CausalLMTask, MaskedLMTask
 from vitrain.tasks.mae import MAETask
+from vitrain.tasks.segmentation import SegmentationTask
 
-__all__ = ["Task", "ClassificationTask", "MAETask", "DetectionTask", "CausalLMTask", "MaskedLMTask"]
+__all__ = [
+    "Task",
+    "ClassificationTask",
+    "MAETask",
+    "DetectionTask",
+    "CausalLMTask",
+    "MaskedLMTask",
+    "SegmentationTask",
+]

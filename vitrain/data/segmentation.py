@@ -1,0 +1,505 @@
+"""Instance-mask data for promptable segmentation (SAM): shapes, COCO-format masks, SA-1B.
+
+A sample is ``(image (3, S, S) float, target)``: the image resized so that its long side is
+``image_size`` (``S``), normalised with SAM's pixel mean / std (0-255 scale) and zero-padded at
+the bottom and right to ``S x S`` (the reference's ``ResizeLongestSide`` + ``preprocess``);
+``target`` holds
+
+* ``masks (N, S, S)`` bool: the instance masks in the same frame (False on the padding);
+* ``boxes (N, 4)`` float32: each mask's tight box, absolute xyxy pixels of the frame
+  (``x1 = last column + 1``);
+* ``input_size (2,)`` int64: (height, width) of the resized image inside the frame;
+* ``orig_size (2,)`` int64: (height, width) of the image as read;
+* ``image_id`` int64 scalar.
+
+At most ``max_masks_per_image`` objects are kept per image: a fresh random subset each training
+step, the first ones (in annotation order) for validation. Masks left empty (after resizing)
+are dropped; images left without any mask are skipped when the dataset is indexed (logged),
+so every sample has ``N >= 1``. Batches are ``(images (B, 3, S, S), targets)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from vitrain.data.base import IMAGE_SUFFIXES, ImageClassificationDataModule, ShardedDataModule, open_image
+from vitrain.data.shapes import SHAPES, SPLITS, background, draw_shape, place_boxes
+from vitrain.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# SAM's normalisation (segment_anything build_sam: ImageNet mean / std on the 0-255 scale)
+SAM_MEAN = (123.675, 116.28, 103.53)
+SAM_STD = (58.395, 57.12, 57.375)
+
+Target = dict[str, Tensor]
+
+
+def resize_longest_side(size: tuple[int, int], target: int) -> tuple[int, int]:
+    """``(h, w)`` scaled so that the longer side is ``target`` (rounded as the reference)."""
+    h, w = size
+    scale = target / max(h, w)
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def mask_boxes(masks: Tensor) -> Tensor:
+    """Tight xyxy boxes ``(N, 4)`` of non-empty ``masks (N, H, W)`` (``x1`` exclusive)."""
+    if masks.shape[0] == 0:
+        return torch.zeros(0, 4)
+    rows, cols = masks.any(2), masks.any(1)  # (N, H), (N, W)
+    h, w = masks.shape[1:]
+    ar_h, ar_w = torch.arange(h), torch.arange(w)
+    y0 = torch.where(rows, ar_h, h).min(1).values
+    y1 = torch.where(rows, ar_h, -1).max(1).values + 1
+    x0 = torch.where(cols, ar_w, w).min(1).values
+    x1 = torch.where(cols, ar_w, -1).max(1).values + 1
+    return torch.stack([x0, y0, x1, y1], 1).float()
+
+
+class SamTransform:
+    """PIL image + masks ``(N, h, w)`` bool -> the sample format of this module.
+
+    ``flip``: mirror image and masks left-right with probability 0.5 (training).
+    """
+
+    def __init__(self, image_size: int, flip: bool = False) -> None:
+        self.image_size, self.flip = image_size, flip
+        self.mean = torch.tensor(SAM_MEAN).view(3, 1, 1)
+        self.std = torch.tensor(SAM_STD).view(3, 1, 1)
+
+    def __call__(self, image: Image.Image, masks: Tensor, image_id: int) -> tuple[Tensor, Target]:
+        orig = (image.height, image.width)
+        h, w = resize_longest_side(orig, self.image_size)
+        if (h, w) != orig:
+            image = image.resize((w, h), Image.BILINEAR)
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1)
+        if masks.shape[0] and (h, w) != orig:
+            masks = F.interpolate(masks[None].float(), size=(h, w), mode="nearest")[0] > 0.5
+        if self.flip and random.random() < 0.5:
+            pixels, masks = pixels.flip(-1), masks.flip(-1)
+        s = self.image_size
+        frame = torch.zeros(3, s, s)
+        frame[:, :h, :w] = (pixels - self.mean) / self.std
+        full = torch.zeros(masks.shape[0], s, s, dtype=torch.bool)
+        full[:, :h, :w] = masks
+        keep = full.flatten(1).any(1)  # masks that vanished when resized are dropped
+        full = full[keep]
+        return frame, {
+            "masks": full,
+            "boxes": mask_boxes(full),
+            "input_size": torch.tensor([h, w]),
+            "orig_size": torch.tensor(orig),
+            "image_id": torch.tensor(image_id),
+        }
+
+
+def collate_segmentation(samples: list[tuple[Tensor, Target]]) -> tuple[Tensor, list[Target]]:
+    """``(images (B, 3, S, S), [target, ...])``."""
+    return torch.stack([image for image, _ in samples]), [target for _, target in samples]
+
+
+class MaskSubset(Dataset):
+    """Caps the objects of each sample of ``dataset`` at ``limit``: a random subset when
+    ``train`` (a new one at every access), else the first ``limit``. Masks covering more than
+    ``max_area`` of the image are dropped first (None keeps all)."""
+
+    def __init__(
+        self, dataset: Dataset, limit: int | None, train: bool, max_area: float | None = None
+    ) -> None:
+        self.dataset, self.limit, self.train, self.max_area = dataset, limit, train, max_area
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Target]:
+        image, target = self.dataset[index]
+        if self.max_area is not None and target["masks"].shape[0]:
+            h, w = (int(v) for v in target["input_size"])
+            small = target["masks"].flatten(1).sum(1) <= self.max_area * h * w
+            target = {**target, "masks": target["masks"][small], "boxes": target["boxes"][small]}
+        n = target["masks"].shape[0]
+        if self.limit is None or n <= self.limit:
+            return image, target
+        keep = torch.randperm(n)[: self.limit] if self.train else torch.arange(self.limit)
+        return image, {**target, "masks": target["masks"][keep], "boxes": target["boxes"][keep]}
+
+
+class SegmentationDataModule(ShardedDataModule):
+    """Base class: subclasses set ``train_set`` and ``val_set`` (samples of this module's
+    format) in ``setup``; this class caps the objects per image (``max_masks_per_image``).
+    ``hflip``: random left-right flips of training images (the SAM paper uses none).
+    ``max_mask_area``: training drops masks covering more than this fraction of the image (the
+    paper's light filtering of SA-1B: 0.9); None keeps all."""
+
+    kind = "segmentation"
+    mean, std = SAM_MEAN, SAM_STD
+    collate_fn = staticmethod(collate_segmentation)
+
+    def __init__(
+        self,
+        image_size: int = 1024,
+        max_masks_per_image: int | None = 64,
+        hflip: bool = False,
+        max_mask_area: float | None = None,
+        batch_size: int = 2,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        seed: int | None = 0,
+    ) -> None:
+        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+        if not isinstance(image_size, int) or image_size < 1:
+            raise UserError(f"data.image_size={image_size}: must be a positive integer.")
+        if max_masks_per_image is not None and max_masks_per_image < 1:
+            raise UserError(f"data.max_masks_per_image={max_masks_per_image}: must be >= 1, or null for all.")
+        self.image_size = image_size
+        self.max_masks_per_image = max_masks_per_image
+        self.hflip = hflip
+        if max_mask_area is not None and not 0 < max_mask_area <= 1:
+            raise UserError(
+                f"data.max_mask_area={max_mask_area}: must be in (0, 1] (the paper: 0.9), or null."
+            )
+        self.max_mask_area = max_mask_area
+
+    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
+        if dataset is not None and not isinstance(dataset, MaskSubset):
+            dataset = MaskSubset(
+                dataset, self.max_masks_per_image, train, self.max_mask_area if train else None
+            )
+        return super()._loader(dataset, train)
+
+    def predict_dataloader(self) -> DataLoader:
+        raise UserError(
+            "mode=predict does not support segmentation data: use `python -m vitrain.segment CKPT IMAGE "
+            "--point X,Y` for masks of one image, or mode=eval for the validation mIoU."
+        )
+
+
+# --------------------------------------------------------------------------------- shapes
+def render_masks(
+    seed: int, split: int, index: int, size: int, objects: tuple[int, int], sides: tuple[int, int]
+):
+    """One shapes image with exact instance masks: ``(PIL image, masks (N, size, size) bool)``.
+
+    The image is drawn as :func:`vitrain.data.shapes.render` draws it; each mask is the same
+    shape drawn with the same call into its own 1-bit canvas, so it covers exactly the shape's
+    pixels (shapes never overlap).
+    """
+    rng = np.random.default_rng([seed, split, index])
+    pixels = background(rng, size)
+    count = int(rng.integers(objects[0], objects[1] + 1))
+    boxes = place_boxes(rng, count, size, *sides)
+    image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    masks = []
+    for box in boxes:
+        label = int(rng.integers(len(SHAPES)))
+        x0, y0, x1, y1 = box
+        local = pixels[y0:y1, x0:x1].reshape(-1, 3).mean(0)
+        colour = rng.uniform(0, 255, 3)
+        while np.abs(colour - local).sum() < 150:
+            colour = rng.uniform(0, 255, 3)
+        direction = int(rng.integers(4))
+        draw_shape(draw, SHAPES[label], box, tuple(int(c) for c in colour), direction)
+        canvas = Image.new("L", (size, size), 0)
+        draw_shape(ImageDraw.Draw(canvas), SHAPES[label], box, 255, direction)
+        masks.append(np.asarray(canvas) > 127)
+    stacked = np.stack(masks) if masks else np.zeros((0, size, size), dtype=bool)
+    return image, torch.from_numpy(stacked)
+
+
+class ShapesMasks(Dataset):
+    """``size`` shapes images of one split with their instance masks (rendered on access)."""
+
+    def __init__(self, size: int, split: str, seed: int, render_size: int, objects, sides, transform) -> None:
+        self.size, self.split, self.seed = size, SPLITS[split], seed
+        self.render_size, self.objects, self.sides, self.transform = render_size, objects, sides, transform
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Target]:
+        image, masks = render_masks(self.seed, self.split, index, self.render_size, self.objects, self.sides)
+        return self.transform(image, masks, index)
+
+
+class ShapesMasksDataModule(SegmentationDataModule):
+    """The embedded segmentation data: the ``data=shapes`` images (circles, squares, triangles
+    on textured backgrounds, drawn from ``data_seed``) with exact instance masks; no files.
+
+    Images are rendered at ``render_size`` and resized to ``image_size`` (equal by default).
+    Every image has ``min_objects`` (>= 1) to ``max_objects`` shapes.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        render_size: int | None = None,
+        train_size: int = 2000,
+        val_size: int = 200,
+        min_objects: int = 1,
+        max_objects: int = 3,
+        min_size: float = 0.2,
+        max_size: float = 0.45,
+        data_seed: int = 0,
+        **kwargs,
+    ) -> None:
+        super().__init__(image_size=image_size, **kwargs)
+        render_size = render_size or image_size
+        for key, value in (("train_size", train_size), ("val_size", val_size), ("render_size", render_size)):
+            if value < 1:
+                raise UserError(f"data.{key}={value}: must be a positive integer.")
+        if not 1 <= min_objects <= max_objects:
+            raise UserError(
+                f"data.min_objects={min_objects}, data.max_objects={max_objects}: need 1 <= min <= max "
+                "(every image needs an object to prompt)."
+            )
+        if not 0 < min_size <= max_size <= 1:
+            raise UserError(f"data.min_size={min_size}, data.max_size={max_size}: need 0 < min <= max <= 1.")
+        self.render_size = render_size
+        self.sides = (max(2, round(min_size * render_size)), max(2, round(max_size * render_size)))
+        self.sizes = {"train": train_size, "val": val_size}
+        self.objects, self.data_seed = (min_objects, max_objects), data_seed
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self.train_set, self.val_set = (
+            ShapesMasks(
+                self.sizes[split], split, self.data_seed, self.render_size, self.objects, self.sides,
+                SamTransform(self.image_size, flip=self.hflip and split == "train"),
+            )
+            for split in ("train", "val")
+        )  # fmt: skip
+
+
+# ------------------------------------------------------------------------- COCO-format masks
+def decode_segmentation(segm, height: int, width: int, where: str) -> np.ndarray:
+    """A COCO ``segmentation`` (polygons, uncompressed or compressed RLE) -> ``(H, W)`` bool,
+    decoded with faster-coco-eval's mask utilities (the pycocotools API)."""
+    from faster_coco_eval.core import mask as mask_utils
+
+    try:
+        if isinstance(segm, list):  # polygons: one RLE per polygon, merged
+            if not segm:
+                return np.zeros((height, width), dtype=bool)
+            rle = mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
+        elif isinstance(segm, dict) and isinstance(segm.get("counts"), list):  # uncompressed RLE
+            rle = mask_utils.frPyObjects(segm, height, width)
+        elif isinstance(segm, dict) and "counts" in segm:
+            rle = dict(segm)
+            if isinstance(rle["counts"], str):
+                rle["counts"] = rle["counts"].encode()
+        else:
+            raise ValueError(f"unknown segmentation format {type(segm).__name__}")
+        return mask_utils.decode(rle).astype(bool).reshape(height, width)
+    except Exception as err:
+        raise UserError(
+            f"{where}: cannot decode its segmentation ({err}); fix or remove the annotation."
+        ) from err
+
+
+def read_json(path: Path, key: str) -> dict:
+    if not path.is_file():
+        raise UserError(f"data.{key}={path}: no such file.")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"data.{key}={path}: not a readable JSON file ({err}).") from err
+
+
+class COCOMasks(Dataset):
+    """The images of a COCO instances file with their (non-crowd) instance masks.
+
+    Crowd annotations (``iscrowd = 1``) are skipped; an annotation without ``segmentation`` is
+    a :class:`UserError` naming it; images without any mask are skipped (logged).
+    """
+
+    def __init__(self, content: dict, image_dir: Path, transform, source: str) -> None:
+        self.image_dir, self.transform, self.source = image_dir, transform, source
+        per_image: dict[int, list[dict]] = {}
+        for ann in content.get("annotations", []):
+            if ann.get("iscrowd", 0):
+                continue
+            if "segmentation" not in ann:
+                raise UserError(
+                    f"{source}: annotation {ann.get('id')} (image {ann.get('image_id')}) has no "
+                    "'segmentation': data=coco_masks needs instance masks (polygons or RLE), not only boxes."
+                )
+            per_image.setdefault(ann["image_id"], []).append(ann)
+        images = sorted(content["images"], key=lambda image: image["id"])
+        self.images = [image for image in images if per_image.get(image["id"])]
+        self.annotations = per_image
+        if len(self.images) < len(images):
+            log.info("%s: skipped %d images without masks", source, len(images) - len(self.images))
+        if not self.images:
+            raise UserError(f"{source}: no image has a (non-crowd) instance mask: nothing to train on.")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Target]:
+        info = self.images[index]
+        image = open_image(self.image_dir / info["file_name"])
+        h, w = image.height, image.width
+        masks = [
+            decode_segmentation(ann["segmentation"], h, w, f"{self.source}: annotation {ann.get('id')}")
+            for ann in self.annotations[info["id"]]
+        ]
+        return self.transform(image, torch.from_numpy(np.stack(masks)), int(info["id"]))
+
+
+class COCOMasksDataModule(SegmentationDataModule):
+    """COCO-format instance masks: ``<root>/<train_ann>`` + ``<root>/<train_images>`` (and val)."""
+
+    def __init__(
+        self,
+        root: str,
+        train_ann: str = "annotations/instances_train2017.json",
+        val_ann: str = "annotations/instances_val2017.json",
+        train_images: str = "train2017",
+        val_images: str = "val2017",
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.root = Path(root)
+        self.paths = {"train": (train_ann, train_images), "val": (val_ann, val_images)}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        sets = []
+        for split, (ann, images) in self.paths.items():
+            content = read_json(self.root / ann, f"{split}_ann")
+            if "images" not in content:
+                raise UserError(
+                    f"data.{split}_ann={self.root / ann}: not a COCO instances file (no 'images')."
+                )
+            folder = self.root / images
+            if not folder.is_dir():
+                raise UserError(f"data.{split}_images={folder}: no such folder of images.")
+            transform = SamTransform(self.image_size, flip=self.hflip and split == "train")
+            sets.append(COCOMasks(content, folder, transform, f"data.{split}_ann={self.root / ann}"))
+        self.train_set, self.val_set = sets
+
+
+# ----------------------------------------------------------------------------------- SA-1B
+class SA1B(Dataset):
+    """SA-1B pairs ``<name>.jpg`` + ``<name>.json`` (``{"image": {...}, "annotations": [{
+    "segmentation": {"size": [h, w], "counts": RLE}, ...}]}``)."""
+
+    def __init__(self, files: list[Path], transform) -> None:
+        self.files, self.transform = files, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Target]:
+        path = self.files[index]
+        image = open_image(path)
+        meta = read_json(path.with_suffix(".json"), "root")
+        masks = []
+        for i, ann in enumerate(meta.get("annotations", [])):
+            if "segmentation" not in ann:
+                raise UserError(f"{path.with_suffix('.json')}: annotation {i} has no 'segmentation'.")
+            masks.append(
+                decode_segmentation(ann["segmentation"], image.height, image.width, f"{path} annotation {i}")
+            )
+        stacked = (
+            torch.from_numpy(np.stack(masks))
+            if masks
+            else torch.zeros(0, image.height, image.width, dtype=torch.bool)
+        )
+        return self.transform(image, stacked, index)
+
+
+class SA1BDataModule(SegmentationDataModule):
+    """The SA-1B layout: image / JSON pairs under ``root`` (recursive). The last ``val_images``
+    pairs (sorted by name) are held out for validation (SA-1B has no validation split)."""
+
+    def __init__(self, root: str, val_images: int = 500, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.root, self.val_images = Path(root), val_images
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        if not self.root.is_dir():
+            raise UserError(
+                f"data.root={self.root}: no such folder. Point it at the extracted SA-1B tar files."
+            )
+        images = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        pairs = [p for p in images if p.with_suffix(".json").is_file()]
+        if len(pairs) < len(images):
+            log.info(
+                "data.root=%s: skipped %d images without a JSON of masks", self.root, len(images) - len(pairs)
+            )
+        if len(pairs) <= self.val_images:
+            raise UserError(
+                f"data.root={self.root} holds {len(pairs)} image/JSON pairs, not more than "
+                f"data.val_images={self.val_images}: add data or lower data.val_images."
+            )
+        cut = len(pairs) - self.val_images
+        self.train_set = SA1B(pairs[:cut], SamTransform(self.image_size, flip=self.hflip))
+        self.val_set = SA1B(pairs[cut:], SamTransform(self.image_size))
+
+
+# ------------------------------------------------- the shapes images as image data (for MAE)
+class ShapesImages(Dataset):
+    """The images of :class:`ShapesMasks` as ``(image (3, S, S), 0)`` pairs (no masks)."""
+
+    def __init__(self, masks: ShapesMasks) -> None:
+        self.masks = masks
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.masks[index][0], 0
+
+
+class ShapesImagesDataModule(ImageClassificationDataModule):
+    """The ``data=shapes_masks`` images as image data (one dummy class, labels unused), for MAE
+    pretraining of an encoder that then initialises ``sam_tiny`` (``model.net.init_from``).
+    Same rendering, same SAM normalisation, same frame, same ``data_seed``: the pretraining sees
+    exactly the segmentation training images."""
+
+    mean, std = tuple(m / 255 for m in SAM_MEAN), tuple(s / 255 for s in SAM_STD)
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        train_size: int = 2000,
+        val_size: int = 200,
+        min_objects: int = 1,
+        max_objects: int = 3,
+        min_size: float = 0.2,
+        max_size: float = 0.45,
+        data_seed: int = 0,
+        hflip: bool = True,
+        num_classes: int = 1,
+        in_chans: int = 3,
+        **loader_kwargs,
+    ) -> None:
+        super().__init__(num_classes=num_classes, image_size=image_size, in_chans=in_chans, **loader_kwargs)
+        self.masks = ShapesMasksDataModule(
+            image_size=image_size, train_size=train_size, val_size=val_size, min_objects=min_objects,
+            max_objects=max_objects, min_size=min_size, max_size=max_size, data_seed=data_seed, hflip=hflip,
+        )  # fmt: skip
+        self.classes = ["shapes"]
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self.masks.setup()
+        self.train_set, self.val_set = ShapesImages(self.masks.train_set), ShapesImages(self.masks.val_set)
