@@ -122,8 +122,7 @@ class ClassificationTask(HeldOutTest, Task):
         """Set train/eval mode; under ``linear_probe`` everything but the head stays in eval mode."""
         super().train(mode)
         if self.linear_probe and mode:
-            net = getattr(self.net, "_orig_mod", self.net)  # torch.compile'd
-            for name, child in net.named_children():
+            for name, child in self.net.named_children():
                 if name != "head":
                     child.eval()
         return self

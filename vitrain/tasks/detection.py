@@ -138,7 +138,6 @@ def detection_param_groups(net: nn.Module, backbone_lr: float | None, decay_1d: 
     """``[decay, no_decay, backbone, backbone_no_decay]``: :func:`param_groups` with the
     backbone's parameters in their own groups at ``backbone_lr`` (None: the optimizer's lr);
     empty groups are left out (with ``decay_1d`` both no-decay groups are empty)."""
-    net = getattr(net, "_orig_mod", net)
     in_backbone = {id(p) for p in net.backbone.parameters()}
     groups = []
     for group, name in zip(param_groups(net, decay_1d=decay_1d), ("decay", "no_decay"), strict=True):

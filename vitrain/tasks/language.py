@@ -71,16 +71,12 @@ class _LanguageTask(HeldOutTest, Task):
         self.special_ids: dict[str, int] = {}
         self.val_loss = MeanMetric()  # per-token losses, synced across ranks: an exact mean
 
-    @property
-    def bare_net(self) -> nn.Module:
-        return getattr(self.net, "_orig_mod", self.net)  # under torch.compile
-
     def setup(self, stage: str) -> None:
         """Check the data against the network and keep the tokenizer (for checkpoints)."""
         data = self.trainer.datamodule if self.trainer else None
         if data is None or not hasattr(data, "tokenizer"):
             return
-        check_data_fits(data, self.bare_net, self.packing)
+        check_data_fits(data, self.net, self.packing)
         self.tokenizer_json = data.tokenizer.to_str()
         self.special_ids = data.special_ids
         if self.trainer.is_global_zero and stage == "fit":
@@ -216,7 +212,7 @@ class MaskedLMTask(_LanguageTask):
             torch.tensor([ids["pad"], ids["cls"], ids["sep"], ids["mask"]], device=input_ids.device),
         )
         generator = torch.Generator(device=input_ids.device).manual_seed(seed)
-        vocab = self.bare_net.vocab_size
+        vocab = self.net.vocab_size
         return mask_tokens(input_ids, special, vocab, ids["mask"], generator, self.mask_prob)
 
     def losses(self, batch: dict[str, Tensor], seed: int) -> dict[str, Tensor]:

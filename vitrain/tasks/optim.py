@@ -28,7 +28,6 @@ def param_groups(net: nn.Module, layer_decay: float | None = None, decay_1d: boo
     learning-rate monitor). torch optimizers ignore ``lr_scale``: :func:`build_optimizer` applies
     it to each group's ``lr`` before a schedule is attached.
     """
-    net = getattr(net, "_orig_mod", net)  # torch.compile'd: the names of the original module
     skip = set(net.no_weight_decay()) if hasattr(net, "no_weight_decay") else set()
     num_layers = 0
     if layer_decay is not None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import random
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -38,13 +37,13 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from vitrain.errors import UserError
-from vitrain.tasks.classification import OptimizerFactory, SchedulerFactory
-from vitrain.tasks.optim import build_optimizer, per_step_schedule
+from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
+from vitrain.tasks.held_out import HeldOutTest
 
 Targets = list[dict[str, Tensor]]
 
 
-class SegmentationTask(L.LightningModule):
+class SegmentationTask(HeldOutTest, Task):
     """Train a SAM ``net`` (``vitrain.models.create_sam``) on batches ``(images, targets)`` of
     ``vitrain.data.segmentation``.
 
@@ -96,14 +95,11 @@ class SegmentationTask(L.LightningModule):
             raise UserError(f"model.val_clicks={val_clicks}: must be >= 1.")
         if layer_decay is not None and not 0 < layer_decay <= 1:
             raise UserError(f"model.layer_decay={layer_decay}: must be in (0, 1] (the paper: 0.8), or null.")
+        super().__init__(net, optimizer, scheduler, layer_decay)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
-        self.net = net
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
         self.num_rounds, self.mask_only_rounds = num_rounds, mask_only_rounds
         self.weights = (focal_weight, dice_weight, iou_weight)
         self.box_noise, self.box_noise_max = box_noise, box_noise_max
-        self.layer_decay = layer_decay
         self.val_clicks = val_clicks
         self.val_point = MeanMetric()
         self.val_box = MeanMetric()
@@ -313,12 +309,9 @@ class SegmentationTask(L.LightningModule):
         }
 
     # ----------------------------------------------------------------------------- optimizer
-    def build_optimizer(self) -> torch.optim.Optimizer:
-        """The optimizer over :func:`sam_param_groups` (frozen parameters left out)."""
-        return build_optimizer(self.optimizer_factory, sam_param_groups(self.net, self.layer_decay))
-
-    def configure_optimizers(self):
-        return per_step_schedule(self.build_optimizer(), self.scheduler_factory, self.trainer)
+    def param_groups(self) -> list[dict]:
+        """:func:`sam_param_groups` (frozen parameters left out)."""
+        return sam_param_groups(self.net, self.layer_decay)
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -327,7 +320,6 @@ def sam_param_groups(net: nn.Module, layer_decay: float | None = None) -> list[d
     ``layer_decay`` one pair per layer of the image encoder: the patch and position embedding
     at ``layer_decay ** (depth + 1)``, block ``i`` at ``layer_decay ** (depth - i)``, the neck,
     prompt encoder and mask decoder at 1 (``lr_scale``, applied by ``build_optimizer``)."""
-    net = getattr(net, "_orig_mod", net)
     skip = set(net.no_weight_decay()) if hasattr(net, "no_weight_decay") else set()
     depth = len(net.image_encoder.blocks)
     groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
