@@ -70,7 +70,7 @@ def explain(err: Exception, argv: list[str]) -> str:
         options = re.findall(r"^\s+(\S+)$", text.split("Available options", 1)[-1], flags=re.M)
         close = difflib.get_close_matches(option, options, n=1)
         hint = f" Did you mean {group}={close[0]}?" if close else ""
-        return f"{group}={option}: no such option.{hint} Options: {', '.join(options)}."
+        return f"{group}={option}: Could not find '{group}/{option}', no such option.{hint} Options: {', '.join(options)}."
     return text
 
 

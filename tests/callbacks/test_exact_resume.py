@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import TINY_VIT, run_cli
+from tests.helpers import TINY_VIT, run_cli
 
 # digits with its random affine augmentation on, drop path on, 2 loader workers: every source
 # of randomness a resume could disturb

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import TINY_VIT, run_cli
+from tests.helpers import TINY_VIT, run_cli
 
 # augmentation and drop path on: per-sample and per-batch seeding make DDP resumes exact too
 RUN = [

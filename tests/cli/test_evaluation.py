@@ -9,7 +9,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 
 import vitrain.run
-from tests.conftest import TINY_VIT, compose_train, run_cli, write_image
+from tests.helpers import TINY_VIT, compose_train, run_cli, write_image
 from vitrain.errors import UserError
 from vitrain.evaluation import checkpoint_config, use_checkpoint_config
 

@@ -8,7 +8,7 @@ import re
 import sys
 import tomllib
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def imported_top_level_modules() -> set[str]:

@@ -162,7 +162,8 @@ def test_wandb_restarted_run_keeps_its_id(wandb_cli_run, tmp_path, monkeypatch):
     assert first.returncode == 0, first.stderr
     run_id = (run_dir / vl.RUN_ID_FILE).read_text().strip()
     isolate_wandb(monkeypatch, tmp_path / "home")
-    proc = run_cli(run_dir, *FAST, "logger=wandb", "optimizer.lr=0.00123")
+    # a completed run re-launched as it was does nothing; trained further it continues its W&B run
+    proc = run_cli(run_dir, *FAST, "logger=wandb", "optimizer.lr=0.00123", "trainer.max_epochs=2")
     assert proc.returncode == 0, proc.stderr
     assert (run_dir / vl.RUN_ID_FILE).read_text().strip() == run_id
     runs = offline_runs(run_dir)

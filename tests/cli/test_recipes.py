@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import ROOT, compose_train
+from tests.helpers import ROOT, compose_train
 from vitrain.models.detr import _DEFAULTS as DETR_DEFAULTS
 from vitrain.models.detr import DETR_VARIANTS
 from vitrain.models.mae import MAE_VARIANTS

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.conftest import compose_train, run_cli
+from tests.helpers import compose_train, run_cli
 from vitrain import segment
 from vitrain.errors import UserError
 from vitrain.models.sam import create_sam

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.text_corpus import write_txt_corpus
 
-from tests.conftest import TINY_VIT, run_cli
+from tests.helpers import TINY_VIT, run_cli, write_txt_corpus
 from vitrain.prepare import main as prepare
 
 TINY_GPT = ["model=gpt_tiny", "+model.net.n_layer=1", "+model.net.n_embd=32", "+model.net.n_head=2",

@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from tests.conftest import compose_train, write_image
+from tests.helpers import compose_train, write_image
 from vitrain.data import COCODataModule, DigitsDataModule, ImageFolderDataModule, ShapesDataModule
 from vitrain.data.text import TextDataModule
 from vitrain.errors import UserError

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.text_corpus import write_txt_corpus
 
+from tests.helpers import write_txt_corpus
 from vitrain.data.stream import StreamingImageDataModule, StreamingTextDataModule
 from vitrain.errors import UserError
 from vitrain.prepare import main as prepare

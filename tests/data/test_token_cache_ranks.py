@@ -7,9 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from tests.text_corpus import write_txt_corpus
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT, write_txt_corpus
 from vitrain.data.text import TextDataModule
 from vitrain.errors import UserError
 

@@ -228,7 +228,7 @@ def test_factory_names_and_overrides():
         create_mae("mae_vit_tiny", img_size=32, wdith=3)
     with pytest.raises(UserError, match="embed_dim=256 is not divisible by num_heads=3"):
         create_mae("mae_vit_tiny", img_size=32, embed_dim=256)
-    with pytest.raises(UserError, match="not divisible by the patch size"):
+    with pytest.raises(UserError, match="does not fit the patch size"):
         create_mae("mae_vit_b16", img_size=100)
     net = create_mae(
         "mae_vit_tiny",

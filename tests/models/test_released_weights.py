@@ -204,7 +204,7 @@ def test_tokenizer_by_hub_id(hub_cache, tmp_path):
 def test_cifar100_finetune_recipe_starts_from_the_cached_augreg_weights(hub_cache, tmp_path):
     from hydra.utils import instantiate
 
-    from tests.conftest import compose_train
+    from tests.helpers import compose_train
 
     cfg = compose_train(
         "experiment=vit_b16_finetune_cifar100", *(f"+model.net.{k}={v}" for k, v in TINY_VIT.items()),

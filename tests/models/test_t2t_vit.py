@@ -148,7 +148,7 @@ def test_pretrained_file_round_trip_and_errors(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(PAPER_PARAMS_M))
 def test_config_composes_and_builds_paper_size(name, tmp_path):
-    cfg = compose_train(f"model={name}", "data=imagenet", output_dir=str(tmp_path))
+    cfg = compose_train(f"model={name}", "data=imagenet", "data.num_classes=1000", output_dir=str(tmp_path))
     assert cfg.model.net.name == name
     with torch.device("meta"):
         net = instantiate(cfg.model.net)

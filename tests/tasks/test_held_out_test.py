@@ -22,7 +22,7 @@ def trainer() -> L.Trainer:
     return L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
 
 
-def test_classification_test_metrics_are_the_validation_metrics_of_the_test_images(one_thread):
+def test_classification_test_metrics_are_the_validation_metrics_of_the_test_images():
     torch.manual_seed(0)
     net = create_vit("vit_tiny_patch16_224", img_size=8, patch_size=4, in_chans=1, num_classes=10,
                      embed_dim=16, depth=1, num_heads=2)  # fmt: skip
@@ -38,7 +38,7 @@ def test_classification_test_metrics_are_the_validation_metrics_of_the_test_imag
     assert set(val_only) == {"val/loss", "val/acc1", "val/acc5"}  # validation still logs val/*
 
 
-def test_detection_test_split_reports_map(one_thread):
+def test_detection_test_split_reports_map():
     torch.manual_seed(0)
     net = create_detr("detr_tiny", num_classes=3, hidden_dim=32, num_heads=2, num_encoder_layers=1,
                       num_decoder_layers=1, dim_feedforward=32, num_queries=4)  # fmt: skip

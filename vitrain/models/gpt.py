@@ -244,12 +244,6 @@ def create_gpt(name: str, vocab_size: int | None = None, hf_weights: str | None 
     arch = {**GPT_VARIANTS[name], **overrides}
     if vocab_size is not None:
         arch["vocab_size"] = vocab_size
-    source = resolve_hf_model(str(hf_weights)) if hf_weights else None
-    if source is not None and source.config is not None:
-        found = arch_from_hf_config(
-            source.config, _HF_CONFIG_KEYS, "gpt2", overrides, vocab_size, source.source
-        )
-        arch = {**arch, **found}
     if arch.get("gelu", "tanh") not in GELU_MODES:
         raise UserError(f"model.net.gelu={arch['gelu']!r}: must be one of {', '.join(GELU_MODES)}.")
     if hf_weights and (not arch.get("bias", True) or arch.get("gelu", "tanh") != "tanh"):
@@ -257,6 +251,12 @@ def create_gpt(name: str, vocab_size: int | None = None, hf_weights: str | None 
             f"model.net.hf_weights={hf_weights!r} is a GPT-2 checkpoint, whose architecture has biases "
             "and the tanh GELU: set model.net.bias=true and model.net.gelu=tanh (the defaults)."
         )
+    source = resolve_hf_model(str(hf_weights)) if hf_weights else None
+    if source is not None and source.config is not None:
+        found = arch_from_hf_config(
+            source.config, _HF_CONFIG_KEYS, "gpt2", overrides, vocab_size, source.source
+        )
+        arch = {**arch, **found}
     net = GPT(GPTConfig(**arch))
     if source is not None:
         load_hf_weights(net, source.weights, source=source.source)

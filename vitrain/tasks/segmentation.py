@@ -83,7 +83,6 @@ class SegmentationTask(HeldOutTest, Task):
         layer_decay: float | None = None,
         val_clicks: int = 5,
     ) -> None:
-        super().__init__()
         if num_rounds < 1:
             raise UserError(f"model.num_rounds={num_rounds}: must be >= 1 (the paper: 11).")
         if not 0 <= mask_only_rounds < num_rounds:
