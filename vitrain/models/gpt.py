@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from vitrain.errors import UserError
+from vitrain.models.registry import variant_args
 
 __all__ = ["GPT", "GPT_VARIANTS", "GPTConfig", "create_gpt", "load_hf_weights", "read_state_dict"]
 
@@ -212,16 +213,7 @@ def create_gpt(name: str, vocab_size: int | None = None, hf_weights: str | None 
         **overrides: any :class:`GPTConfig` field (``n_layer``, ``n_head``, ``n_embd``,
             ``n_positions``, ``dropout``, ``layer_norm_eps``).
     """
-    if name not in GPT_VARIANTS:
-        raise UserError(
-            f"model.net.name={name!r} is not a GPT variant. Valid names: {', '.join(GPT_VARIANTS)}."
-        )
-    unknown = sorted(set(overrides) - set(_ARCH_KEYS))
-    if unknown:
-        raise UserError(
-            f"model.net: unknown GPT argument(s) {', '.join(unknown)}. Arguments: {', '.join(_ARCH_KEYS)}."
-        )
-    arch = {**GPT_VARIANTS[name], **overrides}
+    arch = variant_args("GPT", name, GPT_VARIANTS, _ARCH_KEYS, overrides)
     if vocab_size is not None:
         arch["vocab_size"] = vocab_size
     net = GPT(GPTConfig(**arch))

@@ -41,6 +41,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from vitrain.errors import UserError
+from vitrain.models.registry import variant_args
 
 __all__ = ["MAE_VARIANTS", "MaskedAutoencoderViT", "create_mae", "sincos_pos_embed_2d"]
 
@@ -389,17 +390,7 @@ def create_mae(
 
     Input ``(B, in_chans, img_size, img_size)`` -> ``(loss, pred, mask)``.
     """
-    if name not in MAE_VARIANTS:
-        raise UserError(
-            f"model.net.name={name!r} is not an MAE variant. Valid names: {', '.join(MAE_VARIANTS)}."
-        )
-    unknown = sorted(set(overrides) - set(_ARCH_KEYS))
-    if unknown:
-        raise UserError(
-            f"model.net: unknown MAE argument(s) {', '.join(unknown)}. "
-            f"Architecture arguments: {', '.join(_ARCH_KEYS)}."
-        )
-    arch = {**MAE_VARIANTS[name], **overrides}
+    arch = variant_args("MAE", name, MAE_VARIANTS, _ARCH_KEYS, overrides)
     gh, gw = to_2tuple(img_size)
     p = arch["patch_size"]
     if gh % p or gw % p:
