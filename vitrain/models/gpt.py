@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -220,10 +220,6 @@ def create_gpt(name: str, vocab_size: int | None = None, hf_weights: str | None 
     if hf_weights:
         load_hf_weights(net, hf_weights)
     return net
-
-
-def config_dict(net: GPT) -> dict:
-    return asdict(net.config)
 
 
 # ------------------------------------------------------------------ Hugging Face weights

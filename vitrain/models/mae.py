@@ -255,10 +255,7 @@ class MaskedAutoencoderViT(nn.Module):
         ``noise (B, L)`` fixes the masks, default random)."""
         x = self.patch_embed(imgs)  # (B, L, D)
         x = x + self.pos_embed[:, 1:, :]
-        if noise is None:
-            x, mask, ids_restore = self.random_masking(x, mask_ratio)
-        else:
-            x, mask, ids_restore = self.random_masking(x, mask_ratio, noise=noise)
+        x, mask, ids_restore = self.random_masking(x, mask_ratio, noise)
         cls = self.cls_token + self.pos_embed[:, :1, :]
         x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)
         for block in self.blocks:
