@@ -84,7 +84,7 @@ def run_train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     # Hydra's job logging: the console (here: the returned stderr) and <run_dir>/train.log
     handlers = [logging.StreamHandler(stream), logging.FileHandler(run_dir / "train.log")]
     root = logging.getLogger()
-    level, threads = root.level, torch.get_num_threads()
+    level, threads, environ = root.level, torch.get_num_threads(), dict(os.environ)
     for handler in handlers:
         handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
         root.addHandler(handler)
@@ -101,6 +101,8 @@ def run_train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
             handler.close()
         root.setLevel(level)
         torch.set_num_threads(threads)
+        os.environ.clear()  # Lightning sets PL_GLOBAL_SEED and friends: later runs start clean
+        os.environ.update(environ)
     return subprocess.CompletedProcess(["train.py", *overrides], code, out.getvalue(), stream.getvalue())
 
 

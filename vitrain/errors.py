@@ -8,6 +8,14 @@ class UserError(Exception):
     """
 
 
+def require_positive(prefix: str, **values: int) -> None:
+    """Raise a :class:`UserError` naming ``<prefix>.<key>=<value>`` for the first value below 1
+    (config keys that count something: images, epochs, tokens, sizes)."""
+    for key, value in values.items():
+        if value < 1:
+            raise UserError(f"{prefix}.{key}={value}: must be a positive integer.")
+
+
 def user_message(exc: UserError) -> str:
     """The user-facing text of ``exc``, without a DataLoader worker's traceback.
 

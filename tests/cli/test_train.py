@@ -79,7 +79,7 @@ def test_unknown_key(tmp_path):
 
 
 def test_missing_data_root(tmp_path):
-    proc = run_cli(tmp_path / "run", "data=imagenet", f"data.root={tmp_path}/absent")
+    proc = run_train(tmp_path / "run", "data=imagenet", f"data.root={tmp_path}/absent")
     assert_user_error(proc, f"{tmp_path}/absent/train not found", "ROOT/train/<class_a>/<image>.jpg")
 
 

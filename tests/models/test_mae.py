@@ -133,14 +133,12 @@ def test_encoder_sees_only_visible_patches():
     net.blocks[0].register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
     imgs = torch.randn(3, 3, 32, 32)
     noise = torch.rand(3, 64)
-    masking = net.random_masking
-    net.random_masking = lambda x, ratio: masking(x, ratio, noise=noise)
-    latent, mask, ids_restore = net.forward_encoder(imgs, 0.75)
+    latent, mask, ids_restore = net.forward_encoder(imgs, 0.75, noise)
     assert latent.shape == (3, 1 + 16, 192)
     assert seen == [torch.Size((3, 17, 192))]
     # changing the pixels of masked patches does not change the encoding
     pixel_mask = net.unpatchify(mask[..., None].expand(-1, -1, 4 * 4 * 3))
-    latent2, mask2, _ = net.forward_encoder(imgs + 5 * pixel_mask * torch.randn_like(imgs), 0.75)
+    latent2, mask2, _ = net.forward_encoder(imgs + 5 * pixel_mask * torch.randn_like(imgs), 0.75, noise)
     torch.testing.assert_close(mask2, mask)
     torch.testing.assert_close(latent2, latent)
     pred = net.forward_decoder(latent, ids_restore)

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torchvision.ops import box_convert
 
-from tests.helpers import compose_train, run_cli, run_train
+from tests.helpers import compose_train, run_train
 from vitrain.callbacks import Detections
 from vitrain.callbacks.detections import tile_grid
 from vitrain.data import COCODataModule, ShapesDataModule
@@ -409,7 +409,7 @@ def render_sample(data: ShapesDataModule, index: int):
 
 # ---------------------------------------------------------------- command line
 def test_cli_errors_are_one_message(tmp_path):
-    proc = run_cli(tmp_path / "coco", "model=detr_r50", "data=coco", "data.root=/nonexistent")
+    proc = run_train(tmp_path / "coco", "model=detr_r50", "data=coco", "data.root=/nonexistent")
     assert proc.returncode == 1
     assert "data.root=/nonexistent: no such folder" in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import assert_user_error, run_cli, run_train, write_txt_corpus
+from tests.helpers import assert_user_error, run_train, write_txt_corpus
 from vitrain.data.text import TextDataModule
 from vitrain.errors import UserError
 from vitrain.generate import generate_text, load_gpt
@@ -180,7 +180,7 @@ def test_bert_run_with_next_sentence_prediction(tmp_path, corpus):
 
 
 def test_cli_missing_corpus_is_one_clear_message(tmp_path):
-    proc = run_cli(tmp_path / "run", "model=gpt_tiny", "data=text", "data.files=/nonexistent")
+    proc = run_train(tmp_path / "run", "model=gpt_tiny", "data=text", "data.files=/nonexistent")
     assert_user_error(proc, "data.files=/nonexistent: no such file or folder")
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "failed"
 

@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from vitrain.data.detection import collate_detection
-from vitrain.errors import UserError
+from vitrain.errors import UserError, require_positive
 from vitrain.loggers import log_images
 from vitrain.models.box_ops import to_original_xyxy
 
@@ -42,13 +42,9 @@ class Detections(L.Callback):
         tile_size: int = 256,
         columns: int = 4,
     ) -> None:
-        for key, value in (
-            ("num_images", num_images),
-            ("every_n_epochs", every_n_epochs),
-            ("columns", columns),
-        ):
-            if value < 1:
-                raise UserError(f"callbacks.detections.{key}={value}: must be a positive integer.")
+        require_positive(
+            "callbacks.detections", num_images=num_images, every_n_epochs=every_n_epochs, columns=columns
+        )
         self.dirpath = Path(dirpath) if dirpath else None
         self.num_images, self.every_n_epochs = num_images, every_n_epochs
         self.score_threshold, self.tile_size, self.columns = score_threshold, tile_size, columns

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from vitrain.errors import UserError
+from vitrain.errors import UserError, require_positive
 from vitrain.loggers import log_images
 
 log = logging.getLogger(__name__)
@@ -53,9 +53,7 @@ class Reconstructions(L.Callback):
         std: Sequence[float] | None = None,
         padding: int = 2,
     ) -> None:
-        for key, value in (("num_images", num_images), ("every_n_epochs", every_n_epochs)):
-            if value < 1:
-                raise UserError(f"callbacks.reconstructions.{key}={value}: must be a positive integer.")
+        require_positive("callbacks.reconstructions", num_images=num_images, every_n_epochs=every_n_epochs)
         self.dirpath = Path(dirpath) if dirpath else None
         self.num_images = num_images
         self.every_n_epochs = every_n_epochs

@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
-from vitrain.errors import UserError
+from vitrain.errors import UserError, require_positive
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,7 @@ class TextSamples(L.Callback):
         seed: int = 0,
         dirpath: str | None = None,
     ) -> None:
-        for key, value in (("max_new_tokens", max_new_tokens), ("every_n_epochs", every_n_epochs)):
-            if value < 1:
-                raise UserError(f"callbacks.samples.{key}={value}: must be a positive integer.")
+        require_positive("callbacks.samples", max_new_tokens=max_new_tokens, every_n_epochs=every_n_epochs)
         self.prompt, self.max_new_tokens = prompt, max_new_tokens
         self.temperature, self.top_k, self.seed = temperature, top_k, seed
         self.every_n_epochs = every_n_epochs

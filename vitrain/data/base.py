@@ -411,7 +411,7 @@ class ImageClassificationDataModule(ShardedDataModule):
         raise NotImplementedError
 
     def predict_dataloader(self) -> DataLoader:
-        """Batches ``(images, indices)`` of the files under ``predict_dir``; see ``predict_files``."""
+        """Batches ``(images, indices)`` of the files under ``predict_dir`` (see :class:`ImageFiles`)."""
         if not self.predict_dir:
             raise UserError("mode=predict needs data.predict_dir=<folder of images>.")
         self.predict_set = ImageFiles(self.predict_dir, self.eval_transform(), self.image_mode)

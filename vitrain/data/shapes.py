@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 
 from vitrain.data.detection import DetectionDataModule
 from vitrain.data.detection_transforms import Compose, RandomHorizontalFlip, ToTensorNormalize
-from vitrain.errors import UserError
+from vitrain.errors import UserError, require_positive
 
 SHAPES = ("circle", "square", "triangle")
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -144,9 +144,7 @@ class ShapesDataModule(DetectionDataModule):
     ) -> None:
         super().__init__(num_classes=num_classes, **loader_kwargs)
         self.check_num_classes(len(SHAPES), "data=shapes")
-        for key, value in (("image_size", image_size), ("train_size", train_size), ("val_size", val_size)):
-            if value < 1:
-                raise UserError(f"data.{key}={value}: must be a positive integer.")
+        require_positive("data", image_size=image_size, train_size=train_size, val_size=val_size)
         if test_size < 0:
             raise UserError(f"data.test_size={test_size}: must be >= 0 (0: no test split).")
         if not 0 <= min_objects <= max_objects:

@@ -37,6 +37,7 @@ from torch.utils.checkpoint import checkpoint
 from vitrain.errors import UserError
 from vitrain.hub import arch_from_hf_config, resolve_hf_model
 from vitrain.models.gpt import read_state_dict
+from vitrain.models.registry import variant_args
 
 __all__ = ["BERT", "BERT_VARIANTS", "BertConfig", "create_bert", "load_hf_weights"]
 
@@ -226,16 +227,7 @@ def create_bert(name: str, vocab_size: int | None = None, hf_weights: str | None
         **overrides: any :class:`BertConfig` field (``n_layer``, ``n_head``, ``n_embd``,
             ``n_positions``, ``type_vocab_size``, ``intermediate_size``, ``dropout``, ``nsp``, ...).
     """
-    if name not in BERT_VARIANTS:
-        raise UserError(
-            f"model.net.name={name!r} is not a BERT variant. Valid names: {', '.join(BERT_VARIANTS)}."
-        )
-    unknown = sorted(set(overrides) - set(_ARCH_KEYS))
-    if unknown:
-        raise UserError(
-            f"model.net: unknown BERT argument(s) {', '.join(unknown)}. Arguments: {', '.join(_ARCH_KEYS)}."
-        )
-    arch = {**BERT_VARIANTS[name], **overrides}
+    arch = variant_args("BERT", name, BERT_VARIANTS, _ARCH_KEYS, overrides)
     if vocab_size is not None:
         arch["vocab_size"] = vocab_size
     source = resolve_hf_model(str(hf_weights)) if hf_weights else None

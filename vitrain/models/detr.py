@@ -50,6 +50,7 @@ from torch import Tensor, nn
 
 from vitrain.errors import UserError
 from vitrain.hub import create_timm_model
+from vitrain.models.registry import variant_args
 
 __all__ = ["DETR", "DETR_VARIANTS", "SinePositionEncoding", "create_detr"]
 
@@ -366,19 +367,9 @@ def create_detr(
             ``num_encoder_layers``, ``num_decoder_layers``, ``dim_feedforward``, ``dropout``,
             ``num_queries``.
     """
-    if name not in DETR_VARIANTS:
-        raise UserError(
-            f"model.net.name={name!r} is not a DETR variant. Valid names: {', '.join(DETR_VARIANTS)}."
-        )
-    unknown = sorted(set(overrides) - set(_DEFAULTS))
-    if unknown:
-        raise UserError(
-            f"model.net: unknown DETR argument(s) {', '.join(unknown)}. Architecture arguments: "
-            f"{', '.join(_DEFAULTS)}."
-        )
+    arch = variant_args("DETR", name, DETR_VARIANTS, _DEFAULTS, overrides, defaults=_DEFAULTS)
     if num_classes < 1:
         raise UserError(f"model.net.num_classes={num_classes}: must be at least 1 (data.num_classes).")
-    arch = {**_DEFAULTS, **DETR_VARIANTS[name], **overrides}
     if arch["hidden_dim"] % arch["num_heads"] or arch["hidden_dim"] % 4:
         raise UserError(
             f"model.net.hidden_dim={arch['hidden_dim']}: must be divisible by 4 and by num_heads={arch['num_heads']}."

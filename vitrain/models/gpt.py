@@ -36,6 +36,7 @@ from torch.utils.checkpoint import checkpoint
 
 from vitrain.errors import UserError
 from vitrain.hub import arch_from_hf_config, resolve_hf_model
+from vitrain.models.registry import variant_args
 
 __all__ = ["GPT", "GPT_VARIANTS", "GPTConfig", "create_gpt", "load_hf_weights", "read_state_dict"]
 
@@ -232,16 +233,7 @@ def create_gpt(name: str, vocab_size: int | None = None, hf_weights: str | None 
             OpenWebText runs use ``bias=False`` and ``gelu="exact"``; released GPT-2 weights
             (``hf_weights``) need the defaults ``bias=True``, ``gelu="tanh"``.
     """
-    if name not in GPT_VARIANTS:
-        raise UserError(
-            f"model.net.name={name!r} is not a GPT variant. Valid names: {', '.join(GPT_VARIANTS)}."
-        )
-    unknown = sorted(set(overrides) - set(_ARCH_KEYS))
-    if unknown:
-        raise UserError(
-            f"model.net: unknown GPT argument(s) {', '.join(unknown)}. Arguments: {', '.join(_ARCH_KEYS)}."
-        )
-    arch = {**GPT_VARIANTS[name], **overrides}
+    arch = variant_args("GPT", name, GPT_VARIANTS, _ARCH_KEYS, overrides)
     if vocab_size is not None:
         arch["vocab_size"] = vocab_size
     if arch.get("gelu", "tanh") not in GELU_MODES:

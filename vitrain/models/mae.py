@@ -41,6 +41,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from vitrain.errors import UserError
+from vitrain.models.registry import variant_args
 from vitrain.models.sizes import check_image_size, patch_stages
 
 __all__ = ["MAE_VARIANTS", "MaskedAutoencoderViT", "create_mae", "sincos_pos_embed_2d"]
@@ -258,10 +259,7 @@ class MaskedAutoencoderViT(nn.Module):
         ``noise (B, L)`` fixes the masks, default random)."""
         x = self.patch_embed(imgs)  # (B, L, D)
         x = x + self.pos_embed[:, 1:, :]
-        if noise is None:
-            x, mask, ids_restore = self.random_masking(x, mask_ratio)
-        else:
-            x, mask, ids_restore = self.random_masking(x, mask_ratio, noise=noise)
+        x, mask, ids_restore = self.random_masking(x, mask_ratio, noise)
         cls = self.cls_token + self.pos_embed[:, :1, :]
         x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)
         for block in self.blocks:
@@ -393,17 +391,7 @@ def create_mae(
 
     Input ``(B, in_chans, img_size, img_size)`` -> ``(loss, pred, mask)``.
     """
-    if name not in MAE_VARIANTS:
-        raise UserError(
-            f"model.net.name={name!r} is not an MAE variant. Valid names: {', '.join(MAE_VARIANTS)}."
-        )
-    unknown = sorted(set(overrides) - set(_ARCH_KEYS))
-    if unknown:
-        raise UserError(
-            f"model.net: unknown MAE argument(s) {', '.join(unknown)}. "
-            f"Architecture arguments: {', '.join(_ARCH_KEYS)}."
-        )
-    arch = {**MAE_VARIANTS[name], **overrides}
+    arch = variant_args("MAE", name, MAE_VARIANTS, _ARCH_KEYS, overrides)
     check_image_size(
         img_size, patch_stages(arch["patch_size"]), f"the patch size {arch['patch_size']} of {name}"
     )

@@ -51,6 +51,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from vitrain.errors import UserError
+from vitrain.models.registry import variant_args
 from vitrain.models.sizes import check_image_size
 from vitrain.models.vit import read_weights, shorten_keys
 
@@ -447,17 +448,7 @@ def create_t2t_vit(
 
     Input ``(B, in_chans, img_size, img_size)`` -> logits ``(B, num_classes)``.
     """
-    if name not in T2T_VIT_VARIANTS:
-        raise UserError(
-            f"model.net.name={name!r} is not a T2T-ViT variant; choose one of: {', '.join(T2T_VIT_VARIANTS)}."
-        )
-    unknown = sorted(set(overrides) - set(OVERRIDABLE))
-    if unknown:
-        raise UserError(
-            f"model.net: {', '.join(unknown)} is not a T2T-ViT argument; the architecture "
-            f"overrides are: {', '.join(OVERRIDABLE)}."
-        )
-    args = {**T2T_VIT_VARIANTS[name], **overrides}
+    args = variant_args("T2T-ViT", name, T2T_VIT_VARIANTS, OVERRIDABLE, overrides)
     if args["embed_dim"] % args["num_heads"]:
         raise UserError(
             f"model.net.embed_dim={args['embed_dim']} must be divisible by model.net.num_heads="
