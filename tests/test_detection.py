@@ -408,13 +408,15 @@ def test_cli_errors_are_one_message(tmp_path):
 def test_cli_trains_on_shapes_and_draws_boxes(tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli(
-        run_dir, *CLI_TINY, "callbacks=detection", "data.train_size=16", "data.val_size=4", "data.batch_size=8",
+        run_dir, *CLI_TINY, "callbacks=detection", "data.train_size=16", "data.val_size=4", "data.test_size=4",
+        "data.batch_size=8",
         "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "callbacks.detections.num_images=4",
         "callbacks.throughput=null",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["monitor"] == {"metric": "val/map", "mode": "max"} and summary["status"] == "completed"
+    assert "test/map" in summary["test"]  # the best checkpoint on the held-out shapes
     with open(run_dir / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     keys = set(rows[0])
