@@ -278,7 +278,7 @@ def create_timm_model(
             # which then adapts it to the network without touching the network itself
             file = _hub_weights(cfg.hf_hub_id, pretrained_key, cfg.hf_hub_filename)
             kwargs["pretrained_cfg_overlay"] = {"file": str(file)}
-    return timm.create_model(name, pretrained=pretrained, cache_dir=cache_dir(), **kwargs)
+    return timm.create_model(name, pretrained=pretrained, **kwargs)
 
 
 def _hub_weights(repo_id: str, key: str, filename: str | None = None) -> Path:

@@ -72,6 +72,8 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     assert a["global_step"] == b["global_step"] == 8
     assert a["last"]["val/loss"] == pytest.approx(b["last"]["val/loss"], rel=1e-4)
     assert a["last"]["val/acc1"] == pytest.approx(b["last"]["val/acc1"], abs=1 / 359 + 1e-9)
+    # the held-out test split: every image once across the two ranks
+    assert a["test"]["test/acc1"] == pytest.approx(b["test"]["test/acc1"], abs=1 / 270 + 1e-9)
     wa = load(ddp / "checkpoints" / "last.ckpt")["state_dict"]
     wb = load(single / "checkpoints" / "last.ckpt")["state_dict"]
     for key in wa:

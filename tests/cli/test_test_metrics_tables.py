@@ -34,7 +34,9 @@ def test_sweep_rows_and_columns_carry_test_metrics(tmp_path):
     rows = [read_job(with_test, tmp_path), read_job(without, tmp_path)]
     assert rows[0]["test/acc1"] == 0.85 and "test/acc1" not in rows[1]
     cols = columns(rows)
-    assert cols.index("val/loss") < cols.index("test/acc1") < cols.index("test/loss") < cols.index("wall_time_s")
+    assert (
+        cols.index("val/loss") < cols.index("test/acc1") < cols.index("test/loss") < cols.index("wall_time_s")
+    )
 
 
 def test_report_shows_test_metric_mean_and_std(tmp_path):

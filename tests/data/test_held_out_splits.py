@@ -132,3 +132,38 @@ def test_num_classes_null_flows_from_the_data_into_the_network(image_tree, tmp_p
         "data=imagenet", f"data.root={image_tree}", "data.num_classes=3", output_dir=str(tmp_path)
     )
     assert data_before_task(explicit) is None  # nothing to take: the data is not read here
+
+
+class FakeCIFAR(torch.utils.data.Dataset):
+    """Stands in for torchvision's CIFAR (no files here): ``size`` images numbered by their pixels."""
+
+    def __init__(self, size: int, transform) -> None:
+        self.size, self.transform, self.classes = size, transform, [f"c{i}" for i in range(100)]
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int):
+        image = torch.full((3, 32, 32), index % 256, dtype=torch.uint8)
+        return self.transform(image), index % 100
+
+
+def test_cifar_minival_from_training_images_and_official_test_split(tmp_path, monkeypatch):
+    from vitrain.data import CIFARDataModule
+
+    sizes = {True: 500, False: 100}
+    monkeypatch.setattr(
+        CIFARDataModule, "_dataset", lambda self, train: FakeCIFAR(sizes[train], self._transform(train))
+    )
+    data = CIFARDataModule(
+        root=str(tmp_path), num_classes=100, val_fraction=0.02, mean=[0.5] * 3, std=[0.5] * 3
+    )
+    data.setup()
+    assert (len(data.train_set), len(data.val_set), len(data.test_set)) == (490, 10, 100)
+    assert not set(data.val_set.indices) & set(data.train_set.indices)
+    image, _ = data.val_set[0]  # evaluation transform: no random crop, normalised with the given stats
+    index = data.val_set.indices[0]
+    assert torch.allclose(image, torch.full_like(image, (index % 256 / 255 - 0.5) / 0.5), atol=1e-6)
+    plain = CIFARDataModule(root=str(tmp_path), num_classes=100)
+    plain.setup()
+    assert not plain.has_test_split and len(plain.val_set) == 100

@@ -422,13 +422,15 @@ def test_cli_errors_are_one_message(tmp_path):
 def test_cli_trains_on_shapes_and_draws_boxes(tmp_path):
     run_dir = tmp_path / "run"
     proc = run_train(
-        run_dir, *CLI_TINY, "callbacks=detection", "data.train_size=16", "data.val_size=4", "data.batch_size=8",
+        run_dir, *CLI_TINY, "callbacks=detection", "data.train_size=16", "data.val_size=4", "data.test_size=4",
+        "data.batch_size=8",
         "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "callbacks.detections.num_images=4",
         "callbacks.throughput=null",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["monitor"] == {"metric": "val/map", "mode": "max"} and summary["status"] == "completed"
+    assert "test/map" in summary["test"]  # the best checkpoint on the held-out shapes
     with open(run_dir / "csv" / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     keys = set(rows[0])
@@ -442,7 +444,9 @@ def test_cli_trains_on_shapes_and_draws_boxes(tmp_path):
     } <= keys
     assert {"val/map75", "val/map_small"} <= keys
     # a size range without ground-truth boxes is not logged (COCO's -1 is n/a, not a score)
-    sizes = [float(r[k]) for r in rows for k in ("val/map_small", "val/map_medium", "val/map_large") if r.get(k)]
+    sizes = [
+        float(r[k]) for r in rows for k in ("val/map_small", "val/map_medium", "val/map_large") if r.get(k)
+    ]
     assert sizes and min(sizes) >= 0.0
     picture = Image.open(run_dir / "detections" / "epoch001.png")
     assert picture.size == (4 * 258 + 2, 258 + 2)
