@@ -5,7 +5,11 @@ from vitrain.data.coco import COCODataModule
 from vitrain.data.digits import DigitsDataModule
 from vitrain.data.imagefolder import ImageFolderDataModule
 from vitrain.data.shapes import ShapesDataModule
-from vitrain.data.stream import StreamingImageDataModule, StreamingTextDataModule
+from vitrain.data.stream import (
+    StreamingDetectionDataModule,
+    StreamingImageDataModule,
+    StreamingTextDataModule,
+)
 from vitrain.data.text import TextDataModule
 
 __all__ = [
@@ -14,6 +18,7 @@ __all__ = [
     "ImageFolderDataModule",
     "COCODataModule",
     "ShapesDataModule",
+    "StreamingDetectionDataModule",
     "StreamingImageDataModule",
     "StreamingTextDataModule",
     "TextDataModule",
