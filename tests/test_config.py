@@ -20,7 +20,9 @@ def options(group: str) -> list[str]:
 
 CASES = [(g, o) for g in GROUPS for o in options(g)]
 # data options that the default (image) model cannot use, composed with a model that can
-MODEL_FOR_DATA = {"text": "gpt_tiny", "coco": "detr_tiny", "shapes": "detr_tiny"}
+MODEL_FOR_DATA = {
+    "text": "gpt_tiny", "coco": "detr_tiny", "shapes": "detr_tiny", "text_stream": "gpt_tiny", "coco_stream": "detr_tiny",
+}  # fmt: skip
 
 
 def test_every_group_has_options():
