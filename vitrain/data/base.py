@@ -156,7 +156,7 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
 
     def __init__(self, sampler: EpochSampler, batch_size: int) -> None:
         self.sampler, self.batch_size = sampler, batch_size
-        self._start = 0  # batches to skip at the next iteration (a restored position)
+        self._start = 0  # batches to skip in this epoch (a restored position; 0 after set_epoch)
         self._batches = 0  # batches handed out by the current iteration (its position)
 
     @property
@@ -172,7 +172,7 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         return len(self.sampler) // self.batch_size
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        start, self._start = self._start, 0
+        start = self._start
         self._batches = start
         order, epoch, size = self.sampler.order(), self.sampler.epoch, self.batch_size
         return self._batches_from(order, epoch, size, start)
@@ -181,6 +181,7 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         for first in range(start * size, len(order) - size + 1, size):
             self._batches += 1
             yield [(index, epoch) for index in order[first : first + size]]
+        self._start = 0  # the epoch is done: a restored position applies to it only
 
     def state_dict(self) -> dict[str, int]:
         return {
