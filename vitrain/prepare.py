@@ -13,6 +13,9 @@ or the packing, sequence length and special token ids (text, with ``OUT/tokenize
 * images: an ImageFolder tree ``ROOT/{train,val}/<class>/<image>``. Each item is ``{"index",
   "label", "image"}`` with the image file's bytes as they are (JPEG/PNG stay encoded: the loader
   decodes them, no quality is lost and shards stay small).
+* COCO-format detection (``ROOT/annotations/`` exists, or ``--coco``): each image's bytes with its
+  boxes (absolute xyxy, clipped, empty ones dropped), labels (category ids mapped as ``data=coco``
+  does), crowd flags, original size and image id, for ``data=coco_stream``.
 * text: the corpus is tokenized and packed exactly as ``data=text`` does (same document split,
   tokenizer training when none is given, GPT blocks of ``seq_len + 1`` tokens or BERT
   sentence-packed sequences), then each sequence is one item ``{"index", <token arrays>}``.
@@ -127,6 +130,65 @@ def prepare_images(root: str, out: str, workers: int, chunk_bytes: str, resume: 
     return meta
 
 
+class DetectionItem:
+    """``optimize``'s function for one COCO image: encoded bytes plus its target arrays."""
+
+    def __init__(self, image_dir: str, labels: dict[int, int]) -> None:
+        self.image_dir, self.labels = image_dir, labels
+
+    def __call__(self, item: tuple[dict, list[dict], int]) -> dict:
+        info, anns, index = item
+        width, height = float(info["width"]), float(info["height"])
+        xywh = np.asarray([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
+        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        boxes = np.minimum(boxes.clip(min=0), np.asarray([width, height, width, height], dtype=np.float32))
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        return {
+            "index": index,
+            "image": (Path(self.image_dir) / info["file_name"]).read_bytes(),
+            "boxes": boxes[keep],
+            "labels": np.asarray([self.labels[a["category_id"]] for a in anns], dtype=np.int64)[keep],
+            "iscrowd": np.asarray([int(a.get("iscrowd", 0)) for a in anns], dtype=np.uint8)[keep],
+            "orig_size": np.asarray([int(height), int(width)], dtype=np.int64),
+            "image_id": int(info["id"]),
+        }
+
+
+def prepare_coco(args: argparse.Namespace) -> dict:
+    """Shards of a COCO-format dataset (both splits), labels mapped as ``data=coco`` maps them."""
+    from vitrain.data.coco import COCODetection, category_labels, read_annotations
+
+    root = Path(args.root)
+    paths = {key: root / getattr(args, key) for key in ("train_ann", "val_ann", "train_images", "val_images")}
+    train, val = (
+        read_annotations(paths["train_ann"], "train_ann"),
+        read_annotations(paths["val_ann"], "val_ann"),
+    )
+    labels, classes = category_labels(train["categories"], not args.keep_category_ids)
+    splits = {}
+    for split, content in (("train", train), ("val", val)):
+        image_dir = paths[f"{split}_images"]
+        if not image_dir.is_dir():
+            raise UserError(f"--{split}-images {image_dir}: no such image folder.")
+        dataset = COCODetection(content, image_dir, labels, None, f"--{split}-ann {paths[f'{split}_ann']}")
+        items = [(info, dataset.annotations[info["id"]], i) for i, info in enumerate(dataset.images)]
+        log.info("Writing %d %s images to %s", len(items), split, join(args.out, split))
+        optimize_split(DetectionItem(str(image_dir), labels), items, join(args.out, split), args.workers,
+                       args.chunk_bytes, args.resume)  # fmt: skip
+        splits[split] = len(items)
+    meta = {
+        "format": FORMAT_VERSION,
+        "kind": "detection",
+        "classes": classes,
+        "num_classes": len(classes),
+        "contiguous_ids": not args.keep_category_ids,
+        "splits": splits,
+        "source": str(root.resolve()),
+    }
+    write_text(join(args.out, META_FILE), json.dumps(meta, indent=2))
+    return meta
+
+
 # ------------------------------------------------------------------ text
 class TextItem:
     """``optimize``'s function for one packed sequence of a ``data=text`` token cache (picklable;
@@ -234,8 +296,26 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--chunk-bytes", default="64MB", help="size of each shard file")
     common.add_argument("--resume", action="store_true", help="continue an interrupted conversion")
 
-    images = sub.add_parser("images", parents=[common], help="an ImageFolder tree ROOT/{train,val}/<class>/")
-    images.add_argument("--root", required=True, help="ImageFolder root with train/ and val/")
+    images = sub.add_parser(
+        "images",
+        parents=[common],
+        help="an ImageFolder tree ROOT/{train,val}/<class>/ or a COCO-format dataset",
+    )
+    images.add_argument("--root", required=True, help="ImageFolder root with train/ and val/, or a COCO root")
+    images.add_argument(
+        "--coco", action="store_true", help="COCO-format detection (default when ROOT/annotations/ exists)"
+    )
+    images.add_argument(
+        "--train-ann", default="annotations/instances_train2017.json", help="COCO, relative to ROOT"
+    )
+    images.add_argument(
+        "--val-ann", default="annotations/instances_val2017.json", help="COCO, relative to ROOT"
+    )
+    images.add_argument("--train-images", default="train2017", help="COCO image folder, relative to ROOT")
+    images.add_argument("--val-images", default="val2017", help="COCO image folder, relative to ROOT")
+    images.add_argument(
+        "--keep-category-ids", action="store_true", help="COCO: labels = category ids (DETR's 91)"
+    )
 
     text = sub.add_parser("text", parents=[common], help=".txt/.jsonl corpora, tokenized and packed")
     text.add_argument(
@@ -268,9 +348,12 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     args = build_parser().parse_args(argv)
     try:
-        meta = prepare_images(args.root, args.out, args.workers, args.chunk_bytes, args.resume) if (
-            args.what == "images"
-        ) else prepare_text(args)  # fmt: skip
+        if args.what == "text":
+            meta = prepare_text(args)
+        elif args.coco or (Path(args.root) / "annotations").is_dir():
+            meta = prepare_coco(args)
+        else:
+            meta = prepare_images(args.root, args.out, args.workers, args.chunk_bytes, args.resume)
     except UserError as err:
         log.error(user_message(err))
         sys.exit(1)

@@ -22,7 +22,7 @@ CASES = [(g, o) for g in GROUPS for o in options(g)]
 # data options that the default (image) model cannot use, composed with a model that can
 MODEL_FOR_DATA = {
     "text": "gpt_tiny", "text_stream": "gpt_tiny", "coco": "detr_tiny", "shapes": "detr_tiny",
-    "shapes_masks": "sam_tiny", "coco_masks": "sam_tiny", "sa1b": "sam_tiny",
+    "coco_stream": "detr_tiny", "shapes_masks": "sam_tiny", "coco_masks": "sam_tiny", "sa1b": "sam_tiny",
 }  # fmt: skip
 
 

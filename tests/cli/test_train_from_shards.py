@@ -40,20 +40,32 @@ def text_shards(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_vit_trains_from_image_shards_with_classes_from_the_shards(image_tree, tmp_path):
+def test_vit_trains_from_image_shards_and_resumes_exactly(image_tree, tmp_path):
     shards = tmp_path / "shards"
     prepare(["images", "--root", str(image_tree), "--out", str(shards), "--workers", "1"])
-    run_dir = tmp_path / "run"
-    proc = run_cli(
-        run_dir, *TINY_VIT, "data=imagenet_stream", f"data.root={shards}", "data.image_size=16",
-        "data.batch_size=4", "data.num_workers=1", "trainer.max_epochs=2",
-    )  # fmt: skip
+    run = [
+        *TINY_VIT, "data=imagenet_stream", f"data.root={shards}", "data.image_size=16", "data.batch_size=4",
+        "data.num_workers=1", "trainer.max_epochs=2", "callbacks.model_checkpoint.save_top_k=-1",
+    ]  # fmt: skip
+    straight = tmp_path / "straight"
+    proc = run_cli(straight, *run)
     assert proc.returncode == 0, proc.stderr
-    result = summary(run_dir)
+    result = summary(straight)
     assert result["status"] == "completed" and result["global_step"] == 12  # 24 images / 4, 2 epochs
-    checkpoint = last(run_dir)
+    checkpoint = last(straight)
     assert checkpoint["state_dict"]["net.head.weight"].shape[0] == 3  # num_classes from vitrain.json
     assert checkpoint["vitrain"]["class_names"] == ["cat", "dog", "fox"]
+    # interrupted mid-epoch 1, resumed: the loader continues where it was, augmentation included
+    resumed = tmp_path / "resumed"
+    stop = ["+callbacks.stop._target_=tests.helpers.SignalAtStep", "+callbacks.stop.step=9"]
+    assert run_cli(resumed, *run, *stop).returncode == 0
+    assert summary(resumed)["status"] == "interrupted" and summary(resumed)["global_step"] == 9
+    proc = run_cli(resumed, *run, "resume=auto")
+    assert proc.returncode == 0, proc.stderr
+    a = torch.load(resumed / "checkpoints" / "epoch001.ckpt", map_location="cpu", weights_only=True)
+    b = torch.load(straight / "checkpoints" / "epoch001.ckpt", map_location="cpu", weights_only=True)
+    for key in b["state_dict"]:
+        torch.testing.assert_close(a["state_dict"][key], b["state_dict"][key], rtol=0, atol=0, msg=key)
 
 
 @pytest.mark.slow

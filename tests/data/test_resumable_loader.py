@@ -93,3 +93,18 @@ def test_state_keeps_the_position_in_samples_when_the_rank_count_changes():
     single.load_state_dict({"epoch": 1, "batches": 3, "samples_per_step": 8})  # 2 ranks x batch 4
     assert single.state_dict() == {"epoch": 1, "batches": 6, "samples_per_step": 4}
     assert len(list(single)) == 4  # 10 batches in the epoch, 6 done
+
+
+def test_restored_position_applies_to_its_epoch_only():
+    dl = loader(0)
+    dl.batch_sampler.set_epoch(1)
+    batches = iter(dl)
+    [next(batches) for _ in range(3)]
+    resumed = loader(0)
+    resumed.load_state_dict(dl.state_dict())
+    rest = iter(resumed)
+    [next(rest) for _ in range(2)]  # the epoch ends early (limit_train_batches)
+    del rest
+    resumed.batch_sampler.sampler.set_epoch(2)  # as Lightning does: on the wrapped sampler
+    for a, b in zip(list(resumed), epoch(loader(0), 2), strict=True):  # all of epoch 2
+        torch.testing.assert_close(a, b, rtol=0, atol=0)

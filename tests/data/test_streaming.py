@@ -90,3 +90,47 @@ def test_missing_or_wrong_shards_are_one_line_errors(tmp_path, text_shards):
         StreamingImageDataModule(root=str(tmp_path / "nothing"))
     with pytest.raises(UserError, match="holds text shards, not image_classification"):
         StreamingImageDataModule(root=str(text_shards))
+
+
+def write_small_coco(root: Path) -> None:
+    """Both splits: category ids 2 and 5; image 2 has no boxes, image 1 a box past its edge."""
+    from PIL import Image
+
+    (root / "annotations").mkdir(parents=True)
+    for split in ("train", "val"):
+        (root / split).mkdir()
+        images = [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 30},
+                  {"id": 2, "file_name": "b.png", "width": 20, "height": 20}]  # fmt: skip
+        for info in images:
+            Image.new("RGB", (info["width"], info["height"]), (90, 30, 200)).save(
+                root / split / info["file_name"]
+            )
+        annotations = [
+            {"id": 1, "image_id": 1, "category_id": 5, "bbox": [4, 3, 10, 12], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [30, 10, 20, 10], "iscrowd": 1},
+        ]
+        content = {"images": images, "annotations": annotations,
+                   "categories": [{"id": 2, "name": "car"}, {"id": 5, "name": "dog"}]}  # fmt: skip
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(content))
+
+
+def test_coco_shards_keep_boxes_labels_and_images_without_boxes(tmp_path):
+    from vitrain.data.stream import StreamingDetectionDataModule
+
+    write_small_coco(tmp_path / "coco")
+    out = tmp_path / "shards"
+    prepare(["images", "--root", str(tmp_path / "coco"), "--out", str(out), "--workers", "1",
+             "--train-ann", "annotations/instances_train.json", "--val-ann", "annotations/instances_val.json",
+             "--train-images", "train", "--val-images", "val"])  # fmt: skip
+    data = StreamingDetectionDataModule(root=str(out), scales=[60], max_size=100, crop_resize=[40],
+                                        crop_size=[20, 30], val_size=60, batch_size=2)  # fmt: skip
+    data.setup()
+    assert data.num_classes == 2 and data.classes == ["car", "dog"]
+    images, mask, targets = next(iter(data.val_dataloader()))
+    assert images.shape[:2] == (2, 3) and mask.shape == (2, *images.shape[2:])
+    by_id = {int(t["image_id"]): t for t in targets}
+    assert by_id[1]["labels"].tolist() == [1, 0] and by_id[1]["iscrowd"].tolist() == [False, True]
+    assert by_id[1]["orig_size"].tolist() == [30, 40] and by_id[2]["boxes"].shape == (0, 4)
+    # the clipped box ends at the image edge: x2 = 40 of 40 -> 1.0 in normalised cxcywh
+    cx, _, w, _ = by_id[1]["boxes"][1].tolist()
+    assert cx + w / 2 == pytest.approx(1.0)

@@ -51,13 +51,29 @@ class ExactResume(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         fit_loop = trainer.fit_loop
-        pending = getattr(fit_loop, "_combined_loader_states_to_load", None)
-        if not pending or fit_loop._combined_loader is None or fit_loop._data_fetcher is None:
+        combined, fetcher = fit_loop._combined_loader, fit_loop._data_fetcher
+        if combined is None or fetcher is None:
             return
-        fit_loop._combined_loader._load_state_dicts(pending)
-        fit_loop._combined_loader_states_to_load = []
-        iter(fit_loop._data_fetcher)  # the iterator made before the restore starts at batch 0
-        log.info("Restored the training loader's position from the checkpoint.")
+        pending = getattr(fit_loop, "_combined_loader_states_to_load", None)
+        if pending:  # Lightning #20550: the loaders were built before the restore
+            combined._load_state_dicts(pending)
+            fit_loop._combined_loader_states_to_load = []
+            iter(fetcher)  # the iterator made before the restore started at batch 0
+            log.info("Restored the training loader's position from the checkpoint.")
+        # A checkpoint from the end of a shortened epoch (limit_train_batches) holds a position
+        # inside that epoch; the resumed run starts the next one. The iterator exists already
+        # (made before Lightning's set_epoch), so it is made again for the right epoch.
+        stale = False
+        for loader in combined.flattened:
+            batches = getattr(loader, "batch_sampler", None)
+            if hasattr(batches, "set_epoch") and getattr(batches, "epoch", None) not in (
+                None,
+                trainer.current_epoch,
+            ):
+                batches.set_epoch(trainer.current_epoch)
+                stale = True
+        if stale:
+            iter(fetcher)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         seed_all(batch_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank))

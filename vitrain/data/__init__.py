@@ -11,7 +11,11 @@ from vitrain.data.segmentation import (
     ShapesMasksDataModule,
 )
 from vitrain.data.shapes import ShapesDataModule
-from vitrain.data.stream import StreamingImageDataModule, StreamingTextDataModule
+from vitrain.data.stream import (
+    StreamingDetectionDataModule,
+    StreamingImageDataModule,
+    StreamingTextDataModule,
+)
 from vitrain.data.text import TextDataModule
 
 __all__ = [
@@ -20,6 +24,7 @@ __all__ = [
     "ImageFolderDataModule",
     "COCODataModule",
     "ShapesDataModule",
+    "StreamingDetectionDataModule",
     "StreamingImageDataModule",
     "StreamingTextDataModule",
     "TextDataModule",

@@ -176,7 +176,9 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
 
     def __init__(self, sampler: EpochSampler, batch_size: int) -> None:
         self.sampler, self.batch_size = sampler, batch_size
-        self._start = 0  # batches to skip at the next iteration (a restored position)
+        # a restored position: batches to skip in epoch ``_start_epoch`` (Lightning may call
+        # ``set_epoch`` on the wrapped sampler directly, so the epoch is checked at each iteration)
+        self._start, self._start_epoch = 0, -1
         self._batches = 0  # batches handed out by the current iteration (its position)
 
     @property
@@ -184,15 +186,13 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         return self.sampler.epoch
 
     def set_epoch(self, epoch: int) -> None:
-        if epoch != self.sampler.epoch:
-            self._start = 0
         self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.sampler) // self.batch_size
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        start, self._start = self._start, 0
+        start = self._start if self.sampler.epoch == self._start_epoch else 0
         self._batches = start
         order, epoch, size = self.sampler.order(), self.sampler.epoch, self.batch_size
         return self._batches_from(order, epoch, size, start)
@@ -225,6 +225,7 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
             epoch, batches = epoch + 1, 0
         self.sampler.set_epoch(epoch)
         self._start = self._batches = batches
+        self._start_epoch = epoch
 
 
 class ResumableLoader(StatefulDataLoader):

@@ -22,6 +22,8 @@ import torch
 from torch.utils.data import get_worker_info
 
 from vitrain.data.base import sample_seed
+from vitrain.data.detection import DetectionDataModule
+from vitrain.data.detection_transforms import detr_train_transform, detr_val_transform
 from vitrain.data.imagefolder import ImageFolderDataModule
 from vitrain.data.text import _PadCollate
 from vitrain.data.tokenizer import PACKINGS, check_special_tokens
@@ -170,6 +172,76 @@ class StreamingImageDataModule(ImageFolderDataModule):
 
     def val_dataloader(self):
         return _loader(self.val_set, self.batch_size, self.num_workers, self.pin_memory, None, train=False)
+
+
+class _DecodeDetection:
+    def __init__(self, transform) -> None:
+        self.transform = transform
+
+    def __call__(self, item: dict):
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(bytes(item["image"]))).convert("RGB")
+        target = {
+            "boxes": torch.as_tensor(np.asarray(item["boxes"], dtype=np.float32)).reshape(-1, 4),
+            "labels": torch.as_tensor(np.asarray(item["labels"], dtype=np.int64)).reshape(-1),
+            "iscrowd": torch.as_tensor(np.asarray(item["iscrowd"]).astype(bool)).reshape(-1),
+            "orig_size": torch.as_tensor(np.asarray(item["orig_size"], dtype=np.int64)),
+            "image_id": torch.tensor(int(item["image_id"])),
+        }
+        return self.transform(image, target)
+
+
+class StreamingDetectionDataModule(DetectionDataModule):
+    """Object detection from shards of ``python -m vitrain.prepare images --root <COCO root>``.
+
+    DETR's augmentation and batches as ``data=coco`` (padded images with pixel masks); the class
+    names and ``num_classes`` (null: from the shards) come from ``ROOT/vitrain.json``.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        num_classes: int | None = None,
+        cache_dir: str | None = None,
+        scales: tuple[int, ...] = (480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800),
+        max_size: int = 1333,
+        crop_resize: tuple[int, ...] = (400, 500, 600),
+        crop_size: tuple[int, int] = (384, 600),
+        val_size: int = 800,
+        **loader_kwargs,
+    ) -> None:
+        self.meta = read_meta(str(root), "detection")
+        found = self.meta["num_classes"]
+        super().__init__(num_classes=found if num_classes is None else num_classes, **loader_kwargs)
+        self.check_num_classes(found, f"data.root={root} (vitrain.json)")
+        self.root, self.cache_dir = str(root), cache_dir
+        self.train_transform = detr_train_transform(
+            scales, max_size, crop_resize, crop_size, self.mean, self.std
+        )
+        self.val_transform = detr_val_transform(val_size, max_size, self.mean, self.std)
+
+    def model_sizes(self) -> dict[str, int]:
+        return {"num_classes": self.num_classes}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.val_set is not None:
+            return
+        self.classes = list(self.meta["classes"])
+        train = _SeededTransform(_DecodeDetection(self.train_transform), self.seed)
+        self.train_set = _streaming_dataset(self.root, "train", True, self.seed, self.cache_dir, train)
+        val = _SeededTransform(_DecodeDetection(self.val_transform), self.seed)
+        self.val_set = _streaming_dataset(self.root, "val", False, self.seed, self.cache_dir, val)
+
+    def train_dataloader(self):
+        return _loader(
+            self.train_set, self.batch_size, self.num_workers, self.pin_memory, self.collate_fn, True
+        )
+
+    def val_dataloader(self):
+        return _loader(
+            self.val_set, self.batch_size, self.num_workers, self.pin_memory, self.collate_fn, False
+        )
 
 
 class _TextItem:
