@@ -155,3 +155,20 @@ def test_layer_decay_groups_and_step_schedule():
         sched.step()
     assert lrs[0] == pytest.approx(8e-4 / 5) and lrs[10] == pytest.approx(8e-4)
     assert lrs[60] == pytest.approx(8e-5) and lrs[95] == pytest.approx(8e-6)
+
+
+def test_round_loss_takes_the_best_of_three_masks_in_float32_under_bf16():
+    task = make_task()
+    gt = torch.zeros(2, 8, 8, dtype=torch.bool)
+    gt[:, 2:6, 2:6] = True
+    perfect = gt.float() * 20 - 10
+    logits = torch.stack([-perfect, perfect, torch.zeros_like(perfect)], 1).to(torch.bfloat16)  # (2, 3, 8, 8)
+    iou_pred = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, parts = task.round_loss(logits, iou_pred, gt)
+    assert loss.dtype == torch.float32
+    assert parts["dice"] < 0.05 and parts["focal"] < 1e-3  # the perfect mask was chosen
+    # the IoU head regresses the actual IoU of every mask: (0, 1, 0) here, predicted exactly
+    assert parts["iou"] == pytest.approx(0.0, abs=1e-3)
+    worse, _ = task.round_loss(logits[:, [0, 2]], iou_pred[:, [0, 2]], gt)
+    assert worse > loss
