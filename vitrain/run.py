@@ -214,7 +214,12 @@ def fit(
     previous = read_summary(run_dir)
     ckpt_path, resume_step = resume_from(cfg, previous)
     net_config = OmegaConf.to_container(cfg.model.net, resolve=True)
-    callbacks = [*build_all(cfg.get("callbacks")), CheckpointMetadata(net_config, checkpoint_config(cfg, choices))]
+    callbacks = [
+        *build_all(cfg.get("callbacks")),
+        CheckpointMetadata(net_config, checkpoint_config(cfg, choices)),
+    ]
+    # Preemption acts last in each hook, so it sees a stop any other callback asked for in the same batch
+    callbacks.sort(key=lambda callback: isinstance(callback, Preemption))
     setup_data_early(datamodule)  # data errors stop the run before a logger (W&B run) exists
     loggers = build_all(cfg.get("logger"))
     trainer: L.Trainer = instantiate(

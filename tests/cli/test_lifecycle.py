@@ -108,6 +108,10 @@ def test_export_round_trips_through_plain_timm(full_run, tmp_path):
     ckpt_path = full_run / "checkpoints" / "last.ckpt"
     proc = run_train(tmp_path / "export", *SMALL, "mode=export", f"ckpt_path={ckpt_path}")
     assert proc.returncode == 0, proc.stderr
+    assert summary(tmp_path / "export") == {
+        "status": "completed", "mode": "export", "checkpoint": str(ckpt_path),
+        "export_dir": str(tmp_path / "export" / "export"),
+    }  # fmt: skip
     out = tmp_path / "export" / "export"
     config = json.loads((out / "config.json").read_text())
     assert config["name"] == "vit_tiny_patch16_224" and config["class_names"] == [str(i) for i in range(10)]

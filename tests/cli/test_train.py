@@ -81,6 +81,7 @@ def test_unknown_key(tmp_path):
 def test_missing_data_root(tmp_path):
     proc = run_train(tmp_path / "run", "data=imagenet", f"data.root={tmp_path}/absent")
     assert_user_error(proc, f"{tmp_path}/absent/train not found", "ROOT/train/<class_a>/<image>.jpg")
+    assert "CONFIG" not in proc.stdout  # the data is checked before the config tree is printed
 
 
 def test_empty_class_folder(tmp_path, image_tree):

@@ -13,8 +13,6 @@ from vitrain.data.stream import StreamingImageDataModule, StreamingTextDataModul
 from vitrain.errors import UserError
 from vitrain.prepare import main as prepare
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 @pytest.fixture
 def image_shards(image_tree: Path, tmp_path: Path) -> Path:

@@ -221,6 +221,8 @@ class StreamingDetectionDataModule(DetectionDataModule):
         )
         self.val_transform = detr_val_transform(val_size, max_size, self.mean, self.std)
 
+    model_size_keys = ("num_classes",)
+
     def model_sizes(self) -> dict[str, int]:
         return {"num_classes": self.num_classes}
 
@@ -267,6 +269,7 @@ class StreamingTextDataModule(L.LightningDataModule):
     """
 
     kind = "text"
+    model_size_keys = ("vocab_size",)
 
     def __init__(
         self,

@@ -3,7 +3,7 @@
 Every family keeps its table of named variants (``GPT_VARIANTS``, ``MAE_VARIANTS`` ...) next to
 its network; :func:`variant_args` resolves ``name`` + overrides against that table with the
 same checks and messages for all of them (``create_mae``, ``create_t2t_vit``, ``create_detr``,
-``create_gpt``, ``create_bert``). ``MODEL_FAMILIES`` lists every factory a ``conf/model/*.yaml``
+``create_gpt``, ``create_bert``, ``create_sam``). ``MODEL_FAMILIES`` lists every factory a ``conf/model/*.yaml``
 ``net._target_`` may name.
 """
 
@@ -49,4 +49,5 @@ MODEL_FAMILIES = {
     "detr": "vitrain.models.create_detr",
     "gpt": "vitrain.models.create_gpt",
     "bert": "vitrain.models.create_bert",
+    "sam": "vitrain.models.create_sam",
 }

@@ -59,6 +59,8 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
 from vitrain.errors import UserError
+from vitrain.models.registry import variant_args
+from vitrain.models.sizes import check_image_size, patch_stages
 
 log = logging.getLogger(__name__)
 
@@ -712,21 +714,12 @@ def create_sam(
             whose encoder initialises the image encoder (see :func:`load_mae_encoder`).
         **overrides: any :class:`SamConfig` field (``drop_path``, ``window_size``, ...).
     """
-    if name not in SAM_VARIANTS:
-        raise UserError(
-            f"model.net.name={name!r} is not a SAM variant. Valid names: {', '.join(SAM_VARIANTS)}."
-        )
-    unknown = sorted(set(overrides) - set(_ARCH_KEYS))
-    if unknown:
-        raise UserError(
-            f"model.net: unknown SAM argument(s) {', '.join(unknown)}. Arguments: {', '.join(_ARCH_KEYS)}."
-        )
     given = [
         k for k, v in (("checkpoint", checkpoint), ("hf_weights", hf_weights), ("init_from", init_from)) if v
     ]
     if len(given) > 1:
         raise UserError(f"model.net: {' and '.join(given)} are both set; give only one source of weights.")
-    arch = {**SAM_VARIANTS[name], **overrides}
+    arch = variant_args("SAM", name, SAM_VARIANTS, _ARCH_KEYS, overrides)
     if image_size is not None:
         arch["image_size"] = image_size
     arch["encoder_global_attn_indexes"] = tuple(arch["encoder_global_attn_indexes"])
@@ -734,10 +727,9 @@ def create_sam(
         if key in arch:
             arch[key] = tuple(arch[key])
     cfg = SamConfig(**arch)
-    if cfg.image_size % cfg.patch_size:
-        raise UserError(
-            f"model.net.image_size={cfg.image_size} is not a multiple of the patch size {cfg.patch_size} of {name}."
-        )
+    check_image_size(
+        cfg.image_size, patch_stages(cfg.patch_size), f"the patch size {cfg.patch_size} of {name}"
+    )
     if cfg.encoder_embed_dim % cfg.encoder_num_heads or cfg.prompt_embed_dim % (2 * cfg.decoder_num_heads):
         raise UserError(f"model.net: widths of {name} must be divisible by their head counts.")
     net = SAM(cfg)
