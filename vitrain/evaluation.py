@@ -52,9 +52,12 @@ def setup_data_early(datamodule: L.LightningDataModule) -> None:
 
     Lightning creates the loggers' experiments (a W&B run) before it sets the data up; reading
     the data first makes a missing root, a class mismatch or a corrupt annotation file fail
-    before any run is created.
+    before any run is created. A DataModule with ``early_setup = False`` is skipped: litdata's
+    streaming datasets take the rank and world size when created, so they must be created after
+    the process group exists (their shard index is read, and checked, when they are built).
     """
-    datamodule.setup("fit")
+    if getattr(datamodule, "early_setup", True):
+        datamodule.setup("fit")
 
 
 def test_after_fit(cfg: DictConfig, trainer: L.Trainer, task: L.LightningModule, datamodule) -> dict | None:

@@ -34,8 +34,6 @@ from vitrain.tasks.optim import per_step_schedule
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 COSINE, LINEAR = "vitrain.tasks.optim.warmup_cosine", "vitrain.tasks.optim.warmup_linear"
-# SAM's schedule (conf/scheduler/sam_step.yaml) still counts optimizer steps: see test_schedule_in_optimizer_steps
-SAM_STEP = "vitrain.tasks.segmentation.step_schedule"
 # SAM, appendix A: the lr drops x0.1 at 60k and 86,666 of 90k iterations (ViT-H): 2/3 and (rounded
 # down) 26/27 of the run
 SAM_DROP_FRACTIONS = (Fraction(2, 3), Fraction(26, 27))
@@ -273,9 +271,12 @@ EXPECTED: dict[str, dict] = {
         "data.batch_size": 1,  # one image per GPU (128 GPUs)
         "trainer.max_steps": 180_000,  # unverified (ViT-H: 90k)
         "trainer.max_epochs": -1,
-        "scheduler._target_": SAM_STEP,
-        "scheduler.warmup_steps": 250,
-        "scheduler.drop_steps": [int(f * 180_000) for f in SAM_DROP_FRACTIONS],  # extrapolated
+        "scheduler._target_": "vitrain.tasks.optim.step_decay",
+        # one schedule epoch = the whole max_steps run: 250 warm-up steps, drops at 2/3 and 26/27
+        "scheduler.warmup_epochs": pytest.approx(250 / 180_000, rel=1e-12),
+        "scheduler.drop_epochs": [
+            pytest.approx(float(f), abs=1e-5) for f in SAM_DROP_FRACTIONS
+        ],  # extrapolated
         "scheduler.gamma": 0.1,
         "data.image_size": 1024,
         "data.hflip": False,  # no augmentation

@@ -236,3 +236,8 @@ def test_mae_init_interpolates_pos_embed_and_keeps_rel_pos_fresh(tmp_path):
     torch.save(wide.state_dict(), path)
     with pytest.raises(UserError, match="64 wide"):
         create_sam("sam_tiny", init_from=str(path), **TINY)
+
+
+def test_recipe_refuses_to_start_without_the_mae_encoder():
+    with pytest.raises(UserError, match="model.net.init_from is required by this recipe"):
+        create_sam("sam_tiny", image_size=32, require_init_from=True)

@@ -11,6 +11,7 @@ import torch
 from vitrain.data.segmentation import ShapesMasksDataModule
 from vitrain.errors import UserError
 from vitrain.models.sam import create_sam
+from vitrain.tasks.optim import step_decay
 from vitrain.tasks.segmentation import (
     SegmentationTask,
     centre_points,
@@ -20,7 +21,6 @@ from vitrain.tasks.segmentation import (
     noisy_boxes,
     sam_param_groups,
     sigmoid_focal_loss,
-    step_schedule,
 )
 
 TINY = dict(
@@ -147,7 +147,8 @@ def test_layer_decay_groups_and_step_schedule():
     assert "image_encoder.pos_embed" in no_decay and "image_encoder.blocks.0.attn.rel_pos_h" in no_decay
     assert sum(len(g["params"]) for g in groups) == len(list(net.parameters()))
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=8e-4)
-    sched = step_schedule(opt, 100, 10, warmup_steps=5, drop_steps=[60, 90])
+    # SAM's schedule is optim.step_decay; in a max_steps run the whole run is one schedule epoch
+    sched = step_decay(opt, 100, 100, drop_epochs=[0.6, 0.9], warmup_epochs=0.05)
     lrs = []
     for _ in range(100):
         lrs.append(opt.param_groups[0]["lr"])

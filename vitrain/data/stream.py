@@ -130,6 +130,8 @@ class StreamingImageDataModule(ImageFolderDataModule):
     downloaded chunks (null: litdata's default cache).
     """
 
+    early_setup = False  # datasets shard by rank when created: after the process group exists
+
     def __init__(
         self, root: str, num_classes: int | None = None, cache_dir: str | None = None, **kwargs
     ) -> None:
@@ -199,6 +201,8 @@ class StreamingDetectionDataModule(DetectionDataModule):
     names and ``num_classes`` (null: from the shards) come from ``ROOT/vitrain.json``.
     """
 
+    early_setup = False  # datasets shard by rank when created: after the process group exists
+
     def __init__(
         self,
         root: str,
@@ -267,6 +271,8 @@ class StreamingTextDataModule(L.LightningDataModule):
     packing, sequence length, special token ids and the tokenizer (``ROOT/tokenizer.json``) come
     from the shards; the vocabulary size sets ``model.net.vocab_size`` when that is null.
     """
+
+    early_setup = False  # datasets shard by rank when created: after the process group exists
 
     kind = "text"
     model_size_keys = ("vocab_size",)

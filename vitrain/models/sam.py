@@ -701,6 +701,7 @@ def create_sam(
     checkpoint: str | None = None,
     hf_weights: str | None = None,
     init_from: str | None = None,
+    require_init_from: bool = False,
     **overrides,
 ) -> SAM:
     """Build the SAM variant ``name`` (see the module docstring for the table).
@@ -712,11 +713,19 @@ def create_sam(
         hf_weights: a Hugging Face ``SamModel`` weight file (``model.safetensors``), converted.
         init_from: an MAE pretraining checkpoint (vitrain ``.ckpt`` or the reference ``.pth``)
             whose encoder initialises the image encoder (see :func:`load_mae_encoder`).
+        require_init_from: fail unless some weights are given (``init_from``, ``checkpoint`` or
+            ``hf_weights``): the paper's recipe starts from an MAE encoder, never from scratch.
         **overrides: any :class:`SamConfig` field (``drop_path``, ``window_size``, ...).
     """
     given = [
         k for k, v in (("checkpoint", checkpoint), ("hf_weights", hf_weights), ("init_from", init_from)) if v
     ]
+    if require_init_from and not given:
+        raise UserError(
+            f"model.net.init_from is required by this recipe ({name} starts from an MAE-pretrained encoder, "
+            "as the SAM paper): set model.net.init_from=<MAE pretraining .ckpt or .pth>, or "
+            "model.net.checkpoint=<a SAM checkpoint>."
+        )
     if len(given) > 1:
         raise UserError(f"model.net: {' and '.join(given)} are both set; give only one source of weights.")
     arch = variant_args("SAM", name, SAM_VARIANTS, _ARCH_KEYS, overrides)

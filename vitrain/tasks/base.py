@@ -18,6 +18,7 @@ from torch import nn
 from vitrain.checkpoints import export_network
 from vitrain.errors import UserError
 from vitrain.tasks import optim
+from vitrain.tasks.held_out import HeldOutTest
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 """A partial optimizer (``model.optimizer`` with ``_partial_: true``): called with param groups."""
@@ -28,7 +29,7 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 MONITOR_MODES = ("max", "min")
 
 
-class Task(L.LightningModule):
+class Task(HeldOutTest, L.LightningModule):
     """Base class of every vitrain task (``conf/model/*.yaml`` ``_target_``).
 
     **A subclass must define**
@@ -42,6 +43,8 @@ class Task(L.LightningModule):
       ``super().__init__(net, optimizer, scheduler)`` and then
       ``self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])``.
     - ``training_step`` (log ``train/loss``) and ``validation_step`` (log ``monitor``).
+      The held-out test split needs nothing more: the base class (``HeldOutTest``) runs the
+      validation code in Lightning's test loop and logs its metrics as ``test/*``.
 
     **A subclass may override**
 

@@ -18,10 +18,9 @@ from torchmetrics.classification import MulticlassAccuracy
 from vitrain.errors import UserError
 from vitrain.models.vit import prepare_linear_probe
 from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
-from vitrain.tasks.held_out import HeldOutTest
 
 
-class ClassificationTask(HeldOutTest, Task):
+class ClassificationTask(Task):
     """Train ``net`` (images ``(B, C, H, W)`` -> logits ``(B, num_classes)``) on labels ``(B,)``.
 
     Args:

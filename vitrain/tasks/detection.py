@@ -14,7 +14,6 @@ from vitrain.models.box_ops import to_original_xyxy
 from vitrain.models.matcher import HungarianMatcher
 from vitrain.models.set_criterion import SetCriterion
 from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
-from vitrain.tasks.held_out import HeldOutTest
 from vitrain.tasks.optim import param_groups
 
 Targets = list[dict[str, Tensor]]
@@ -30,7 +29,7 @@ MAP_KEYS = {
 }
 
 
-class DetectionTask(HeldOutTest, Task):
+class DetectionTask(Task):
     """Train a DETR ``net`` on batches ``(images (B, 3, H, W), mask (B, H, W), targets)``.
 
     Targets are dicts with normalised cxcywh ``boxes``, ``labels``, ``iscrowd`` and

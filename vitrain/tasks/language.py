@@ -19,7 +19,6 @@ from torchmetrics import MeanMetric
 
 from vitrain.errors import UserError
 from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
-from vitrain.tasks.held_out import HeldOutTest
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ def mask_tokens(
     return inputs, input_ids.masked_fill(~selected, IGNORE_INDEX)
 
 
-class _LanguageTask(HeldOutTest, Task):
+class _LanguageTask(Task):
     """What both language tasks share: the optimizer, the data checks, the tokenizer."""
 
     data_kind = "text"

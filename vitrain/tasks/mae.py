@@ -10,10 +10,9 @@ from torchmetrics import MeanMetric
 
 from vitrain.errors import UserError
 from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
-from vitrain.tasks.held_out import HeldOutTest
 
 
-class MAETask(HeldOutTest, Task):
+class MAETask(Task):
     """Train an MAE ``net`` (``vitrain.models.MaskedAutoencoderViT``) on images; labels unused.
 
     ``net(images (B, C, H, W), mask_ratio, noise)`` returns ``(loss, pred, mask)``; the loss is

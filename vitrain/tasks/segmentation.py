@@ -38,12 +38,11 @@ from torchmetrics import MeanMetric
 
 from vitrain.errors import UserError
 from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
-from vitrain.tasks.held_out import HeldOutTest
 
 Targets = list[dict[str, Tensor]]
 
 
-class SegmentationTask(HeldOutTest, Task):
+class SegmentationTask(Task):
     """Train a SAM ``net`` (``vitrain.models.create_sam``) on batches ``(images, targets)`` of
     ``vitrain.data.segmentation``.
 
@@ -466,22 +465,3 @@ def centre_error_points(pred: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
     return torch.tensor(points, dtype=torch.float32, device=device), torch.tensor(positive, device=device)
 
 
-def step_schedule(
-    optimizer: torch.optim.Optimizer,
-    total_steps: int,
-    steps_per_epoch: float,
-    warmup_steps: int = 250,
-    drop_steps: list[int] | tuple[int, ...] = (),
-    gamma: float = 0.1,
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """SAM's schedule in optimizer steps: linear warm-up for ``warmup_steps``, then the peak lr
-    multiplied by ``gamma`` at each step of ``drop_steps`` (paper: 250; 60k and 86,666 of 90k).
-    Stepped every optimizer step."""
-    drops = sorted(int(s) for s in drop_steps)
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return gamma ** sum(step >= s for s in drops)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
