@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from vitrain.data.base import IMAGE_SUFFIXES, ImageClassificationDataModule, ShardedDataModule, open_image
-from vitrain.data.shapes import SHAPES, SPLITS, background, draw_shape, place_boxes
+from vitrain.data.shapes import SPLITS, render
 from vitrain.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -191,29 +191,10 @@ def render_masks(
 ):
     """One shapes image with exact instance masks: ``(PIL image, masks (N, size, size) bool)``.
 
-    The image is drawn as :func:`vitrain.data.shapes.render` draws it; each mask is the same
-    shape drawn with the same call into its own 1-bit canvas, so it covers exactly the shape's
-    pixels (shapes never overlap).
+    The image and masks are those of :func:`vitrain.data.shapes.render` (same seed, same image).
     """
-    rng = np.random.default_rng([seed, split, index])
-    pixels = background(rng, size)
-    count = int(rng.integers(objects[0], objects[1] + 1))
-    boxes = place_boxes(rng, count, size, *sides)
-    image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    masks = []
-    for box in boxes:
-        label = int(rng.integers(len(SHAPES)))
-        x0, y0, x1, y1 = box
-        local = pixels[y0:y1, x0:x1].reshape(-1, 3).mean(0)
-        colour = rng.uniform(0, 255, 3)
-        while np.abs(colour - local).sum() < 150:
-            colour = rng.uniform(0, 255, 3)
-        direction = int(rng.integers(4))
-        draw_shape(draw, SHAPES[label], box, tuple(int(c) for c in colour), direction)
-        canvas = Image.new("L", (size, size), 0)
-        draw_shape(ImageDraw.Draw(canvas), SHAPES[label], box, 255, direction)
-        masks.append(np.asarray(canvas) > 127)
+    masks: list[np.ndarray] = []
+    image, _, _ = render(seed, split, index, size, objects, sides, masks=masks)
     stacked = np.stack(masks) if masks else np.zeros((0, size, size), dtype=bool)
     return image, torch.from_numpy(stacked)
 

@@ -67,8 +67,21 @@ def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: list[int], colour: tu
         draw.polygon(points, fill=colour)
 
 
-def render(seed: int, split: int, index: int, size: int, objects: tuple[int, int], sides: tuple[int, int]):
-    """One image: ``(PIL image (size x size RGB), boxes (N, 4) float32 xyxy pixels, labels (N,))``."""
+def render(
+    seed: int,
+    split: int,
+    index: int,
+    size: int,
+    objects: tuple[int, int],
+    sides: tuple[int, int],
+    masks: list[np.ndarray] | None = None,
+):
+    """One image: ``(PIL image (size x size RGB), boxes (N, 4) float32 xyxy pixels, labels (N,))``.
+
+    With a ``masks`` list, each shape's exact instance mask ``(size, size) bool`` is appended to
+    it: the same shape drawn with the same call into its own 1-bit canvas, so it covers exactly
+    the shape's pixels (shapes never overlap).
+    """
     rng = np.random.default_rng([seed, split, index])
     pixels = background(rng, size)
     count = int(rng.integers(objects[0], objects[1] + 1))
@@ -83,7 +96,12 @@ def render(seed: int, split: int, index: int, size: int, objects: tuple[int, int
         colour = rng.uniform(0, 255, 3)
         while np.abs(colour - local).sum() < 150:  # stand out from the background under it
             colour = rng.uniform(0, 255, 3)
-        draw_shape(draw, SHAPES[label], box, tuple(int(c) for c in colour), int(rng.integers(4)))
+        direction = int(rng.integers(4))
+        draw_shape(draw, SHAPES[label], box, tuple(int(c) for c in colour), direction)
+        if masks is not None:
+            canvas = Image.new("L", (size, size), 0)
+            draw_shape(ImageDraw.Draw(canvas), SHAPES[label], box, 255, direction)
+            masks.append(np.asarray(canvas) > 127)
         labels.append(label)
     return (
         image,
