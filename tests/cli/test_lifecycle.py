@@ -143,6 +143,8 @@ def test_predict_writes_top5_with_class_names(tmp_path, image_tree):
         f"data.predict_dir={folder}",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    record = summary(tmp_path / "predict")
+    assert record["mode"] == "predict" and record["status"] == "completed" and record["files"] == len(names)
     with open(tmp_path / "predict" / "predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert [str(Path(r["file"]).relative_to(folder)) for r in rows] == names
