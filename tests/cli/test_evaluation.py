@@ -9,7 +9,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 
 import vitrain.run
-from tests.helpers import TINY_VIT, compose_train, run_cli, write_image
+from tests.helpers import TINY_VIT, compose_train, run_train, write_image
 from vitrain.errors import UserError
 from vitrain.evaluation import checkpoint_config, use_checkpoint_config
 
@@ -83,7 +83,7 @@ def test_data_errors_stop_the_run_before_any_logger_exists(image_tree, tmp_path,
 @pytest.mark.slow
 def test_default_data_reports_test_accuracy_and_mode_test_needs_only_the_checkpoint(tmp_path):
     tiny = [*TINY_VIT, "+model.net.patch_size=4", "data.image_size=16", "trainer.max_epochs=1"]
-    proc = run_cli(tmp_path / "train", *tiny)
+    proc = run_train(tmp_path / "train", *tiny)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "train" / "summary.json").read_text())
     test = summary["test"]
@@ -91,7 +91,7 @@ def test_default_data_reports_test_accuracy_and_mode_test_needs_only_the_checkpo
     assert {"test/acc1", "test/acc5", "test/loss"} <= set(test)
     assert "val/acc1" in summary["best"]  # validation numbers beside the test ones
     # the checkpoint carries model and data: no model/size overrides needed
-    proc = run_cli(tmp_path / "test", "mode=test", f"ckpt_path={test['checkpoint']}")
+    proc = run_train(tmp_path / "test", "mode=test", f"ckpt_path={test['checkpoint']}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((tmp_path / "test" / "summary.json").read_text())
     assert again["mode"] == "test"

@@ -187,7 +187,7 @@ def test_signal_saves_checkpoint_and_resume_auto_continues(tmp_path, signum):
     env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242"}
     # no augmentation or drop path: the only randomness left is the data order
     overrides = [
-        "trainer.max_epochs=40", "trainer.limit_train_batches=8", "data.augment=false",
+        "trainer.max_epochs=16", "trainer.limit_train_batches=8", "data.augment=false",
         "model.net.drop_path_rate=0.0",
     ]  # fmt: skip
     proc = start_training(run_dir, env, *overrides)
@@ -200,7 +200,7 @@ def test_signal_saves_checkpoint_and_resume_auto_continues(tmp_path, signum):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr
     interrupted = summary(run_dir)
-    assert interrupted["status"] == "interrupted" and 8 <= interrupted["global_step"] < 320
+    assert interrupted["status"] == "interrupted" and 8 <= interrupted["global_step"] < 128
     last = load(run_dir / "checkpoints" / "last.ckpt")
     assert last["global_step"] == interrupted["global_step"]
     requeued = (tmp_path / "scontrol_args").read_text().split() if signum == signal.SIGUSR1 else None
@@ -209,7 +209,7 @@ def test_signal_saves_checkpoint_and_resume_auto_continues(tmp_path, signum):
     proc = run_train(run_dir, *SMALL, *EVERY_EPOCH, *overrides, "resume=auto")
     assert proc.returncode == 0, proc.stderr
     resumed = summary(run_dir)
-    assert resumed["status"] == "completed" and resumed["global_step"] == 320
+    assert resumed["status"] == "completed" and resumed["global_step"] == 128
     assert resumed["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
     if signum == signal.SIGTERM:  # the mid-epoch resume skipped exactly the batches already seen
         straight = tmp_path / "straight"

@@ -76,6 +76,9 @@ def test_unknown_option_in_a_group(tmp_path):
 def test_unknown_key(tmp_path):
     proc = run_cli(tmp_path / "run", "trainer.max_epoch=3")
     assert_user_error(proc, "trainer.max_epoch")
+    # the closest existing key, not Hydra's advice to add the misspelled one
+    assert "Did you mean trainer.max_epochs? (trainer.max_epochs=3)" in proc.stderr
+    assert "+trainer.max_epoch" not in proc.stderr
 
 
 def test_missing_data_root(tmp_path):
