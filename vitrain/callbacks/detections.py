@@ -59,19 +59,10 @@ class Detections(L.Callback):
             self.dirpath = Path(trainer.default_root_dir) / "detections"
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if (
-            trainer.sanity_checking
-            or not trainer.is_global_zero
-            or (trainer.current_epoch + 1) % self.every_n_epochs
-        ):
+        samples = validation_samples(trainer, self.every_n_epochs, self.num_images, "detections")
+        if samples is None:
             return
-        dataset = getattr(trainer.datamodule, "val_set", None)
-        if dataset is None or len(dataset) == 0:
-            log.warning("callbacks.detections: no validation images, nothing to show")
-            return
-        images, mask, targets = collate_detection(
-            [dataset[i] for i in range(min(self.num_images, len(dataset)))]
-        )
+        images, mask, targets = collate_detection(samples)
         was_training = pl_module.training
         pl_module.eval()
         try:
@@ -133,6 +124,18 @@ def draw_tile(
                 text = f"{text} {float(scores[i]):.2f}"
             draw.text((box[0] + 3, box[1] + 2), text, fill=colour, stroke_width=1, stroke_fill=OUTLINE)
     return np.asarray(picture)
+
+
+def validation_samples(trainer: L.Trainer, every_n_epochs: int, count: int, name: str) -> list | None:
+    """The first ``count`` validation samples when a picture callback ``callbacks.<name>`` is due
+    (rank zero, not the sanity check, every ``every_n_epochs`` epochs); None otherwise."""
+    if trainer.sanity_checking or not trainer.is_global_zero or (trainer.current_epoch + 1) % every_n_epochs:
+        return None
+    dataset = getattr(trainer.datamodule, "val_set", None)
+    if dataset is None or len(dataset) == 0:
+        log.warning("callbacks.%s: no validation images, nothing to show", name)
+        return None
+    return [dataset[i] for i in range(min(count, len(dataset)))]
 
 
 def tile_grid(tiles: list[np.ndarray], columns: int, padding: int = 2) -> np.ndarray:

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from vitrain.callbacks.detections import tile_grid
+from vitrain.callbacks.detections import tile_grid, validation_samples
 from vitrain.data.segmentation import SAM_MEAN, SAM_STD, collate_segmentation
-from vitrain.errors import UserError
+from vitrain.errors import UserError, require_positive
 from vitrain.loggers import log_images
 
 log = logging.getLogger(__name__)
@@ -34,13 +34,9 @@ class MaskPictures(L.Callback):
     def __init__(
         self, dirpath: str | None = None, num_images: int = 4, every_n_epochs: int = 1, tile_size: int = 192
     ) -> None:
-        for key, value in (
-            ("num_images", num_images),
-            ("every_n_epochs", every_n_epochs),
-            ("tile_size", tile_size),
-        ):
-            if value < 1:
-                raise UserError(f"callbacks.masks.{key}={value}: must be a positive integer.")
+        require_positive(
+            "callbacks.masks", num_images=num_images, every_n_epochs=every_n_epochs, tile_size=tile_size
+        )
         self.dirpath = Path(dirpath) if dirpath else None
         self.num_images, self.every_n_epochs, self.tile_size = num_images, every_n_epochs, tile_size
 
@@ -54,18 +50,11 @@ class MaskPictures(L.Callback):
             self.dirpath = Path(trainer.default_root_dir) / "masks"
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if (
-            trainer.sanity_checking
-            or not trainer.is_global_zero
-            or (trainer.current_epoch + 1) % self.every_n_epochs
-        ):
-            return
-        dataset = getattr(trainer.datamodule, "val_set", None)
-        if dataset is None or len(dataset) == 0:
-            log.warning("callbacks.masks: no validation images, nothing to show")
+        samples = validation_samples(trainer, self.every_n_epochs, self.num_images, "masks")
+        if samples is None:
             return
         path = self.dirpath / f"epoch{trainer.current_epoch:03d}.png"
-        grid = self.render(pl_module, [dataset[i] for i in range(min(self.num_images, len(dataset)))], path)
+        grid = self.render(pl_module, samples, path)
         log.info("Mask pictures of epoch %d: %s", trainer.current_epoch, path)
         caption = (
             f"epoch {trainer.current_epoch}: true (green), from the centre point (red), from the box (blue)"
