@@ -69,6 +69,22 @@ def test_vit_trains_from_image_shards_and_resumes_exactly(image_tree, tmp_path):
 
 
 @pytest.mark.slow
+def test_vit_trains_from_image_shards_on_two_ranks(image_tree, tmp_path):
+    shards = tmp_path / "shards"
+    prepare(["images", "--root", str(image_tree), "--out", str(shards), "--workers", "1"])
+    run_dir = tmp_path / "run"
+    proc = run_cli(run_dir, *TINY_VIT, "data=imagenet_stream", f"data.root={shards}", "data.image_size=16",
+                   "data.batch_size=4", "trainer=ddp_cpu", "trainer.max_epochs=1", timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = summary(run_dir)
+    # each rank streams its own half of the 24 training images: 3 steps of 2 ranks x 4 images
+    assert result["status"] == "completed" and result["global_step"] == 3
+    assert 0.0 <= result["last"]["val/acc1"] <= 1.0  # validated on both ranks' halves of the 12 images
+    assert last(run_dir)["vitrain"]["class_names"] == ["cat", "dog", "fox"]
+    assert "Traceback" not in (run_dir / "train_ddp_process_1.log").read_text()
+
+
+@pytest.mark.slow
 def test_gpt_trains_from_text_shards_in_one_process(text_shards, tmp_path):
     run_dir = tmp_path / "run"
     proc = run_cli(run_dir, *TINY_GPT, "data=text_stream", f"data.root={text_shards}", "data.batch_size=8",
