@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from timm.models import load_state_dict as timm_load_state_dict
 
 from vitrain.errors import UserError
 
@@ -140,3 +141,31 @@ def fold_probe_head(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     dtype = state["head.1.weight"].dtype
     out["head.weight"], out["head.bias"] = weight.to(dtype).contiguous(), bias.to(dtype).contiguous()
     return out
+
+
+def read_weights(path: str | Path, key: str = "model.net.pretrained_file") -> dict[str, torch.Tensor]:
+    """The state dict stored in ``path``: a timm weight file (``.pth`` / ``.bin`` /
+    ``.safetensors``) or a vitrain Lightning checkpoint (``.ckpt``: its ``net.*`` weights without
+    the prefix). Read with ``weights_only``; a missing or
+    unreadable file is a :class:`UserError` naming ``key``."""
+    path = Path(path)
+    if path.suffix == ".ckpt":
+        checkpoint = load_checkpoint(path, key=key)
+        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+            raise UserError(f"{key}={str(path)!r}: not a Lightning checkpoint (it has no state_dict).")
+        return net_state_dict(checkpoint)
+    if not path.is_file():
+        raise UserError(
+            f"{key}={str(path)!r}: no such file. Give the path of a weight file (.pth, .bin or "
+            ".safetensors) or of a vitrain checkpoint (.ckpt)."
+        )
+    try:
+        return timm_load_state_dict(str(path), weights_only=True)
+    except Exception as err:  # corrupt or not a state dict: name the file
+        raise UserError(f"{key}={str(path)!r}: cannot be read ({err}).") from err
+
+
+def shorten_keys(keys: list[str], limit: int = 6) -> str:
+    """``keys`` joined, the first ``limit`` of them and a count of the rest."""
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more

@@ -242,20 +242,37 @@ def create_timm_model(
     pretrained: bool,
     name_key: str = "model.net.name",
     pretrained_key: str = "model.net.pretrained",
+    pretrained_file: str | Path | None = None,
+    file_key: str = "model.net.pretrained_file",
     **kwargs,
 ):
-    """``timm.create_model(name, pretrained=...)`` with released weights by name or tag.
+    """``timm.create_model(name, pretrained=...)`` with released weights by name or tag, or with
+    the local weights of ``pretrained_file``: either way timm's own loader adapts them.
 
-    timm fetches them from the hub (``timm/<name>.<tag>``) into the same cache, resizes the
-    position embedding to ``img_size``, adapts the patch embedding to ``in_chans`` and starts a
-    new head when ``num_classes`` differs. A name without released weights, or weights that are
-    neither cached nor reachable, is a :class:`UserError`.
+    timm fetches released weights from the hub (``timm/<name>.<tag>``) into the same cache. Its
+    loader runs the model's ``checkpoint_filter_fn`` (position tables resized to ``img_size``),
+    adapts the first convolution to ``in_chans`` and starts a new classifier when ``num_classes``
+    differs from the weights'. A name without released weights, weights that are neither cached
+    nor reachable, and a file that does not fit the network are each a :class:`UserError`.
     """
     import timm
     from timm.models import get_pretrained_cfg
 
     if not timm.is_model(name.split(".")[0]):
         raise UserError(f"{name_key}={name!r}: timm has no such model. Pick a name from timm.list_models().")
+    if pretrained_file:
+        kwargs["pretrained_cfg_overlay"] = local_weights_overlay(name, pretrained_file, file_key)
+        try:
+            net = timm.create_model(name, pretrained=True, **kwargs)
+        except RuntimeError as err:  # timm's load_state_dict: a tensor the network does not have
+            raise UserError(
+                f"{file_key}={str(pretrained_file)!r} does not fit {name} with its overrides (check "
+                f"model.net.name and its size overrides): {mismatch_lines(err)}"
+            ) from err
+        state = net.pretrained_cfg.pop("state_dict")  # do not keep a second copy of the weights alive
+        check_new_keys(net, state, pretrained_file, file_key)
+        log.info("Loaded %s (%s) with timm's loader", pretrained_file, file_key)
+        return net
     if pretrained and "pretrained_cfg_overlay" not in kwargs:
         try:
             cfg = get_pretrained_cfg(name, allow_unregistered=False)
@@ -279,6 +296,58 @@ def create_timm_model(
             file = _hub_weights(cfg.hf_hub_id, pretrained_key, cfg.hf_hub_filename)
             kwargs["pretrained_cfg_overlay"] = {"file": str(file)}
     return timm.create_model(name, pretrained=pretrained, **kwargs)
+
+
+def mismatch_lines(err: RuntimeError, limit: int = 2) -> str:
+    """The first ``limit`` reasons of a ``load_state_dict`` error (its first line is a header)."""
+    lines = [line.strip() for line in str(err).splitlines()]
+    return "; ".join(line for line in lines[1 : 1 + limit] if line) or lines[0]
+
+
+def check_new_keys(net, state: dict, path: str | Path, key: str) -> None:
+    """Refuse a load that left tensors other than the classifier at their initialisation.
+
+    timm loads strictly unless the class count differs; then the head is dropped and the rest
+    loads non-strictly, so a file of a shallower network would leave whole blocks random."""
+    cfg = net.pretrained_cfg
+    if cfg.get("num_classes") == getattr(net, "num_classes", None) or not cfg.get("classifier"):
+        return  # timm's strict load already checked every key
+    heads = (cfg["classifier"],) if isinstance(cfg["classifier"], str) else tuple(cfg["classifier"])
+    new = [k for k in net.state_dict() if k not in state and not k.startswith(tuple(f"{h}." for h in heads))]
+    if new:
+        shown = ", ".join(new[:6]) + (f" and {len(new) - 6} more" if len(new) > 6 else "")
+        raise UserError(
+            f"{key}={str(path)!r} lacks weights for {shown}: is it a file of a different architecture? "
+            "Check model.net.name and its size overrides (depth, embed_dim, patch_size)."
+        )
+
+
+def local_weights_overlay(name: str, path: str | Path, key: str) -> dict:
+    """The ``pretrained_cfg_overlay`` that hands the weights of ``path`` (``.pth`` / ``.bin`` /
+    ``.safetensors``, or a vitrain ``.ckpt``) to timm's loader, stating the file's own class count
+    and input channels.
+
+    timm keeps a classifier only when ``num_classes`` equals the pretrained config's, which is
+    the released tag's (1000 for ImageNet-1k) unless the overlay says otherwise: without it, the
+    head of a file fine-tuned on 10 classes would be dropped when loaded into a 10-class network.
+    """
+    from timm.models import get_pretrained_cfg
+
+    from vitrain.checkpoints import read_weights
+
+    state = read_weights(path, key)
+    cfg = get_pretrained_cfg(name)
+    overlay = {"state_dict": state}
+    if cfg is not None and cfg.classifier:
+        head = cfg.classifier if isinstance(cfg.classifier, str) else cfg.classifier[0]
+        weight = state.get(f"{head}.weight")
+        overlay["num_classes"] = weight.shape[0] if weight is not None else 0
+    if cfg is not None and cfg.first_conv and cfg.input_size:
+        conv = cfg.first_conv if isinstance(cfg.first_conv, str) else cfg.first_conv[0]
+        weight = state.get(f"{conv}.weight")
+        if weight is not None and weight.ndim == 4:
+            overlay["input_size"] = (weight.shape[1], *cfg.input_size[1:])
+    return overlay
 
 
 def _hub_weights(repo_id: str, key: str, filename: str | None = None) -> Path:

@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from tests.helpers import compose_train
 from vitrain.errors import UserError
-from vitrain.models import create_vit, load_pretrained_file
+from vitrain.models import create_vit
 from vitrain.models.vit import count_parameters
 
 # Published parameter counts at 224 px, 1000 classes, 3 channels.
@@ -65,19 +65,23 @@ def test_pretrained_file_resizes_pos_embed(tmp_path, suffix):
     assert torch.isfinite(target(x)).all()
 
 
-def test_pretrained_file_with_other_head_and_channels(tmp_path):
+def test_pretrained_file_with_other_head_and_channels(tmp_path, caplog):
     source = tiny(num_classes=1000, in_chans=3)
     path = tmp_path / "imagenet.pth"
     torch.save(source.state_dict(), path)
-    target = tiny(num_classes=7, in_chans=1)
-    report = load_pretrained_file(target, path)
-    assert report.new_keys == ["head.bias", "head.weight"]
-    assert set(report.dropped_keys) == {"head.bias", "head.weight"}
+    with caplog.at_level("INFO"):
+        target = tiny(num_classes=7, in_chans=1, pretrained_file=str(path))
+    # timm's loader: the 1000-class head is dropped and the new one left at its initialisation
+    assert "Missing keys (head.weight, head.bias)" in caplog.text
     assert target.head.out_features == 7
+    torch.testing.assert_close(target.blocks[0].mlp.fc1.weight, source.blocks[0].mlp.fc1.weight)
     # grey input: the RGB patch-embedding filters are summed over channels
     torch.testing.assert_close(
         target.patch_embed.proj.weight, source.patch_embed.proj.weight.sum(1, keepdim=True)
     )
+    # another head and a shallower file: timm loads non-strictly, vitrain refuses the random blocks
+    with pytest.raises(UserError, match=r"lacks weights for blocks\.2\..*depth"):
+        tiny(num_classes=7, depth=3, pretrained_file=str(path))
 
 
 def test_pretrained_file_errors_name_the_path(tmp_path):

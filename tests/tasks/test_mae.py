@@ -20,7 +20,7 @@ from vitrain.callbacks import Reconstructions
 from vitrain.callbacks.reconstructions import image_grid
 from vitrain.checkpoints import export_network, load_checkpoint
 from vitrain.errors import UserError
-from vitrain.models import create_mae, create_vit, load_pretrained_file
+from vitrain.models import create_mae, create_vit, load_encoder
 from vitrain.models.vit import count_parameters
 from vitrain.tasks import ClassificationTask, MAETask
 from vitrain.tasks.optim import lr_factor, param_groups, warmup_cosine
@@ -189,7 +189,7 @@ def test_mae_encoder_loads_into_vit(tmp_path, img_size, global_pool, source):
     if source == "safetensors":  # mode=export of the pretraining checkpoint
         path = export_network(load_checkpoint(path), tmp_path / "export") / "model.safetensors"
     vit = tiny_vit(img_size=img_size, global_pool=global_pool)
-    report = load_pretrained_file(vit, path, key="model.net.init_from")
+    report = load_encoder(vit, path)
     head = ["head.bias", "head.weight"]
     assert report.new_keys == (["fc_norm.bias", "fc_norm.weight", *head] if global_pool == "avg" else head)
     decoder = {k for k in mae.state_dict() if k.startswith(("decoder_", "mask_token"))}

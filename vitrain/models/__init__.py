@@ -7,7 +7,7 @@ from vitrain.models.mae import MaskedAutoencoderViT, create_mae
 from vitrain.models.sam import SAM, create_sam
 from vitrain.models.t2t_vit import create_t2t_vit
 from vitrain.models.timm_net import create_timm
-from vitrain.models.vit import create_vit, load_pretrained_file
+from vitrain.models.vit import create_vit, load_encoder
 
 __all__ = [
     "MaskedAutoencoderViT",
@@ -15,7 +15,7 @@ __all__ = [
     "create_t2t_vit",
     "create_vit",
     "create_timm",
-    "load_pretrained_file",
+    "load_encoder",
     "DETR",
     "create_detr",
     "BERT",

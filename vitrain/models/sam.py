@@ -58,6 +58,7 @@ from timm.layers import DropPath
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
+from vitrain.checkpoints import read_weights
 from vitrain.errors import UserError
 from vitrain.models.registry import variant_args
 from vitrain.models.sizes import check_image_size, patch_stages
@@ -757,35 +758,6 @@ def config_dict(net: SAM) -> dict:
 
 
 # --------------------------------------------------------------------------------- weights
-def read_state_dict(path: str | Path, key: str) -> dict[str, Tensor]:
-    """The tensors of a local ``.pth`` / ``.bin`` (``weights_only``) or ``.safetensors`` file;
-    a vitrain ``.ckpt`` gives its network's weights."""
-    from vitrain.models.vit import read_weights
-
-    path = Path(path)
-    if path.suffix == ".ckpt":
-        return read_weights(path, key)
-    if not path.is_file():
-        raise UserError(
-            f"{key}={str(path)!r}: no such file. Give a local weight file (.pth or .safetensors)."
-        )
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"{key}={str(path)!r}: cannot be read ({type(err).__name__}: {err}).") from err
-    if not isinstance(state, dict):
-        raise UserError(f"{key}={str(path)!r}: holds a {type(state).__name__}, not a state dict.")
-    for inner in ("state_dict", "model"):
-        if isinstance(state.get(inner), dict):
-            state = state[inner]
-    return state
-
-
 def describe_state(state: dict[str, Tensor]) -> str:
     """The variant a SAM state dict belongs to (by its encoder width and depth), in words."""
     proj = state.get("image_encoder.patch_embed.proj.weight")
@@ -820,7 +792,7 @@ def load_strict(net: SAM, state: dict[str, Tensor], path: str | Path, key: str) 
 def load_sam_checkpoint(net: SAM, path: str | Path, key: str = "model.net.checkpoint") -> None:
     """Load an official SAM checkpoint (``sam_vit_b_01ec64.pth``, read with ``weights_only``)
     or a vitrain SAM checkpoint strictly into ``net``."""
-    load_strict(net, read_state_dict(path, key), path, key)
+    load_strict(net, read_weights(path, key), path, key)
     log.info("Loaded the SAM weights of %s (%s)", path, key)
 
 
@@ -893,7 +865,7 @@ def convert_hf_state_dict(hf_state: dict[str, Tensor]) -> dict[str, Tensor]:
 def load_hf_weights(net: SAM, path: str | Path, key: str = "model.net.hf_weights") -> None:
     """Load a Hugging Face ``SamModel`` weight file (``facebook/sam-vit-base``'s
     ``model.safetensors``) into ``net`` through :func:`convert_hf_state_dict`, strictly."""
-    load_strict(net, convert_hf_state_dict(read_state_dict(path, key)), path, key)
+    load_strict(net, convert_hf_state_dict(read_weights(path, key)), path, key)
     log.info("Loaded the Hugging Face SAM weights of %s (%s)", path, key)
 
 
@@ -907,7 +879,7 @@ def load_mae_encoder(net: SAM, path: str | Path, key: str = "model.net.init_from
     dropped. The relative-position tables, the neck, the prompt encoder and the mask decoder
     keep their fresh initialisation. Returns the names of the image-encoder tensors left fresh.
     """
-    state = read_state_dict(path, key)
+    state = read_weights(path, key)
     encoder = net.image_encoder
     own = encoder.state_dict()
     if "patch_embed.proj.weight" not in state or "pos_embed" not in state:

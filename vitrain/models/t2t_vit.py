@@ -50,10 +50,10 @@ from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block
 from torch import nn
 
+from vitrain.checkpoints import read_weights, shorten_keys
 from vitrain.errors import UserError
 from vitrain.models.registry import variant_args
 from vitrain.models.sizes import check_image_size
-from vitrain.models.vit import read_weights, shorten_keys
 
 log = logging.getLogger(__name__)
 
@@ -498,7 +498,7 @@ def load_t2t_state_file(net: T2TViT, path: str | Path) -> None:
     """Load a state dict file into ``net``: every key and shape must match.
 
     ``pos_embed`` is a fixed function of the token count and is never taken from the file.
-    The file is read by ``vit.read_weights``: a timm-style state dict (wrappers and a
+    The file is read by ``checkpoints.read_weights``: a timm-style state dict (wrappers and a
     ``module.`` prefix unwrapped) or a vitrain ``.ckpt``.
     """
     state = read_weights(path)

@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 from timm.layers import trunc_normal_
 from timm.models import adapt_input_conv
-from timm.models import load_state_dict as timm_load_state_dict
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
-from vitrain.checkpoints import load_checkpoint, net_state_dict
+from vitrain.checkpoints import read_weights, shorten_keys
 from vitrain.errors import UserError
 from vitrain.hub import create_timm_model
 from vitrain.models.sizes import check_image_size, patch_stages
@@ -60,13 +59,13 @@ def create_vit(
             given) through timm's hub loading and the Hugging Face cache: position embeddings
             resized to ``img_size``, patch embedding adapted to ``in_chans``, a new head when
             ``num_classes`` differs (see :func:`vitrain.hub.create_timm_model`).
-        pretrained_file: a timm ``.pth`` / ``.bin`` / ``.safetensors`` state dict. Its
-            ``pos_embed`` is resized to this network's image size and its head is dropped when
-            the class count differs.
-        init_from: a vitrain checkpoint to start from, typically an MAE pretraining run: a
-            Lightning ``.ckpt`` (its ``net.*`` weights) or the ``model.safetensors`` of
-            ``mode=export``. The MAE decoder (``decoder_*``, ``mask_token``) is dropped, the
-            rest loads as ``pretrained_file`` does (see :func:`load_pretrained_file`).
+        pretrained_file: a timm ``.pth`` / ``.bin`` / ``.safetensors`` state dict (or a vitrain
+            ``.ckpt`` of this network), loaded by timm's own loader as released weights are:
+            ``pos_embed`` resized to this network's image size, the patch embedding adapted to
+            ``in_chans``, the head kept only when the class count is the file's.
+        init_from: an encoder to start from, typically an MAE pretraining run: a vitrain
+            Lightning ``.ckpt`` (its ``net.*`` weights), the ``model.safetensors`` of
+            ``mode=export`` or a facebookresearch/mae ``.pth``. See :func:`load_encoder`.
         require_init_from: fail unless ``init_from`` is given (set by the fine-tuning and
             linear-probing recipes).
         head_init_std: re-initialise the classifier head after loading: weight from a truncated
@@ -105,13 +104,11 @@ def create_vit(
             "timm's released weights, pretrained_file for a timm weight file, init_from for a vitrain checkpoint)."
         )
     check_vit_image_size(name, kwargs)
-    net = create_timm_model(name, pretrained=bool(pretrained), **kwargs)
+    net = create_timm_model(name, pretrained=bool(pretrained), pretrained_file=pretrained_file, **kwargs)
     if not isinstance(net, VisionTransformer):
         raise UserError(f"model.net.name={name!r} is not a timm VisionTransformer.")
-    if pretrained_file:
-        load_pretrained_file(net, pretrained_file)
     if init_from:
-        load_pretrained_file(net, init_from, key="model.net.init_from")
+        load_encoder(net, init_from)
         net.pretrained_cfg = {**net.pretrained_cfg, **MAE_DATA_CONFIG}
     if head_init_std is not None:
         if not isinstance(net.head, torch.nn.Linear):
@@ -147,47 +144,25 @@ MAE_DATA_CONFIG = {
 MAE_DECODER_PREFIXES = ("decoder_", "mask_token")
 
 
-def read_weights(path: str | Path, key: str = "model.net.pretrained_file") -> dict[str, torch.Tensor]:
-    """The state dict stored in ``path``: a timm weight file (``.pth`` / ``.bin`` /
-    ``.safetensors``) or a vitrain Lightning checkpoint (``.ckpt``: its ``net.*`` weights,
-    prefix and ``torch.compile`` prefixes removed). Read with ``weights_only``; a missing or
-    unreadable file is a :class:`UserError` naming ``key``."""
-    path = Path(path)
-    if path.suffix == ".ckpt":
-        checkpoint = load_checkpoint(path, key=key)
-        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-            raise UserError(f"{key}={str(path)!r}: not a Lightning checkpoint (it has no state_dict).")
-        return net_state_dict(checkpoint)
-    if not path.is_file():
-        raise UserError(
-            f"{key}={str(path)!r}: no such file. Give the path of a ViT weight file (.pth, .bin or "
-            ".safetensors) or of a vitrain checkpoint (.ckpt)."
-        )
-    try:
-        return timm_load_state_dict(str(path), weights_only=True)
-    except Exception as err:  # corrupt or not a state dict: name the file
-        raise UserError(f"{key}={str(path)!r}: cannot be read ({err}).") from err
+def load_encoder(net: VisionTransformer, path: str | Path, key: str = "model.net.init_from") -> LoadReport:
+    """Load a pretrained encoder (``init_from``: an MAE run's checkpoint or export, or a timm
+    weight file) into the classifier ``net``, adapting it to ``net``.
 
+    timm's own loader (used for ``pretrained_file``) cannot do this, because an encoder differs
+    from the classifier in more than the head: the network is built before the weights are
+    known, the file has extra tensors and lacks some that the classifier adds. This function:
 
-def load_pretrained_file(
-    net: VisionTransformer, path: str | Path, key: str = "model.net.pretrained_file"
-) -> LoadReport:
-    """Load a local ViT weight file or vitrain checkpoint into ``net``, adapting it to ``net``.
-
-    The one loading path of ``pretrained_file`` and ``init_from`` (``key`` names the config
-    entry in error messages):
-
-    * an MAE decoder (``decoder_*``, ``mask_token``) is dropped; MAE's fixed sin-cos
-      ``pos_embed`` has timm's layout (class position first) and loads as a learnable one;
-    * position embeddings are interpolated to ``net``'s patch grid (timm's
-      ``checkpoint_filter_fn``; the class-token position is kept apart);
-    * the patch embedding is adapted to ``net``'s input channels;
-    * a classifier head whose shape differs is dropped (left freshly initialised);
-    * a final ``norm`` is dropped when ``net`` pools by average (timm then has ``fc_norm``
-      after the pooling and ``norm`` is an identity).
+    * drops an MAE decoder (``decoder_*``, ``mask_token``); MAE's fixed sin-cos ``pos_embed`` has
+      timm's layout (class position first) and loads as a learnable one;
+    * interpolates position embeddings to ``net``'s patch grid (timm's ``checkpoint_filter_fn``;
+      the class-token position is kept apart) and adapts the patch embedding to ``net``'s input
+      channels (timm's ``adapt_input_conv``);
+    * drops a classifier head whose shape differs (left freshly initialised);
+    * drops the final ``norm`` when ``net`` pools by average (timm then has ``fc_norm`` after
+      the pooling and ``norm`` is an identity), as facebookresearch/mae ``models_vit.py``.
 
     Only ``head.*`` and ``fc_norm.*`` may be missing from the file; any other mismatch is a
-    :class:`UserError`. The new and the dropped keys are logged and returned.
+    :class:`UserError` naming ``key``. The new and the dropped keys are logged and returned.
     """
     state = read_weights(path, key)
     decoder = [k for k in state if k.startswith(MAE_DECODER_PREFIXES)]
@@ -237,12 +212,6 @@ def load_pretrained_file(
         shorten_keys(dropped_text) if dropped_text else "none",
     )
     return report
-
-
-def shorten_keys(keys: list[str], limit: int = 6) -> str:
-    """``keys`` joined, the first ``limit`` of them and a count of the rest."""
-    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
 
 
 def prepare_linear_probe(net: torch.nn.Module) -> torch.nn.Module:
