@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 from torchvision.ops import box_convert
+from torchvision.transforms import v2
 
 from tests.helpers import compose_train, run_train
 from vitrain.callbacks import Detections
@@ -21,11 +22,13 @@ from vitrain.callbacks.detections import tile_grid
 from vitrain.data import COCODataModule, ShapesDataModule
 from vitrain.data.detection import collate_detection
 from vitrain.data.detection_transforms import (
-    RandomHorizontalFlip,
-    RandomResize,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     RandomSizeCrop,
-    ToTensorNormalize,
-    resized_shape,
+    ResizeShortSide,
+    as_tv_tensors,
+    detr_resized_shape,
+    network_input,
 )
 from vitrain.data.shapes import render
 from vitrain.errors import UserError
@@ -223,18 +226,31 @@ def test_transforms_move_boxes_with_the_image():
         "labels": torch.tensor([1, 2]),
         "iscrowd": torch.tensor([False, True]),
     }
-    _, flipped = RandomHorizontalFlip(p=1.0)(image, target)
+    image, target = as_tv_tensors(image, target)
+    _, flipped = v2.RandomHorizontalFlip(p=1.0)(image, target)
     assert flipped["boxes"].tolist() == [[70, 5, 90, 25], [0, 0, 20, 50]]
-    resized, scaled = RandomResize([25])(image, target)
+    resized, scaled = ResizeShortSide([25])(image, target)
     assert resized.size == (50, 25) and scaled["boxes"][0].tolist() == [5, 2.5, 15, 12.5]
-    assert resized_shape(1000, 500, 800, max_size=1333) == (1332, 666)  # long side capped
     cropped, kept = RandomSizeCrop(40, 40)(image, target)
     assert cropped.size == (40, 40)
     assert (kept["boxes"] >= 0).all() and (kept["boxes"] <= 40).all()
     assert len(kept["boxes"]) == len(kept["labels"]) == len(kept["iscrowd"])
-    tensor, normalised = ToTensorNormalize()(image, target)
+    tensor, normalised = network_input(IMAGENET_MEAN, IMAGENET_STD)(image, target)
     assert tensor.shape == (3, 50, 100) and normalised["size"].tolist() == [50, 100]
     torch.testing.assert_close(normalised["boxes"][0], torch.tensor([0.2, 0.3, 0.2, 0.4]))
+
+
+def test_resize_follows_detr_not_random_shortest_size():
+    """DETR rounds the capped short side first and truncates the long one; v2's
+    RandomShortestSize truncates both sides of one ratio (the reason vitrain keeps its own)."""
+    assert detr_resized_shape(1000, 500, 800, max_size=1333) == (1332, 666)  # long side capped
+    assert detr_resized_shape(640, 427, 800, max_size=1333) == (1199, 800)  # int(800 * 640 / 427)
+    assert detr_resized_shape(500, 1000, 800, max_size=1333) == (666, 1332)
+    image = Image.new("RGB", (1000, 500))
+    assert v2.RandomShortestSize(800, max_size=1333)(image).size == (1333, 666)
+    assert ResizeShortSide([800], max_size=1333)(*as_tv_tensors(image, {"boxes": torch.zeros(0, 4)}))[
+        0
+    ].size == (1332, 666)
 
 
 def test_collate_pads_and_masks():

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
 from vitrain.data.detection import DetectionDataModule
-from vitrain.data.detection_transforms import Compose, RandomHorizontalFlip, ToTensorNormalize
+from vitrain.data.detection_transforms import fixed_size_transform
 from vitrain.errors import UserError, require_positive
 
 SHAPES = ("circle", "square", "triangle")
@@ -180,9 +180,9 @@ class ShapesDataModule(DetectionDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        normalize = ToTensorNormalize(self.mean, self.std)
+        normalize = fixed_size_transform(self.mean, self.std, flip=False)
         transforms = {
-            "train": Compose([RandomHorizontalFlip(), normalize]),
+            "train": fixed_size_transform(self.mean, self.std, flip=True),
             "val": normalize,
             "test": normalize,
         }
