@@ -105,7 +105,14 @@ def export_network(checkpoint: dict, out_dir: str | Path) -> Path:
     net_cfg = dict(meta.get("net", {}))
     target = net_cfg.pop("_target_", None)
     # weight sources, not constructor arguments (the exported weights already hold them)
-    for key in ("pretrained", "pretrained_file", "init_from", "require_init_from", "checkpoint", "hf_weights"):
+    for key in (
+        "pretrained",
+        "pretrained_file",
+        "init_from",
+        "require_init_from",
+        "checkpoint",
+        "hf_weights",
+    ):
         net_cfg.pop(key, None)
     name = net_cfg.pop("name", None)
     out = Path(out_dir)

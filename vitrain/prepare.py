@@ -4,13 +4,14 @@
     python -m vitrain.prepare images --root /data/imagenet --out s3://bucket/imagenet_shards
     python -m vitrain.prepare text --files /data/owt --tokenizer gpt2/tokenizer.json --seq-len 1024 --out DIR
 
-Each split becomes ``OUT/<split>/`` (litdata's ``index.json`` + ``chunk-*.bin``), written by
+Each split (train, val, and a held-out test split when the source has one: ``ROOT/test/``,
+``--test-ann`` or ``--test-fraction``) becomes ``OUT/<split>/`` (litdata's ``index.json`` + ``chunk-*.bin``), written by
 ``litdata.optimize`` in parallel worker processes with a progress bar. ``--resume`` continues an
 interrupted conversion from the chunks already written (litdata's ``use_checkpoint``).
 ``OUT/vitrain.json`` records what the DataModules need: the kind of data, the class names (images)
 or the packing, sequence length and special token ids (text, with ``OUT/tokenizer.json``).
 
-* images: an ImageFolder tree ``ROOT/{train,val}/<class>/<image>``. Each item is ``{"index",
+* images: an ImageFolder tree ``ROOT/{train,val[,test]}/<class>/<image>``. Each item is ``{"index",
   "label", "image"}`` with the image file's bytes as they are (JPEG/PNG stay encoded: the loader
   decodes them, no quality is lost and shards stay small).
 * COCO-format detection (``ROOT/annotations/`` exists, or ``--coco``): each image's bytes with its
@@ -112,9 +113,11 @@ def prepare_images(root: str, out: str, workers: int, chunk_bytes: str, resume: 
     """Shards of an ImageFolder tree; returns the metadata written to ``OUT/vitrain.json``."""
     root_path = Path(root)
     train, classes = image_folder_items(root_path, "train")
-    val, _ = image_folder_items(root_path, "val", classes)
+    parts = {"train": train, "val": image_folder_items(root_path, "val", classes)[0]}
+    if (root_path / "test").is_dir():  # the held-out test split, as data=imagenet's test/
+        parts["test"] = image_folder_items(root_path, "test", classes)[0]
     splits = {}
-    for split, items in (("train", train), ("val", val)):
+    for split, items in parts.items():
         log.info("Writing %d %s images to %s", len(items), split, join(out, split))
         optimize_split(ImageItem(), items, join(out, split), workers, chunk_bytes, resume)
         splits[split] = len(items)
@@ -159,14 +162,17 @@ def prepare_coco(args: argparse.Namespace) -> dict:
     from vitrain.data.coco import COCODetection, category_labels, read_annotations
 
     root = Path(args.root)
-    paths = {key: root / getattr(args, key) for key in ("train_ann", "val_ann", "train_images", "val_images")}
-    train, val = (
-        read_annotations(paths["train_ann"], "train_ann"),
-        read_annotations(paths["val_ann"], "val_ann"),
-    )
-    labels, classes = category_labels(train["categories"], not args.keep_category_ids)
+    args.test_images = args.test_images or args.val_images
+    keys = ("train", "val", "test") if args.test_ann else ("train", "val")
+    paths = {
+        f"{split}_{what}": root / getattr(args, f"{split}_{what}")
+        for split in keys
+        for what in ("ann", "images")
+    }
+    contents = {split: read_annotations(paths[f"{split}_ann"], f"{split}_ann") for split in keys}
+    labels, classes = category_labels(contents["train"]["categories"], not args.keep_category_ids)
     splits = {}
-    for split, content in (("train", train), ("val", val)):
+    for split, content in contents.items():
         image_dir = paths[f"{split}_images"]
         if not image_dir.is_dir():
             raise UserError(f"--{split}-images {image_dir}: no such image folder.")
@@ -232,12 +238,12 @@ def prepare_text(args: argparse.Namespace) -> dict:
     data = TextDataModule(
         files=args.files or None, packing=args.packing, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
         lowercase=not args.cased, seq_len=args.seq_len, nsp=args.nsp, val_fraction=args.val_fraction,
-        split_seed=args.split_seed, txt_documents=args.txt_documents, text_field=args.text_field,
+        test_fraction=args.test_fraction, split_seed=args.split_seed, txt_documents=args.txt_documents, text_field=args.text_field,
         max_chars=args.max_chars, cache_dir=cache_dir, seed=args.seed,
     )  # fmt: skip
     data.setup()
     splits = {}
-    for split in SPLITS:
+    for split in (*SPLITS, "test") if data.test_set is not None else SPLITS:
         dataset = getattr(data, f"{split}_set")
         fn = TextItem(str(data.cache_path), split, args.packing, args.seq_len, args.nsp, args.seed)
         log.info("Writing %d %s sequences to %s", len(dataset), split, join(args.out, split))
@@ -255,7 +261,7 @@ def prepare_text(args: argparse.Namespace) -> dict:
         "vocab_size": data.vocab_size,
         "special_ids": data.special_ids,
         "splits": splits,
-        "tokens": {split: cache_meta["splits"][split]["tokens"] for split in SPLITS},
+        "tokens": {split: cache_meta["splits"][split]["tokens"] for split in splits},
         "source": str(args.files) if args.files else "embedded corpus",
     }
     write_text(join(args.out, "tokenizer.json"), data.tokenizer.to_str())
@@ -314,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     images.add_argument("--train-images", default="train2017", help="COCO image folder, relative to ROOT")
     images.add_argument("--val-images", default="val2017", help="COCO image folder, relative to ROOT")
     images.add_argument(
+        "--test-ann", default=None, help="COCO: a held-out test split's annotations (none: no test split)"
+    )
+    images.add_argument("--test-images", default=None, help="COCO: its image folder (default: --val-images)")
+    images.add_argument(
         "--keep-category-ids", action="store_true", help="COCO: labels = category ids (DETR's 91)"
     )
 
@@ -334,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--cased", action="store_true", help="keep case (BERT WordPiece lower-cases by default)"
     )
     text.add_argument("--val-fraction", type=float, default=0.1)
+    text.add_argument(
+        "--test-fraction", type=float, default=0.1, help="documents held out as the test split (0: none)"
+    )
     text.add_argument("--split-seed", type=int, default=0)
     text.add_argument("--txt-documents", choices=("file", "paragraphs"), default="file")
     text.add_argument("--text-field", default="text")

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vitrain.checkpoints import load_checkpoint, net_state_dict
+from vitrain.checkpoints import load_checkpoint, net_state_dict, read_weights
 from vitrain.data.base import open_image
 from vitrain.data.segmentation import resize_longest_side
 from vitrain.errors import UserError
@@ -38,7 +38,6 @@ from vitrain.models.sam import (
     convert_hf_state_dict,
     create_sam,
     load_strict,
-    read_state_dict,
 )
 
 log = logging.getLogger("vitrain.segment")
@@ -78,9 +77,9 @@ def load_network(path: str | Path) -> SAM:
     ):
         meta = json.loads((path.parent / "config.json").read_text())
         config = {"name": meta["name"], **meta.get("kwargs", {})}
-        state = read_state_dict(path, "WEIGHTS")
+        state = read_weights(path, "WEIGHTS")
     else:
-        state = read_state_dict(path, "WEIGHTS")
+        state = read_weights(path, "WEIGHTS")
         if not any(k.startswith("image_encoder.") for k in state):
             state = convert_hf_state_dict(state)
         name, size = variant_of(state, path)

@@ -44,7 +44,7 @@ def test_train_export_and_segment(tmp_path, capsys):
     run_dir = tmp_path / "run"
     proc = run_cli(
         run_dir, "model=sam_tiny", "data=shapes_masks", "trainer=cpu", "callbacks=segmentation",
-        "data.image_size=32", "data.train_size=8", "data.val_size=4", "data.batch_size=4",
+        "data.image_size=32", "data.train_size=8", "data.val_size=4", "data.test_size=4", "data.batch_size=4",
         "model.num_rounds=3", "model.mask_only_rounds=1", "model.val_clicks=2", "trainer.max_epochs=1",
         "callbacks.masks.num_images=2", *TINY_NET,
     )  # fmt: skip
@@ -52,6 +52,8 @@ def test_train_export_and_segment(tmp_path, capsys):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["monitor"]["metric"] == "val/miou_box"
     assert {"val/miou_box", "val/miou_point", "val/miou_click1", "val/miou_click2"} <= set(summary["last"])
+    # the best checkpoint on the held-out test images (their own stream), after training
+    assert {"test/miou_box", "test/miou_click2"} <= set(summary["test"])
     assert (run_dir / "masks" / "epoch000.png").is_file()
     ckpt = run_dir / "checkpoints" / "last.ckpt"
 

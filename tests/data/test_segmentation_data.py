@@ -51,6 +51,17 @@ def test_shapes_masks_module_samples_the_sam_frame():
         ShapesMasksDataModule(min_objects=0)
 
 
+def test_shapes_masks_test_split_is_its_own_stream():
+    dm = ShapesMasksDataModule(image_size=16, train_size=2, val_size=2, test_size=3, batch_size=2)
+    dm.setup()
+    assert dm.has_test_split and len(dm.test_set) == 3
+    test_image, val_image = dm.test_set[0][0], dm.val_set[0][0]
+    assert not torch.equal(test_image, val_image) and not torch.equal(test_image, dm.train_set[0][0])
+    none = ShapesMasksDataModule(image_size=16, train_size=2, val_size=2, test_size=0)
+    none.setup()
+    assert not none.has_test_split
+
+
 def test_resize_pads_bottom_right_with_the_mean():
     assert resize_longest_side((300, 600), 64) == (32, 64)
 
@@ -84,6 +95,11 @@ def test_coco_masks_decodes_polygons_and_rle_skips_crowd_and_empty_images(tmp_pa
     ])  # fmt: skip
     dm.setup()
     assert len(dm.val_set) == 1  # image 2 has only a crowd region: skipped
+    assert not dm.has_test_split  # no data.test_ann
+    with_test = COCOMasksDataModule(root=str(tmp_path), train_ann="ann.json", val_ann="ann.json",
+                                    train_images="imgs", val_images="imgs", test_ann="ann.json", image_size=32)  # fmt: skip
+    with_test.setup()
+    assert len(with_test.test_set) == 1  # its images from the validation folder
     image, target = dm.val_set[0]
     assert image.shape == (3, 32, 32) and target["input_size"].tolist() == [16, 32]
     masks = target["masks"]
@@ -125,3 +141,7 @@ def test_sa1b_pairs_and_mask_cap(tmp_path):
     assert filtered["masks"].shape[0] == 0  # each 3 x 7 mask covers 5.25% of the 20 x 20 image
     with pytest.raises(UserError, match="val_images"):
         SA1BDataModule(root=str(tmp_path), val_images=10).setup()
+    held_out = SA1BDataModule(root=str(tmp_path), val_images=1, test_images=1, image_size=20)
+    held_out.setup()  # sorted: sa_0 trains, sa_1 tests, sa_2 validates
+    assert len(held_out.train_set) == len(held_out.test_set) == len(held_out.val_set) == 1
+    assert held_out.test_set.files[0].name == "sa_1.jpg" and held_out.val_set.files[0].name == "sa_2.jpg"

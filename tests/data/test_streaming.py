@@ -44,13 +44,25 @@ def test_image_shards_keep_encoded_files_labels_and_classes(image_shards, image_
     assert meta["classes"] == ["cat", "dog", "fox"] and meta["splits"] == {"train": 24, "val": 12}
     assert len(list((image_shards / "train").glob("chunk-*.bin"))) > 1  # several shards
     data = image_data(image_shards)
-    assert data.num_classes == 3 and data.classes == ["cat", "dog", "fox"]
+    assert data.num_classes == 3 and data.classes == ["cat", "dog", "fox"] and not data.has_test_split
     images, labels = next(iter(data.val_dataloader()))
     assert images.shape == (4, 3, 16, 16) and labels.dtype == torch.int64
     val_labels = torch.cat([y for _, y in data.val_dataloader()])
     assert sorted(val_labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
     with pytest.raises(UserError, match="data.num_classes=5"):
         image_data(image_shards, num_classes=5)
+
+
+def test_image_shards_hold_a_test_split_when_the_tree_has_one(image_tree, tmp_path):
+    import shutil
+
+    shutil.copytree(image_tree / "val", image_tree / "test")
+    out = tmp_path / "with_test"
+    meta = prepare(["images", "--root", str(image_tree), "--out", str(out), "--workers", "1"])
+    assert meta["splits"] == {"train": 24, "val": 12, "test": 12}
+    data = image_data(out)
+    assert data.has_test_split
+    assert sorted(torch.cat([y for _, y in data.test_dataloader()]).tolist()) == [0] * 4 + [1] * 4 + [2] * 4
 
 
 def test_image_shards_resume_mid_epoch_without_repeats_or_gaps(image_shards):
@@ -77,6 +89,9 @@ def test_text_shards_hold_packed_blocks_and_the_tokenizer(text_shards):
     assert data.model_sizes() == {"vocab_size": 300} and data.special_ids == meta["special_ids"]
     batch = next(iter(data.train_dataloader()))
     assert batch["tokens"].shape == (4, 17) and batch["tokens"].dtype == torch.int64
+    # --test-fraction 0.1 (as data=text): held-out documents become the test split
+    assert data.has_test_split and meta["splits"]["test"] > 0
+    assert next(iter(data.test_dataloader()))["tokens"].shape[1] == 17
     text = data.tokenizer.decode(batch["tokens"][0].tolist())
     assert any(word in text for word in ("cat", "dog", "bird", "robot", "friend", "teacher"))
     with pytest.raises(UserError, match="holds causal shards but the model needs packing=masked"):
@@ -119,11 +134,13 @@ def test_coco_shards_keep_boxes_labels_and_images_without_boxes(tmp_path):
     out = tmp_path / "shards"
     prepare(["images", "--root", str(tmp_path / "coco"), "--out", str(out), "--workers", "1",
              "--train-ann", "annotations/instances_train.json", "--val-ann", "annotations/instances_val.json",
-             "--train-images", "train", "--val-images", "val"])  # fmt: skip
+             "--train-images", "train", "--val-images", "val",
+             "--test-ann", "annotations/instances_val.json"])  # fmt: skip
     data = StreamingDetectionDataModule(root=str(out), scales=[60], max_size=100, crop_resize=[40],
                                         crop_size=[20, 30], val_size=60, batch_size=2)  # fmt: skip
     data.setup()
     assert data.num_classes == 2 and data.classes == ["car", "dog"]
+    assert data.has_test_split and len(next(iter(data.test_dataloader()))[2]) == 2  # --test-ann, val images
     images, mask, targets = next(iter(data.val_dataloader()))
     assert images.shape[:2] == (2, 3) and mask.shape == (2, *images.shape[2:])
     by_id = {int(t["image_id"]): t for t in targets}

@@ -135,8 +135,8 @@ class MaskSubset(Dataset):
 
 
 class SegmentationDataModule(ShardedDataModule):
-    """Base class: subclasses set ``train_set`` and ``val_set`` (samples of this module's
-    format) in ``setup``; this class caps the objects per image (``max_masks_per_image``).
+    """Base class: subclasses set ``train_set``, ``val_set`` and, when the data has one, the
+    held-out ``test_set`` (samples of this module's format) in ``setup``; this class caps the objects per image (``max_masks_per_image``).
     ``hflip``: random left-right flips of training images (the SAM paper uses none).
     ``max_mask_area``: training drops masks covering more than this fraction of the image (the
     paper's light filtering of SA-1B: 0.9); None keeps all."""
@@ -219,7 +219,8 @@ class ShapesMasksDataModule(SegmentationDataModule):
     on textured backgrounds, drawn from ``data_seed``) with exact instance masks; no files.
 
     Images are rendered at ``render_size`` and resized to ``image_size`` (equal by default).
-    Every image has ``min_objects`` (>= 1) to ``max_objects`` shapes.
+    Every image has ``min_objects`` (>= 1) to ``max_objects`` shapes. The ``test_size`` test
+    images (0: no test split) come from their own stream, as those of ``data=shapes``.
     """
 
     def __init__(
@@ -228,6 +229,7 @@ class ShapesMasksDataModule(SegmentationDataModule):
         render_size: int | None = None,
         train_size: int = 2000,
         val_size: int = 200,
+        test_size: int = 200,
         min_objects: int = 1,
         max_objects: int = 3,
         min_size: float = 0.2,
@@ -236,6 +238,8 @@ class ShapesMasksDataModule(SegmentationDataModule):
         **kwargs,
     ) -> None:
         super().__init__(image_size=image_size, **kwargs)
+        if test_size < 0:
+            raise UserError(f"data.test_size={test_size}: must be >= 0 (0: no test split).")
         render_size = render_size or image_size
         for key, value in (("train_size", train_size), ("val_size", val_size), ("render_size", render_size)):
             if value < 1:
@@ -249,18 +253,18 @@ class ShapesMasksDataModule(SegmentationDataModule):
             raise UserError(f"data.min_size={min_size}, data.max_size={max_size}: need 0 < min <= max <= 1.")
         self.render_size = render_size
         self.sides = (max(2, round(min_size * render_size)), max(2, round(max_size * render_size)))
-        self.sizes = {"train": train_size, "val": val_size}
+        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.objects, self.data_seed = (min_objects, max_objects), data_seed
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        self.train_set, self.val_set = (
+        self.train_set, self.val_set, self.test_set = (
             ShapesMasks(
                 self.sizes[split], split, self.data_seed, self.render_size, self.objects, self.sides,
                 SamTransform(self.image_size, flip=self.hflip and split == "train"),
-            )
-            for split in ("train", "val")
+            ) if self.sizes[split] else None
+            for split in ("train", "val", "test")
         )  # fmt: skip
 
 
@@ -341,7 +345,9 @@ class COCOMasks(Dataset):
 
 
 class COCOMasksDataModule(SegmentationDataModule):
-    """COCO-format instance masks: ``<root>/<train_ann>`` + ``<root>/<train_images>`` (and val)."""
+    """COCO-format instance masks: ``<root>/<train_ann>`` + ``<root>/<train_images>`` (and val;
+    and a held-out test split when ``test_ann`` is given, its images in ``test_images``, by
+    default the validation folder)."""
 
     def __init__(
         self,
@@ -350,11 +356,15 @@ class COCOMasksDataModule(SegmentationDataModule):
         val_ann: str = "annotations/instances_val2017.json",
         train_images: str = "train2017",
         val_images: str = "val2017",
+        test_ann: str | None = None,
+        test_images: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.root = Path(root)
         self.paths = {"train": (train_ann, train_images), "val": (val_ann, val_images)}
+        if test_ann:
+            self.paths["test"] = (test_ann, test_images or val_images)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -371,7 +381,7 @@ class COCOMasksDataModule(SegmentationDataModule):
                 raise UserError(f"data.{split}_images={folder}: no such folder of images.")
             transform = SamTransform(self.image_size, flip=self.hflip and split == "train")
             sets.append(COCOMasks(content, folder, transform, f"data.{split}_ann={self.root / ann}"))
-        self.train_set, self.val_set = sets
+        self.train_set, self.val_set, self.test_set = (*sets, None)[:3]
 
 
 # ----------------------------------------------------------------------------------- SA-1B
@@ -406,11 +416,17 @@ class SA1B(Dataset):
 
 class SA1BDataModule(SegmentationDataModule):
     """The SA-1B layout: image / JSON pairs under ``root`` (recursive). The last ``val_images``
-    pairs (sorted by name) are held out for validation (SA-1B has no validation split)."""
+    pairs (sorted by name) are held out for validation and the ``test_images`` before them for
+    a test split (0: none); SA-1B has neither."""
 
-    def __init__(self, root: str, val_images: int = 500, **kwargs) -> None:
+    def __init__(self, root: str, val_images: int = 500, test_images: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.root, self.val_images = Path(root), val_images
+        if val_images < 1 or test_images < 0:
+            raise UserError(
+                f"data.val_images={val_images}, data.test_images={test_images}: need val_images >= 1 "
+                "and test_images >= 0."
+            )
+        self.root, self.val_images, self.test_images = Path(root), val_images, test_images
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -425,14 +441,17 @@ class SA1BDataModule(SegmentationDataModule):
             log.info(
                 "data.root=%s: skipped %d images without a JSON of masks", self.root, len(images) - len(pairs)
             )
-        if len(pairs) <= self.val_images:
+        held_out = self.val_images + self.test_images
+        if len(pairs) <= held_out:
             raise UserError(
                 f"data.root={self.root} holds {len(pairs)} image/JSON pairs, not more than "
-                f"data.val_images={self.val_images}: add data or lower data.val_images."
+                f"data.val_images={self.val_images} + data.test_images={self.test_images}: add data "
+                "or hold out fewer."
             )
-        cut = len(pairs) - self.val_images
+        cut, val_cut = len(pairs) - held_out, len(pairs) - self.val_images
         self.train_set = SA1B(pairs[:cut], SamTransform(self.image_size, flip=self.hflip))
-        self.val_set = SA1B(pairs[cut:], SamTransform(self.image_size))
+        self.test_set = SA1B(pairs[cut:val_cut], SamTransform(self.image_size)) if self.test_images else None
+        self.val_set = SA1B(pairs[val_cut:], SamTransform(self.image_size))
 
 
 # ------------------------------------------------- the shapes images as image data (for MAE)
@@ -476,6 +495,7 @@ class ShapesImagesDataModule(ImageClassificationDataModule):
         self.masks = ShapesMasksDataModule(
             image_size=image_size, train_size=train_size, val_size=val_size, min_objects=min_objects,
             max_objects=max_objects, min_size=min_size, max_size=max_size, data_seed=data_seed, hflip=hflip,
+            test_size=0,  # pretraining images only: no test split
         )  # fmt: skip
         self.classes = ["shapes"]
 

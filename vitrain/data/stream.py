@@ -101,13 +101,27 @@ def _streaming_dataset(root: str, split: str, train: bool, seed: int, cache_dir:
     )  # fmt: skip
 
 
-def _loader(dataset, batch_size: int, num_workers: int, pin_memory: bool, collate_fn, train: bool):
-    from litdata import StreamingDataLoader
+class _StreamLoaders:
+    """The loaders of the streaming DataModules: litdata's ``StreamingDataLoader`` over the
+    module's ``train_set`` / ``val_set`` / ``test_set`` (stateful: the loader position goes into
+    the checkpoint), batched with the module's ``collate_fn`` (None: torch's default)."""
 
-    return StreamingDataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
-        collate_fn=collate_fn, drop_last=train,
-    )  # fmt: skip
+    def _stream_loader(self, dataset, train: bool):
+        from litdata import StreamingDataLoader
+
+        return StreamingDataLoader(
+            dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory,
+            collate_fn=getattr(self, "collate_fn", None), drop_last=train,
+        )  # fmt: skip
+
+    def train_dataloader(self):
+        return self._stream_loader(self.train_set, train=True)
+
+    def val_dataloader(self):
+        return self._stream_loader(self.val_set, train=False)
+
+    def test_dataloader(self):
+        return self._stream_loader(self.test_set, train=False)
 
 
 class _DecodeImage:
@@ -121,7 +135,7 @@ class _DecodeImage:
         return self.transform(image), int(item["label"])
 
 
-class StreamingImageDataModule(ImageFolderDataModule):
+class StreamingImageDataModule(_StreamLoaders, ImageFolderDataModule):
     """Image classification from shards of ``python -m vitrain.prepare images``.
 
     The transforms (timm's, with the network's mean/std) and the kind checks are those of
@@ -160,20 +174,14 @@ class StreamingImageDataModule(ImageFolderDataModule):
             self.cache_dir,
             _SeededTransform(_DecodeImage(self._transform(True)), self.seed),
         )
-        self.val_set = _streaming_dataset(
-            self.root,
-            "val",
-            False,
-            self.seed,
-            self.cache_dir,
-            _SeededTransform(_DecodeImage(self._transform(False)), self.seed),
-        )
+        self.val_set, self.test_set = (
+            _streaming_dataset(
+                self.root, split, False, self.seed, self.cache_dir,
+                _SeededTransform(_DecodeImage(self._transform(False)), self.seed),
+            ) if split in self.meta["splits"] else None
+            for split in ("val", "test")
+        )  # fmt: skip
 
-    def train_dataloader(self):
-        return _loader(self.train_set, self.batch_size, self.num_workers, self.pin_memory, None, train=True)
-
-    def val_dataloader(self):
-        return _loader(self.val_set, self.batch_size, self.num_workers, self.pin_memory, None, train=False)
 
 
 class _DecodeDetection:
@@ -194,7 +202,7 @@ class _DecodeDetection:
         return self.transform(image, target)
 
 
-class StreamingDetectionDataModule(DetectionDataModule):
+class StreamingDetectionDataModule(_StreamLoaders, DetectionDataModule):
     """Object detection from shards of ``python -m vitrain.prepare images --root <COCO root>``.
 
     DETR's augmentation and batches as ``data=coco`` (padded images with pixel masks); the class
@@ -237,17 +245,12 @@ class StreamingDetectionDataModule(DetectionDataModule):
         train = _SeededTransform(_DecodeDetection(self.train_transform), self.seed)
         self.train_set = _streaming_dataset(self.root, "train", True, self.seed, self.cache_dir, train)
         val = _SeededTransform(_DecodeDetection(self.val_transform), self.seed)
-        self.val_set = _streaming_dataset(self.root, "val", False, self.seed, self.cache_dir, val)
+        self.val_set, self.test_set = (
+            _streaming_dataset(self.root, split, False, self.seed, self.cache_dir, val)
+            if split in self.meta["splits"] else None
+            for split in ("val", "test")
+        )  # fmt: skip
 
-    def train_dataloader(self):
-        return _loader(
-            self.train_set, self.batch_size, self.num_workers, self.pin_memory, self.collate_fn, True
-        )
-
-    def val_dataloader(self):
-        return _loader(
-            self.val_set, self.batch_size, self.num_workers, self.pin_memory, self.collate_fn, False
-        )
 
 
 class _TextItem:
@@ -263,7 +266,7 @@ class _TextItem:
         return out
 
 
-class StreamingTextDataModule(L.LightningDataModule):
+class StreamingTextDataModule(_StreamLoaders, L.LightningDataModule):
     """Pre-tokenized, packed text from shards of ``python -m vitrain.prepare text``.
 
     Batches are those of ``data=text`` (GPT: ``{"tokens": (B, seq_len + 1)}``; BERT: padded
@@ -305,7 +308,7 @@ class StreamingTextDataModule(L.LightningDataModule):
         self.seed = torch.initial_seed() % 2**31 if seed is None else seed
         self.special_ids = {k: int(v) for k, v in self.meta["special_ids"].items()}
         self._tokenizer = None
-        self.train_set = self.val_set = None
+        self.train_set = self.val_set = self.test_set = None
 
     @property
     def tokenizer(self):
@@ -335,17 +338,17 @@ class StreamingTextDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         self.train_set = _streaming_dataset(self.root, "train", True, self.seed, self.cache_dir, _TextItem())
-        self.val_set = _streaming_dataset(self.root, "val", False, self.seed, self.cache_dir, _TextItem())
+        self.val_set, self.test_set = (
+            _streaming_dataset(self.root, split, False, self.seed, self.cache_dir, _TextItem())
+            if split in self.meta["splits"] else None
+            for split in ("val", "test")
+        )  # fmt: skip
 
-    def train_dataloader(self):
-        return _loader(
-            self.train_set, self.batch_size, self.num_workers, self.pin_memory, self.collate_fn, True
-        )
+    @property
+    def has_test_split(self) -> bool:
+        """Whether the shards hold a held-out test split (``prepare text --test-fraction``)."""
+        return self.test_set is not None
 
-    def val_dataloader(self):
-        return _loader(
-            self.val_set, self.batch_size, self.num_workers, self.pin_memory, self.collate_fn, False
-        )
 
     def predict_dataloader(self):
         raise UserError(

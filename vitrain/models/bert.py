@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from vitrain.checkpoints import read_weights
 from vitrain.errors import UserError
 from vitrain.hub import arch_from_hf_config, resolve_hf_model
-from vitrain.models.gpt import read_state_dict
 from vitrain.models.registry import variant_args
 
 __all__ = ["BERT", "BERT_VARIANTS", "BertConfig", "create_bert", "load_hf_weights"]
@@ -316,7 +316,7 @@ def load_hf_weights(
     with an NSP head may start it fresh from a masked-LM-only file (logged by name). Extra
     entries of the file (a pooler or NSP head ``net`` does not have) are ignored.
     """
-    state = convert_hf_state_dict(read_state_dict(path, key))
+    state = convert_hf_state_dict(read_weights(path, key))
     path = source or path  # what the user named, for messages
     own = net.state_dict()
     missing = sorted(set(own) - set(state))

@@ -34,11 +34,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from vitrain.checkpoints import read_weights
 from vitrain.errors import UserError
 from vitrain.hub import arch_from_hf_config, resolve_hf_model
 from vitrain.models.registry import variant_args
 
-__all__ = ["GPT", "GPT_VARIANTS", "GPTConfig", "create_gpt", "load_hf_weights", "read_state_dict"]
+__all__ = ["GPT", "GPT_VARIANTS", "GPTConfig", "create_gpt", "load_hf_weights"]
 
 
 @dataclass
@@ -267,24 +268,6 @@ _HF_CONFIG_KEYS = {
 
 
 # ------------------------------------------------------------------ Hugging Face weights
-def read_state_dict(path: str | Path, key: str) -> dict[str, Tensor]:
-    """The tensors of a local ``.safetensors`` or ``.bin`` / ``.pt`` file (read with ``weights_only``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{key}={str(path)!r}: no such file. Give a local .safetensors or .bin weight file.")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise UserError(f"{key}={str(path)!r}: cannot be read ({type(err).__name__}: {err}).") from err
-    if not isinstance(state, dict):
-        raise UserError(f"{key}={str(path)!r}: holds a {type(state).__name__}, not a state dict.")
-    return state.get("state_dict", state)
-
-
 # Hugging Face GPT-2 names -> ours; GPT-2 stores its linear layers as Conv1D, (in, out).
 _HF_GPT_RENAMES = [
     (r"^wte\.", "wte."),
@@ -329,7 +312,7 @@ def load_hf_weights(
 ) -> None:
     """Load a Hugging Face GPT-2 weight file into ``net``; every weight must match in name and
     shape (``source``: what the user named, for messages; default ``path``)."""
-    state = convert_hf_state_dict(read_state_dict(path, key))
+    state = convert_hf_state_dict(read_weights(path, key))
     path = source or path
     own = net.state_dict()
     own.pop("lm_head.weight", None)

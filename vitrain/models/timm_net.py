@@ -17,7 +17,11 @@ from vitrain.hub import create_timm_model
 
 
 def create_timm(
-    name: str, img_size: int | None = None, pretrained: bool = False, pretrained_file: str | None = None, **kwargs
+    name: str,
+    img_size: int | None = None,
+    pretrained: bool = False,
+    pretrained_file: str | None = None,
+    **kwargs,
 ) -> nn.Module:
     """Build timm's ``name`` with ``**kwargs`` (``num_classes``, ``in_chans``, ``drop_path_rate``,
     architecture overrides such as ``depths`` / ``dims``).

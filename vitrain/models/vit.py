@@ -130,6 +130,8 @@ def check_vit_image_size(name: str, kwargs: dict) -> None:
             return
         patch = int(found.group(1))
     check_image_size(kwargs["img_size"], patch_stages(patch), f"the patch size {patch} of {name}")
+
+
 # The input pipeline an encoder pretrained by vitrain's MAE recipe (data=imagenet with the MAE
 # network, which has no timm data config) saw: ImageNet statistics, bicubic, crop 0.875.
 MAE_DATA_CONFIG = {
