@@ -15,6 +15,7 @@ import os
 import shlex
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -230,20 +231,22 @@ def fit(
     log.info("Training %s on %s; run directory: %s", choices.model, choices.data, run_dir)
     preemption = find_callback(trainer, Preemption)
     start = time.perf_counter()
-    test, wall = None, None
+    test, summary = None, None
+    summarise = partial(make_summary, trainer, task, params=params, config_path=run_dir / "resolved_config.yaml",
+                        choices=choices)  # fmt: skip
     try:
         with ddp_ranks_in_this_job(run_dir):
             trainer.fit(task, datamodule=datamodule, ckpt_path=ckpt_path)
-            wall = time.perf_counter() - start
+            # summarised before the test: trainer.test(ckpt_path=best) restores the callbacks'
+            # states (RunStats' history and timings) from that older checkpoint
+            summary = summarise(wall=time.perf_counter() - start)
             if not (preemption and preemption.received):
                 test = test_after_fit(cfg, trainer, task, datamodule)
     except Preempted as stop:
         log.warning("Stopped by %s. Continue this run with:\n  %s", stop, resume_command(run_dir))
     finally:
         finish_loggers(trainer.loggers)
-    wall = wall if wall is not None else time.perf_counter() - start
-
-    summary = make_summary(trainer, task, wall, params, run_dir / "resolved_config.yaml", choices)
+    summary = summary or summarise(wall=time.perf_counter() - start)
     summary["status"] = "interrupted" if preemption and preemption.received else "completed"
     summary["resumed_from"] = str(ckpt_path) if ckpt_path else None
     summary["limits"] = stopping_limits(cfg.trainer)

@@ -82,12 +82,16 @@ def test_data_errors_stop_the_run_before_any_logger_exists(image_tree, tmp_path,
 
 @pytest.mark.slow
 def test_default_data_reports_test_accuracy_and_mode_test_needs_only_the_checkpoint(tmp_path):
-    tiny = [*TINY_VIT, "+model.net.patch_size=4", "data.image_size=16", "trainer.max_epochs=1"]
-    proc = run_train(tmp_path / "train", *tiny)
+    tiny = [*TINY_VIT, "+model.net.patch_size=4", "data.image_size=16", "trainer.max_epochs=2"]
+    # keep the epoch with the highest validation loss (the first): the test then restores an older
+    # checkpoint, which must not roll the run's summary back to it
+    worst = ["callbacks.model_checkpoint.monitor=val/loss", "callbacks.model_checkpoint.mode=max"]
+    proc = run_train(tmp_path / "train", *tiny, *worst)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "train" / "summary.json").read_text())
     test = summary["test"]
-    assert test["checkpoint"] == summary["checkpoints"]["best"]
+    assert test["checkpoint"] == summary["checkpoints"]["best"] and test["checkpoint"].endswith("epoch000.ckpt")
+    assert summary["last"]["epoch"] == 1 and summary["epochs"] == 2
     assert {"test/acc1", "test/acc5", "test/loss"} <= set(test)
     assert "val/acc1" in summary["best"]  # validation numbers beside the test ones
     # the checkpoint carries model and data: no model/size overrides needed
