@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import subprocess
+import warnings
 import sys
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def run_train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     """Run what ``python train.py`` runs, in this process: compose ``conf/train.yaml`` with the
     overrides ``run_cli`` adds, then ``vitrain.run.main``. Saves the ~10 s of imports a subprocess
     costs; returns a ``CompletedProcess`` whose ``stderr`` holds the INFO log (Hydra's console
-    log in a real run) and ``stdout`` what was printed. A ``sys.exit`` becomes the return code;
+    log in a real run) and the warnings, and ``stdout`` what was printed. A ``sys.exit`` becomes the return code;
     any other exception propagates.
 
     Use ``run_cli`` for what only a real process shows: signals, DDP ranks, multiruns, tracebacks.
@@ -91,8 +92,12 @@ def run_train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     root.setLevel(logging.INFO)
     code = 0
     try:
-        with contextlib.redirect_stdout(out):
-            main(cfg)
+        with contextlib.redirect_stdout(out), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                main(cfg)
+            finally:  # a process prints its warnings to stderr: so does this run
+                stream.writelines(f"{w.category.__name__}: {w.message}\n" for w in caught)
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1
     finally:

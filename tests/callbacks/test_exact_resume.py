@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tests.helpers import TINY_VIT, run_cli
+from tests.helpers import TINY_VIT, run_cli, run_train
 
 # digits with its random affine augmentation on, drop path on, 2 loader workers: every source
 # of randomness a resume could disturb
@@ -25,13 +25,14 @@ def weights(run_dir) -> dict:
 @pytest.mark.slow
 def test_mid_epoch_resume_with_workers_and_augmentation_is_bit_identical(tmp_path):
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
-    assert run_cli(straight, *RUN).returncode == 0
+    assert run_train(straight, *RUN).returncode == 0
+    # the signal needs a process of its own; the other two runs go in-process
     stop = ["+callbacks.stop._target_=tests.helpers.SignalAtStep", "+callbacks.stop.step=6"]
     proc = run_cli(interrupted, *RUN, *stop)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((interrupted / "summary.json").read_text())
     assert summary["status"] == "interrupted" and summary["global_step"] == 6  # mid epoch 1
-    proc = run_cli(interrupted, *RUN, "resume=auto")
+    proc = run_train(interrupted, *RUN, "resume=auto")
     assert proc.returncode == 0, proc.stderr
     assert "not resumable" not in proc.stderr
     a, b = weights(interrupted), weights(straight)

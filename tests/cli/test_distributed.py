@@ -66,7 +66,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     proc = run_cli(ddp, *DETERMINISTIC, "trainer=ddp_cpu", "data.batch_size=16", timeout=600)
     assert proc.returncode == 0, proc.stderr
-    proc = run_cli(single, *DETERMINISTIC, "trainer=cpu", "data.batch_size=32")
+    proc = run_train(single, *DETERMINISTIC, "trainer=cpu", "data.batch_size=32")
     assert proc.returncode == 0, proc.stderr
     a, b = json.loads((ddp / "summary.json").read_text()), json.loads((single / "summary.json").read_text())
     assert a["global_step"] == b["global_step"] == 8

@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 
-from tests.helpers import TINY_VIT, run_cli
+from tests.helpers import TINY_VIT, run_train
 from vitrain.callbacks import RunStats
 from vitrain.loggers import CSVLogger, trim_csv_history
 
@@ -26,16 +26,16 @@ def rows(path: Path) -> list[dict]:
 @pytest.mark.slow
 def test_resume_appends_history_and_a_finished_run_is_left_alone(tmp_path):
     run_dir = tmp_path / "run"
-    assert run_cli(run_dir, *SMALL, "trainer.max_epochs=2").returncode == 0
+    assert run_train(run_dir, *SMALL, "trainer.max_epochs=2").returncode == 0
     metrics, summary = run_dir / "csv" / "metrics.csv", run_dir / "summary.json"
     first_rows, first_summary = rows(metrics), summary.read_text()
     first_events = set((run_dir / "tensorboard").glob("events.out.tfevents.*"))
 
-    again = run_cli(run_dir, *SMALL, "trainer.max_epochs=2")  # re-launch of a finished run
+    again = run_train(run_dir, *SMALL, "trainer.max_epochs=2")  # re-launch of a finished run
     assert again.returncode == 0 and "already holds a completed run" in again.stderr
     assert summary.read_text() == first_summary and rows(metrics) == first_rows
 
-    longer = run_cli(run_dir, *SMALL, "trainer.max_epochs=3")  # continue it for one more epoch
+    longer = run_train(run_dir, *SMALL, "trainer.max_epochs=3")  # continue it for one more epoch
     assert longer.returncode == 0, longer.stderr
     all_rows = rows(metrics)
     assert [{k: r[k] for k in first_rows[0]} for r in all_rows[: len(first_rows)]] == first_rows

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import TINY_VIT, run_cli, write_txt_corpus
+from tests.helpers import TINY_VIT, run_cli, run_train, write_txt_corpus
 from vitrain.prepare import main as prepare
 
 TINY_GPT = ["model=gpt_tiny", "+model.net.n_layer=1", "+model.net.n_embd=32", "+model.net.n_head=2",
@@ -48,7 +48,7 @@ def test_vit_trains_from_image_shards_and_resumes_exactly(image_tree, tmp_path):
         "data.num_workers=1", "trainer.max_epochs=2", "callbacks.model_checkpoint.save_top_k=-1",
     ]  # fmt: skip
     straight = tmp_path / "straight"
-    proc = run_cli(straight, *run)
+    proc = run_train(straight, *run)
     assert proc.returncode == 0, proc.stderr
     result = summary(straight)
     assert result["status"] == "completed" and result["global_step"] == 12  # 24 images / 4, 2 epochs
@@ -60,7 +60,7 @@ def test_vit_trains_from_image_shards_and_resumes_exactly(image_tree, tmp_path):
     stop = ["+callbacks.stop._target_=tests.helpers.SignalAtStep", "+callbacks.stop.step=9"]
     assert run_cli(resumed, *run, *stop).returncode == 0
     assert summary(resumed)["status"] == "interrupted" and summary(resumed)["global_step"] == 9
-    proc = run_cli(resumed, *run, "resume=auto")
+    proc = run_train(resumed, *run, "resume=auto")
     assert proc.returncode == 0, proc.stderr
     a = torch.load(resumed / "checkpoints" / "epoch001.ckpt", map_location="cpu", weights_only=True)
     b = torch.load(straight / "checkpoints" / "epoch001.ckpt", map_location="cpu", weights_only=True)
@@ -87,7 +87,7 @@ def test_vit_trains_from_image_shards_on_two_ranks(image_tree, tmp_path):
 @pytest.mark.slow
 def test_gpt_trains_from_text_shards_in_one_process(text_shards, tmp_path):
     run_dir = tmp_path / "run"
-    proc = run_cli(run_dir, *TINY_GPT, "data=text_stream", f"data.root={text_shards}", "data.batch_size=8",
+    proc = run_train(run_dir, *TINY_GPT, "data=text_stream", f"data.root={text_shards}", "data.batch_size=8",
                    "trainer.max_epochs=1", "trainer.limit_val_batches=2")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((text_shards / "vitrain.json").read_text())
