@@ -11,9 +11,10 @@ import io
 import json
 import logging
 import os
+import runpy
 import subprocess
-import warnings
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -109,6 +110,33 @@ def run_train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
         os.environ.clear()  # Lightning sets PL_GLOBAL_SEED and friends: later runs start clean
         os.environ.update(environ)
     return subprocess.CompletedProcess(["train.py", *overrides], code, out.getvalue(), stream.getvalue())
+
+
+def launch_cli(*args: str) -> subprocess.CompletedProcess:
+    """Run ``python train.py *args`` through its real entry point (``@hydra.main`` inside
+    ``vitrain.cli.launch``, executed as ``__main__``) in this process, for command-line errors
+    that stop before any run: stdout and stderr are captured, a ``sys.exit`` becomes the return
+    code."""
+    argv, environ = list(sys.argv), dict(os.environ)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level  # Hydra configures logging for its jobs
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    sys.argv = [str(ROOT / "train.py"), *args]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        for handler in set(root.handlers) - set(handlers):
+            root.removeHandler(handler)
+            handler.close()
+        root.handlers[:], root.level = handlers, level
+        sys.argv = argv
+        os.environ.clear()
+        os.environ.update(environ)
+        GlobalHydra.instance().clear()
+    return subprocess.CompletedProcess(["train.py", *args], code, out.getvalue(), err.getvalue())
 
 
 def compose_train(*overrides: str, output_dir: str = "/tmp/vitrain-test-run"):

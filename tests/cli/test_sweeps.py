@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ import yaml
 from hydra.utils import instantiate
 from lightning.pytorch.profilers import SimpleProfiler
 
-from tests.helpers import QUIET, ROOT, TINY_VIT, compose_train
+from tests.helpers import QUIET, TINY_VIT, compose_train, launch_cli
 from vitrain.sweep import CSV_NAME, MD_NAME, cli, write_sweep_table
 
 TINY_RUN = [
@@ -28,20 +26,17 @@ TINY_RUN = [
 ]
 
 
-def run_multirun(sweep_dir: Path, *overrides: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run ``python train.py -m`` in a subprocess with its sweep directory at ``sweep_dir``."""
-    args = [
-        sys.executable,
-        str(ROOT / "train.py"),
+def run_multirun(sweep_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """Run ``python train.py -m`` (its entry point, in this process) with its sweep directory at
+    ``sweep_dir``: Hydra's basic launcher and the Optuna sweeper run the jobs one after another."""
+    return launch_cli(
         "-m",
         f"hydra.sweep.dir={sweep_dir}",
         f"paths.log_dir={sweep_dir.parent / 'logs'}",
         f"paths.data_dir={sweep_dir.parent / 'data'}",
         *QUIET,
         *overrides,
-    ]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    )
 
 
 def read_table(sweep_dir: Path) -> list[dict[str, str]]:
@@ -225,16 +220,15 @@ def test_debug_options_build_a_trainer(tmp_path, option, check):
     assert check(trainer)
 
 
-def test_multirun_with_the_default_sweep_dir(tmp_path):
+def test_multirun_with_the_default_sweep_dir(tmp_path, monkeypatch):
     """``python train.py -m`` without ``hydra.sweep.dir``: the sweep dir goes under paths.log_dir.
 
     Regression: the default sweep dir resolved ``${hydra:runtime.cwd}`` before Hydra had set its
     config, so every plain multirun stopped with "HydraConfig was not set".
     """
     logs = tmp_path / "logs"
-    args = [sys.executable, str(ROOT / "train.py"), "-m", f"paths.log_dir={logs}", "dry_run=true", "seed=1,2"]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
-    result = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    monkeypatch.chdir(tmp_path)
+    result = launch_cli("-m", f"paths.log_dir={logs}", "dry_run=true", "seed=1,2")
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("params: total=") == 2
     (sweep,) = (logs / "train" / "multiruns").iterdir()

@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from tests.helpers import ROOT, TINY_VIT, assert_user_error, run_cli, run_train
+from tests.helpers import ROOT, TINY_VIT, assert_user_error, launch_cli, run_train
 
 FAST = [*TINY_VIT, "trainer.max_epochs=2", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2"]
 
@@ -69,12 +69,12 @@ def test_dry_run_prints_one_line_and_reads_no_data(tmp_path):
 
 
 def test_unknown_option_in_a_group(tmp_path):
-    proc = run_cli(tmp_path / "run", "model=vit_huge99")
+    proc = launch_cli(f"hydra.run.dir={tmp_path / 'run'}", "model=vit_huge99")
     assert_user_error(proc, "Could not find 'model/vit_huge99'", "vit_b16")
 
 
 def test_unknown_key(tmp_path):
-    proc = run_cli(tmp_path / "run", "trainer.max_epoch=3")
+    proc = launch_cli(f"hydra.run.dir={tmp_path / 'run'}", "trainer.max_epoch=3")
     assert_user_error(proc, "trainer.max_epoch")
     # the closest existing key, not Hydra's advice to add the misspelled one
     assert "Did you mean trainer.max_epochs? (trainer.max_epochs=3)" in proc.stderr
@@ -108,6 +108,6 @@ def test_corrupt_image(tmp_path, image_tree, workers):
 
 
 def test_model_paired_with_wrong_kind_of_data(tmp_path):
-    proc = run_cli(tmp_path / "run", f"hydra.searchpath=[file://{ROOT}/tests/configs]", "data=fake_text")
+    proc = run_train(tmp_path / "run", f"hydra.searchpath=[file://{ROOT}/tests/configs]", "data=fake_text")
     assert_user_error(proc, "model=vit_ti16", "data=fake_text", "needs image_classification data")
     assert not (tmp_path / "run" / "config_tree.log").exists()  # failed before anything was built
