@@ -205,6 +205,37 @@ def resolve_tokenizer(spec: str, key: str = "data.tokenizer") -> str:
     )
 
 
+def hf_architecture(
+    arch: dict, hf_weights, keys: dict[str, str], model_type: str, overrides: dict, vocab_size: int | None
+) -> tuple[dict, HFModel | None]:
+    """``arch`` completed from the ``config.json`` of ``hf_weights`` (a hub id or a model folder;
+    a bare weight file has none) and the resolved weights (None without ``hf_weights``)."""
+    source = resolve_hf_model(str(hf_weights)) if hf_weights else None
+    if source is not None and source.config is not None:
+        found = arch_from_hf_config(source.config, keys, model_type, overrides, vocab_size, source.source)
+        arch = {**arch, **found}
+    return arch, source
+
+
+def check_state_fits(
+    own: dict, state: dict, key: str, path, new_ok: tuple[str, ...] = (), extra_ok: bool = False
+) -> None:
+    """Refuse converted Hugging Face weights ``state`` that do not fit the network's ``own``
+    state dict: every tensor of ``own`` present with its shape (names starting with ``new_ok``
+    may start fresh), and nothing more unless ``extra_ok``."""
+    missing = sorted(k for k in set(own) - set(state) if not k.startswith(new_ok))
+    unexpected = [] if extra_ok else sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        shapes = ", ".join(
+            f"{k} {tuple(state[k].shape)} in the weights vs {tuple(own[k].shape)} configured" for k in wrong[:3]
+        )
+        raise UserError(
+            f"{key}={str(path)!r} does not fit model.net (missing {missing[:3]}, unexpected {unexpected[:3]}, "
+            f"shape mismatch: {shapes or 'none'}): pick the variant (and vocab_size, n_positions) of the file."
+        )
+
+
 def arch_from_hf_config(
     config: dict, keys: dict[str, str], model_type: str, overrides: dict, vocab_size: int | None, source: str
 ) -> dict:

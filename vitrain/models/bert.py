@@ -25,6 +25,7 @@ folder (``config.json`` + weights) or from a bare weight file: see :func:`create
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,10 @@ from torch.utils.checkpoint import checkpoint
 
 from vitrain.checkpoints import read_weights
 from vitrain.errors import UserError
-from vitrain.hub import arch_from_hf_config, resolve_hf_model
+from vitrain.hub import check_state_fits, hf_architecture
 from vitrain.models.registry import variant_args
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BERT", "BERT_VARIANTS", "BertConfig", "create_bert", "load_hf_weights"]
 
@@ -230,12 +233,7 @@ def create_bert(name: str, vocab_size: int | None = None, hf_weights: str | None
     arch = variant_args("BERT", name, BERT_VARIANTS, _ARCH_KEYS, overrides)
     if vocab_size is not None:
         arch["vocab_size"] = vocab_size
-    source = resolve_hf_model(str(hf_weights)) if hf_weights else None
-    if source is not None and source.config is not None:
-        found = arch_from_hf_config(
-            source.config, _HF_CONFIG_KEYS, "bert", overrides, vocab_size, source.source
-        )
-        arch = {**arch, **found}
+    arch, source = hf_architecture(arch, hf_weights, _HF_CONFIG_KEYS, "bert", overrides, vocab_size)
     net = BERT(BertConfig(**arch))
     if source is not None:
         load_hf_weights(net, source.weights, source=source.source)
@@ -319,16 +317,8 @@ def load_hf_weights(
     state = convert_hf_state_dict(read_weights(path, key))
     path = source or path  # what the user named, for messages
     own = net.state_dict()
-    missing = sorted(set(own) - set(state))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    fresh_ok = {k for k in missing if k.startswith(("pooler.", "nsp_head."))}
-    if set(missing) - fresh_ok or wrong:
-        shapes = ", ".join(
-            f"{k} {tuple(state[k].shape)} in the weights vs {tuple(own[k].shape)} configured"
-            for k in wrong[:3]
-        )
-        raise UserError(
-            f"{key}={str(path)!r} does not fit model.net (missing {sorted(set(missing) - fresh_ok)[:3]}, "
-            f"shape mismatch: {shapes or 'none'}): pick the variant (and vocab_size, n_positions) of the file."
-        )
+    check_state_fits(own, state, key, path, new_ok=("pooler.", "nsp_head."), extra_ok=True)
+    fresh = sorted(set(own) - set(state))
+    if fresh:
+        log.info("%s (%s) has no %s: they start fresh", path, key, ", ".join(fresh))
     net.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)

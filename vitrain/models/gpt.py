@@ -36,7 +36,7 @@ from torch.utils.checkpoint import checkpoint
 
 from vitrain.checkpoints import read_weights
 from vitrain.errors import UserError
-from vitrain.hub import arch_from_hf_config, resolve_hf_model
+from vitrain.hub import check_state_fits, hf_architecture
 from vitrain.models.registry import variant_args
 
 __all__ = ["GPT", "GPT_VARIANTS", "GPTConfig", "create_gpt", "load_hf_weights"]
@@ -244,12 +244,7 @@ def create_gpt(name: str, vocab_size: int | None = None, hf_weights: str | None 
             f"model.net.hf_weights={hf_weights!r} is a GPT-2 checkpoint, whose architecture has biases "
             "and the tanh GELU: set model.net.bias=true and model.net.gelu=tanh (the defaults)."
         )
-    source = resolve_hf_model(str(hf_weights)) if hf_weights else None
-    if source is not None and source.config is not None:
-        found = arch_from_hf_config(
-            source.config, _HF_CONFIG_KEYS, "gpt2", overrides, vocab_size, source.source
-        )
-        arch = {**arch, **found}
+    arch, source = hf_architecture(arch, hf_weights, _HF_CONFIG_KEYS, "gpt2", overrides, vocab_size)
     net = GPT(GPTConfig(**arch))
     if source is not None:
         load_hf_weights(net, source.weights, source=source.source)
@@ -315,16 +310,6 @@ def load_hf_weights(
     state = convert_hf_state_dict(read_weights(path, key))
     path = source or path
     own = net.state_dict()
-    own.pop("lm_head.weight", None)
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    wrong = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
-    if missing or unexpected or wrong:
-        shapes = ", ".join(
-            f"{k} {tuple(state[k].shape)} in the weights vs {tuple(own[k].shape)} configured"
-            for k in sorted(wrong)[:3]
-        )
-        raise UserError(
-            f"{key}={str(path)!r} does not fit model.net (missing {missing[:3]}, unexpected {unexpected[:3]}, "
-            f"shape mismatch: {shapes or 'none'}): pick the variant (and vocab_size, n_positions) of the file."
-        )
+    own.pop("lm_head.weight", None)  # tied to wte
+    check_state_fits(own, state, key, path)
     net.load_state_dict(state, strict=False)
