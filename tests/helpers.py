@@ -219,3 +219,23 @@ class SignalAtStep(L.Callback):
 
         if trainer.global_step == self.step and self.rank in (-1, trainer.global_rank):
             os.kill(os.getpid(), getattr(signal, self.signal))
+
+
+def write_small_coco(root: Path) -> None:
+    """Both splits: category ids 2 and 5; image 2 has no boxes, image 1 a box past its edge."""
+    (root / "annotations").mkdir(parents=True)
+    for split in ("train", "val"):
+        (root / split).mkdir()
+        images = [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 30},
+                  {"id": 2, "file_name": "b.png", "width": 20, "height": 20}]  # fmt: skip
+        for info in images:
+            Image.new("RGB", (info["width"], info["height"]), (90, 30, 200)).save(
+                root / split / info["file_name"]
+            )
+        annotations = [
+            {"id": 1, "image_id": 1, "category_id": 5, "bbox": [4, 3, 10, 12], "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [30, 10, 20, 10], "iscrowd": 1},
+        ]
+        content = {"images": images, "annotations": annotations,
+                   "categories": [{"id": 2, "name": "car"}, {"id": 5, "name": "dog"}]}  # fmt: skip
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(content))

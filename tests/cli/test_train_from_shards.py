@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import TINY_VIT, run_cli, run_train, write_txt_corpus
+from tests.helpers import TINY_VIT, run_cli, run_train, write_small_coco, write_txt_corpus
 from vitrain.prepare import main as prepare
 
 TINY_GPT = ["model=gpt_tiny", "+model.net.n_layer=1", "+model.net.n_embd=32", "+model.net.n_head=2",
@@ -108,3 +108,25 @@ def test_gpt_trains_from_text_shards_on_two_ranks(text_shards, tmp_path):
     assert summary(run_dir)["global_step"] == meta["splits"]["train"] // 8
     assert "Traceback" not in (run_dir / "train_ddp_process_1.log").read_text()
     assert os.path.getsize(run_dir / "checkpoints" / "last.ckpt") > 0
+
+
+def test_detr_trains_from_coco_shards(tmp_path):
+    write_small_coco(tmp_path / "coco")
+    shards = tmp_path / "shards"
+    prepare(["images", "--root", str(tmp_path / "coco"), "--out", str(shards), "--workers", "1",
+             "--train-ann", "annotations/instances_train.json", "--val-ann", "annotations/instances_val.json",
+             "--train-images", "train", "--val-images", "val", "--test-ann", "annotations/instances_val.json"])  # fmt: skip
+    run_dir = tmp_path / "run"
+    proc = run_train(
+        run_dir, "model=detr_tiny", "data=coco_stream", f"data.root={shards}", "data.scales=[32]",
+        "data.max_size=48", "data.crop_resize=[32]", "data.crop_size=[16,24]", "data.val_size=32",
+        "data.num_workers=0", "data.pin_memory=false", "+model.net.hidden_dim=32", "+model.net.num_heads=2",
+        "+model.net.num_encoder_layers=1", "+model.net.num_decoder_layers=1", "+model.net.dim_feedforward=32",
+        "+model.net.num_queries=4", "trainer=cpu", "trainer.max_epochs=2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = summary(run_dir)
+    # 2 training images, batch 2: one step an epoch; classes from the shards' metadata
+    assert result["status"] == "completed" and result["global_step"] == 2
+    assert "val/map" in result["last"] and "test/map" in result["test"]
+    assert last(run_dir)["state_dict"]["net.class_embed.weight"].shape[0] == 3  # 2 classes + no-object

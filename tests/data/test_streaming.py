@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import write_txt_corpus
+from tests.helpers import write_small_coco, write_txt_corpus
 from vitrain.data.stream import StreamingImageDataModule, StreamingTextDataModule
 from vitrain.errors import UserError
 from vitrain.prepare import main as prepare
@@ -103,28 +103,6 @@ def test_missing_or_wrong_shards_are_one_line_errors(tmp_path, text_shards):
         StreamingImageDataModule(root=str(tmp_path / "nothing"))
     with pytest.raises(UserError, match="holds text shards, not image_classification"):
         StreamingImageDataModule(root=str(text_shards))
-
-
-def write_small_coco(root: Path) -> None:
-    """Both splits: category ids 2 and 5; image 2 has no boxes, image 1 a box past its edge."""
-    from PIL import Image
-
-    (root / "annotations").mkdir(parents=True)
-    for split in ("train", "val"):
-        (root / split).mkdir()
-        images = [{"id": 1, "file_name": "a.jpg", "width": 40, "height": 30},
-                  {"id": 2, "file_name": "b.png", "width": 20, "height": 20}]  # fmt: skip
-        for info in images:
-            Image.new("RGB", (info["width"], info["height"]), (90, 30, 200)).save(
-                root / split / info["file_name"]
-            )
-        annotations = [
-            {"id": 1, "image_id": 1, "category_id": 5, "bbox": [4, 3, 10, 12], "iscrowd": 0},
-            {"id": 2, "image_id": 1, "category_id": 2, "bbox": [30, 10, 20, 10], "iscrowd": 1},
-        ]
-        content = {"images": images, "annotations": annotations,
-                   "categories": [{"id": 2, "name": "car"}, {"id": 5, "name": "dog"}]}  # fmt: skip
-        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(content))
 
 
 def test_coco_shards_keep_boxes_labels_and_images_without_boxes(tmp_path):
