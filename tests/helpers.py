@@ -205,6 +205,8 @@ def write_jsonl_corpus(path: Path, count: int = 40, sentences: int = 12, seed: i
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps({"text": doc}) + "\n" for doc in documents(count, sentences, seed)))
     return path
+
+
 class SignalAtStep(L.Callback):
     """Sends ``signal`` to this process after training step ``step`` of rank ``rank`` (-1: every
     rank), as SLURM or a user would: a deterministic point to interrupt a run from the CLI

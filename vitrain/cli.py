@@ -50,7 +50,6 @@ def config_groups() -> str:
     return "\n".join(lines)
 
 
-
 def explain(err: Exception, argv: list[str]) -> str:
     """The message for a composition error, with a suggestion when a close key or option exists."""
     text = str(err).strip()

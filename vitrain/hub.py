@@ -228,7 +228,8 @@ def check_state_fits(
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
         shapes = ", ".join(
-            f"{k} {tuple(state[k].shape)} in the weights vs {tuple(own[k].shape)} configured" for k in wrong[:3]
+            f"{k} {tuple(state[k].shape)} in the weights vs {tuple(own[k].shape)} configured"
+            for k in wrong[:3]
         )
         raise UserError(
             f"{key}={str(path)!r} does not fit model.net (missing {missing[:3]}, unexpected {unexpected[:3]}, "

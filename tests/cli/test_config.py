@@ -78,7 +78,11 @@ def test_optuna_search_config(tmp_path):
 def test_t2t_recipe(tmp_path):
     cfg = compose_train("experiment=t2t_vit_14_imagenet", output_dir=str(tmp_path))
     assert cfg.model.net.name == "t2t_vit_14" and cfg.trainer.max_epochs == 310
-    assert cfg.callbacks.ema.decay == 0.99996 and cfg.global_batch_size == 512 and cfg.optimizer.weight_decay == 0.05
+    assert (
+        cfg.callbacks.ema.decay == 0.99996
+        and cfg.global_batch_size == 512
+        and cfg.optimizer.weight_decay == 0.05
+    )
     assert (cfg.model.mixup_alpha, cfg.model.cutmix_alpha, cfg.model.net.drop_path_rate) == (0.8, 1.0, 0.1)
     assert cfg.data.auto_augment.startswith("rand-m9")
 

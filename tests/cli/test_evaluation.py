@@ -90,7 +90,9 @@ def test_default_data_reports_test_accuracy_and_mode_test_needs_only_the_checkpo
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "train" / "summary.json").read_text())
     test = summary["test"]
-    assert test["checkpoint"] == summary["checkpoints"]["best"] and test["checkpoint"].endswith("epoch000.ckpt")
+    assert test["checkpoint"] == summary["checkpoints"]["best"] and test["checkpoint"].endswith(
+        "epoch000.ckpt"
+    )
     assert summary["last"]["epoch"] == 1 and summary["epochs"] == 2
     assert {"test/acc1", "test/acc5", "test/loss"} <= set(test)
     assert "val/acc1" in summary["best"]  # validation numbers beside the test ones

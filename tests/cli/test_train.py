@@ -60,7 +60,9 @@ def test_mixup_run(tmp_path):
 
 def test_dry_run_prints_one_line_and_reads_no_data(tmp_path):
     # an explicit class count: with data.num_classes=null vitrain counts the class folders first
-    proc = run_train(tmp_path / "run", "dry_run=true", "data=imagenet", "data.root=/no/such/data", "data.num_classes=1000")
+    proc = run_train(
+        tmp_path / "run", "dry_run=true", "data=imagenet", "data.root=/no/such/data", "data.num_classes=1000"
+    )
     assert proc.returncode == 0, proc.stderr
     assert re.fullmatch(r"params: total=(\d+) trainable=(\d+)\n", proc.stdout), proc.stdout
     total = int(re.search(r"total=(\d+)", proc.stdout).group(1))

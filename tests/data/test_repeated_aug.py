@@ -38,9 +38,9 @@ def test_epoch_seeded_and_resumable():
     batches = EpochBatchSampler(EpochSampler(12, seed=5, rank=1, world=3, repeats=3), batch_size=1)
     batches.load_state_dict({"epoch": 1, "batches": 2, "samples_per_step": 3})
     # a mid-epoch resume continues exactly where the run stopped
-    assert [i for (i, _), in batches] == first[1][2:] and len(batches.sampler) == 4
+    assert [i for ((i, _),) in batches] == first[1][2:] and len(batches.sampler) == 4
     batches.set_epoch(2)  # the restored position applies to its own epoch only
-    assert [i for (i, _), in batches] == other[1]
+    assert [i for ((i, _),) in batches] == other[1]
 
 
 def test_one_process_sees_the_copies_in_a_row():

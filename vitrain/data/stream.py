@@ -183,7 +183,6 @@ class StreamingImageDataModule(_StreamLoaders, ImageFolderDataModule):
         )  # fmt: skip
 
 
-
 class _DecodeDetection:
     def __init__(self, transform) -> None:
         self.transform = transform
@@ -250,7 +249,6 @@ class StreamingDetectionDataModule(_StreamLoaders, DetectionDataModule):
             if split in self.meta["splits"] else None
             for split in ("val", "test")
         )  # fmt: skip
-
 
 
 class _TextItem:
@@ -348,7 +346,6 @@ class StreamingTextDataModule(_StreamLoaders, L.LightningDataModule):
     def has_test_split(self) -> bool:
         """Whether the shards hold a held-out test split (``prepare text --test-fraction``)."""
         return self.test_set is not None
-
 
     def predict_dataloader(self):
         raise UserError(

@@ -463,5 +463,3 @@ def centre_error_points(pred: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
         positive.append(bool(obj[y, x]))
     device = gt.device
     return torch.tensor(points, dtype=torch.float32, device=device), torch.tensor(positive, device=device)
-
-
