@@ -207,8 +207,7 @@ EXPECTED: dict[str, dict] = {
         "scheduler._target_": COSINE,
         "scheduler.warmup_epochs": 10,
         "scheduler.min_lr_ratio": 1e-5 / 5e-4,
-        # deviation: the reference decays over 300 epochs, then holds 1e-5 for the 10 cool-down epochs
-        "scheduler.decay_epochs": None,
+        "scheduler.decay_epochs": 300,  # then 10 cool-down epochs at 1e-5
         "trainer.max_epochs": 310,
         "trainer.gradient_clip_val": None,
         "data.auto_augment": RAND_M9,
