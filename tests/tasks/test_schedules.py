@@ -49,9 +49,9 @@ RECIPES = {
     "mae_vit_b16_finetune": epochs(5, 100, 5e-4, spe=1251),
     "mae_vit_b16_linprobe": epochs(10, 90, 0.0, spe=78),
     "mae_vit_b16_pretrain": epochs(40, 800, 0.0, spe=312),
-    "t2t_vit_14_imagenet": epochs(
-        10, 310, 0.02, spe=2502
-    ),  # 10 warm-up epochs: the authors' main.py (issue 14)
+    # 10 warm-up epochs (issue 14), cosine until epoch 300, then 10 cool-down epochs at the min lr:
+    # the authors' main.py (--epochs 300 --cooldown-epochs 10)
+    "t2t_vit_14_imagenet": (310 * 2502, 2502, (10 * 2502, 300 * 2502, "cosine", 0.02)),
     "vit_b16_imagenet": epochs(5, 300, 0.01, spe=1251),
 }
 
