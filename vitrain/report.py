@@ -2,7 +2,8 @@
 
 ``python -m vitrain.report DIR [DIR ...] --out OUT`` reads every run under the given sweep or
 run directories (a run is a directory holding Hydra's ``.hydra/overrides.yaml`` and vitrain's
-``summary.json``), groups runs that differ only in ``seed=``, and writes into ``OUT``:
+``summary.json``), groups runs that differ only in ``seed=`` (or ``run_name=``, or an override
+that restates a value every run has), and writes into ``OUT``:
 
 - ``report.md``: one row per group: runs, the monitored metric's best value (mean ± sample std
   over seeds), the same metric of the best checkpoint on the held-out test split when the runs
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import logging
 import statistics
@@ -151,11 +153,45 @@ def read_curves(path: Path) -> dict[str, dict[int, float]]:
     return {k: {e: statistics.fmean(v) for e, v in per_epoch.items()} for k, per_epoch in sums.items()}
 
 
+# overrides that name a run rather than set anything: runs differing only in them are seeds of one group
+NAMING_KEYS = ("seed", "run_name")
+
+
+def restates_every_run(override: str, runs: list[Run]) -> bool:
+    """Whether ``key=value`` only restates what every run's resolved config already holds
+    (``data.test_size=100`` given to one run whose experiment sets 100 anyway)."""
+    from omegaconf import OmegaConf
+
+    key, sep, value = override.partition("=")
+    if not sep or key.startswith(("+", "~", "hydra.")):
+        return False
+    for run in runs:
+        config = resolved_config(run.path)
+        found = OmegaConf.select(config, key, default="<missing>") if config is not None else "<missing>"
+        if OmegaConf.is_config(found) or found != yaml.safe_load(value):
+            return False
+    return True
+
+
+@functools.cache
+def resolved_config(run_dir: Path):
+    """The run's ``resolved_config.yaml`` (None when it has none)."""
+    from omegaconf import OmegaConf
+
+    path = run_dir / "resolved_config.yaml"
+    return OmegaConf.load(path) if path.is_file() else None
+
+
 def group_runs(runs: list[Run]) -> tuple[list[Group], list[str]]:
-    """Group runs by their overrides without ``seed=``; also return the overrides all share."""
+    """Group runs by their overrides without those that only name a run (``seed=``,
+    ``run_name=``) or restate a value every run has; also return the overrides all share."""
 
     def key(run: Run) -> tuple[str, ...]:
-        return tuple(o for o in run.overrides if not o.lstrip("+~").startswith("seed="))
+        return tuple(
+            o
+            for o in run.overrides
+            if o.lstrip("+~").partition("=")[0] not in NAMING_KEYS and not restates_every_run(o, runs)
+        )
 
     keys = [key(r) for r in runs]
     shared = [o for o in keys[0] if all(o in k for k in keys[1:])] if keys else []

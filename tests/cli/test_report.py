@@ -86,6 +86,24 @@ def test_groups_ignore_only_the_seed(sweep):
     assert epochs == [0, 1, 2] and values[-1] == pytest.approx(0.96)
 
 
+def test_run_names_and_restated_values_do_not_split_a_group(tmp_path):
+    from vitrain.report import find_runs
+
+    root = tmp_path / "runs"
+    # seed 1 restates data.test_size=100, which every run's resolved config holds anyway
+    make_run(root, "a", ["model=sam_tiny", "seed=1", "run_name=q1", "data.test_size=100"], 0.7, 3)
+    make_run(root, "b", ["model=sam_tiny", "seed=2", "run_name=q2"], 0.6, 3)
+    make_run(root, "c", ["model=sam_tiny", "seed=3", "run_name=q3", "data.test_size=50"], 0.5, 3)
+    for name, size in (("a", 100), ("b", 100), ("c", 50)):
+        (root / name / "resolved_config.yaml").write_text(yaml.safe_dump({"data": {"test_size": size}}))
+    runs = find_runs([root])
+    groups, _ = group_runs(runs[:2])
+    assert [(g.label, len(g.runs)) for g in groups] == [("sam_tiny", 2)]  # all shared: the model names it
+    # once a run holds another value, data.test_size is a setting again: three groups
+    groups, _ = group_runs(runs)
+    assert [g.label for g in groups] == ["data.test_size=100", "sam_tiny", "data.test_size=50"]
+
+
 def test_cli_errors_name_the_directory(tmp_path, capsys):
     assert cli([str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 1
     assert "nope: no such directory" in capsys.readouterr().err
