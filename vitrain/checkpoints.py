@@ -153,8 +153,8 @@ def fold_probe_head(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def read_weights(path: str | Path, key: str = "model.net.pretrained_file") -> dict[str, torch.Tensor]:
     """The state dict stored in ``path``: a timm weight file (``.pth`` / ``.bin`` /
     ``.safetensors``) or a vitrain Lightning checkpoint (``.ckpt``: its ``net.*`` weights without
-    the prefix). Read with ``weights_only``; a missing or
-    unreadable file is a :class:`UserError` naming ``key``."""
+    the prefix). Read with ``weights_only``; a missing or unreadable file is a
+    :class:`UserError` naming ``key``."""
     path = Path(path)
     if path.suffix == ".ckpt":
         checkpoint = load_checkpoint(path, key=key)

@@ -347,9 +347,10 @@ def check_new_keys(net, state: dict, path: str | Path, key: str) -> None:
     heads = (cfg["classifier"],) if isinstance(cfg["classifier"], str) else tuple(cfg["classifier"])
     new = [k for k in net.state_dict() if k not in state and not k.startswith(tuple(f"{h}." for h in heads))]
     if new:
-        shown = ", ".join(new[:6]) + (f" and {len(new) - 6} more" if len(new) > 6 else "")
+        from vitrain.checkpoints import shorten_keys
+
         raise UserError(
-            f"{key}={str(path)!r} lacks weights for {shown}: is it a file of a different architecture? "
+            f"{key}={str(path)!r} lacks weights for {shorten_keys(new)}: is it a file of a different architecture? "
             "Check model.net.name and its size overrides (depth, embed_dim, patch_size)."
         )
 
