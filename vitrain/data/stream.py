@@ -102,7 +102,8 @@ def _streaming_dataset(root: str, split: str, train: bool, seed: int, cache_dir:
 
 
 class _StreamLoaders:
-    """The loaders of the streaming DataModules: litdata's ``StreamingDataLoader`` over the
+    """The held-out sets and loaders of the streaming DataModules (which set ``root``, ``meta``,
+    ``seed``, ``cache_dir`` and the loader settings): litdata's ``StreamingDataLoader`` over the
     module's ``train_set`` / ``val_set`` / ``test_set`` (stateful: the loader position goes into
     the checkpoint), batched with the module's ``collate_fn`` (None: torch's default)."""
 
@@ -113,6 +114,16 @@ class _StreamLoaders:
             dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory,
             collate_fn=getattr(self, "collate_fn", None), drop_last=train,
         )  # fmt: skip
+
+    def _held_out_sets(self, transform) -> tuple:
+        """``(val_set, test_set)`` streamed from the shards with ``transform``; the test set is
+        None when ``prepare`` wrote no test split."""
+        return tuple(
+            _streaming_dataset(self.root, split, False, self.seed, self.cache_dir, transform)
+            if split in self.meta["splits"]
+            else None
+            for split in ("val", "test")
+        )
 
     def train_dataloader(self):
         return self._stream_loader(self.train_set, train=True)
@@ -174,13 +185,8 @@ class StreamingImageDataModule(_StreamLoaders, ImageFolderDataModule):
             self.cache_dir,
             _SeededTransform(_DecodeImage(self._transform(True)), self.seed),
         )
-        self.val_set, self.test_set = (
-            _streaming_dataset(
-                self.root, split, False, self.seed, self.cache_dir,
-                _SeededTransform(_DecodeImage(self._transform(False)), self.seed),
-            ) if split in self.meta["splits"] else None
-            for split in ("val", "test")
-        )  # fmt: skip
+        val = _SeededTransform(_DecodeImage(self._transform(False)), self.seed)
+        self.val_set, self.test_set = self._held_out_sets(val)
 
 
 class _DecodeDetection:
@@ -244,11 +250,7 @@ class StreamingDetectionDataModule(_StreamLoaders, DetectionDataModule):
         train = _SeededTransform(_DecodeDetection(self.train_transform), self.seed)
         self.train_set = _streaming_dataset(self.root, "train", True, self.seed, self.cache_dir, train)
         val = _SeededTransform(_DecodeDetection(self.val_transform), self.seed)
-        self.val_set, self.test_set = (
-            _streaming_dataset(self.root, split, False, self.seed, self.cache_dir, val)
-            if split in self.meta["splits"] else None
-            for split in ("val", "test")
-        )  # fmt: skip
+        self.val_set, self.test_set = self._held_out_sets(val)
 
 
 class _TextItem:
@@ -336,11 +338,7 @@ class StreamingTextDataModule(_StreamLoaders, L.LightningDataModule):
         if self.train_set is not None:
             return
         self.train_set = _streaming_dataset(self.root, "train", True, self.seed, self.cache_dir, _TextItem())
-        self.val_set, self.test_set = (
-            _streaming_dataset(self.root, split, False, self.seed, self.cache_dir, _TextItem())
-            if split in self.meta["splits"] else None
-            for split in ("val", "test")
-        )  # fmt: skip
+        self.val_set, self.test_set = self._held_out_sets(_TextItem())
 
     @property
     def has_test_split(self) -> bool:
