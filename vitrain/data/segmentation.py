@@ -33,8 +33,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from vitrain.data.base import IMAGE_SUFFIXES, ImageClassificationDataModule, ShardedDataModule, open_image
-from vitrain.data.shapes import SPLITS, render
-from vitrain.errors import UserError
+from vitrain.data.shapes import SPLITS, render, shapes_layout
+from vitrain.errors import UserError, require_positive
 
 log = logging.getLogger(__name__)
 
@@ -238,23 +238,13 @@ class ShapesMasksDataModule(SegmentationDataModule):
         **kwargs,
     ) -> None:
         super().__init__(image_size=image_size, **kwargs)
-        if test_size < 0:
-            raise UserError(f"data.test_size={test_size}: must be >= 0 (0: no test split).")
         render_size = render_size or image_size
-        for key, value in (("train_size", train_size), ("val_size", val_size), ("render_size", render_size)):
-            if value < 1:
-                raise UserError(f"data.{key}={value}: must be a positive integer.")
-        if not 1 <= min_objects <= max_objects:
-            raise UserError(
-                f"data.min_objects={min_objects}, data.max_objects={max_objects}: need 1 <= min <= max "
-                "(every image needs an object to prompt)."
-            )
-        if not 0 < min_size <= max_size <= 1:
-            raise UserError(f"data.min_size={min_size}, data.max_size={max_size}: need 0 < min <= max <= 1.")
-        self.render_size = render_size
-        self.sides = (max(2, round(min_size * render_size)), max(2, round(max_size * render_size)))
-        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
-        self.objects, self.data_seed = (min_objects, max_objects), data_seed
+        require_positive("data", render_size=render_size)
+        self.sizes, self.objects, self.sides = shapes_layout(
+            render_size, (train_size, val_size, test_size), (min_objects, max_objects), (min_size, max_size),
+            fewest_objects=1, why=" (every image needs an object to prompt)",
+        )  # fmt: skip
+        self.render_size, self.data_seed = render_size, data_seed
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

@@ -135,6 +135,35 @@ class ShapesDataset(Dataset):
         return self.transform(image, target)
 
 
+def shapes_layout(
+    image_size: int,
+    split_sizes: tuple[int, int, int],
+    objects: tuple[int, int],
+    side_fractions: tuple[float, float],
+    fewest_objects: int = 0,
+    why: str = "",
+) -> tuple[dict[str, int], tuple[int, int], tuple[int, int]]:
+    """The checked layout of shapes images rendered at ``image_size`` px: images per split
+    (``{"train", "val", "test"}``; test may be 0), ``(min, max)`` shapes per image (at least
+    ``fewest_objects``, ``why`` says why) and ``(min, max)`` sides of a shape's box in pixels
+    (``side_fractions`` of the image). A bad value is a :class:`UserError` naming its
+    ``data.*`` key."""
+    (train_size, val_size, test_size), (min_objects, max_objects) = split_sizes, objects
+    require_positive("data", train_size=train_size, val_size=val_size)
+    if test_size < 0:
+        raise UserError(f"data.test_size={test_size}: must be >= 0 (0: no test split).")
+    if not fewest_objects <= min_objects <= max_objects:
+        raise UserError(
+            f"data.min_objects={min_objects}, data.max_objects={max_objects}: need {fewest_objects} <= min "
+            f"<= max{why}."
+        )
+    min_size, max_size = side_fractions
+    if not 0 < min_size <= max_size <= 1:
+        raise UserError(f"data.min_size={min_size}, data.max_size={max_size}: need 0 < min <= max <= 1.")
+    sides = (max(2, round(min_size * image_size)), max(2, round(max_size * image_size)))
+    return {"train": train_size, "val": val_size, "test": test_size}, objects, sides
+
+
 class ShapesDataModule(DetectionDataModule):
     """The embedded detection data: circles, squares and triangles (3 classes).
 
@@ -162,19 +191,11 @@ class ShapesDataModule(DetectionDataModule):
     ) -> None:
         super().__init__(num_classes=num_classes, **loader_kwargs)
         self.check_num_classes(len(SHAPES), "data=shapes")
-        require_positive("data", image_size=image_size, train_size=train_size, val_size=val_size)
-        if test_size < 0:
-            raise UserError(f"data.test_size={test_size}: must be >= 0 (0: no test split).")
-        if not 0 <= min_objects <= max_objects:
-            raise UserError(
-                f"data.min_objects={min_objects}, data.max_objects={max_objects}: need 0 <= min <= max."
-            )
-        if not 0 < min_size <= max_size <= 1:
-            raise UserError(f"data.min_size={min_size}, data.max_size={max_size}: need 0 < min <= max <= 1.")
-        sides = (max(2, round(min_size * image_size)), max(2, round(max_size * image_size)))
-        self.image_size = image_size
-        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
-        self.objects, self.sides, self.data_seed = (min_objects, max_objects), sides, data_seed
+        require_positive("data", image_size=image_size)
+        self.sizes, self.objects, self.sides = shapes_layout(
+            image_size, (train_size, val_size, test_size), (min_objects, max_objects), (min_size, max_size)
+        )
+        self.image_size, self.data_seed = image_size, data_seed
         self.classes = list(SHAPES)
 
     def setup(self, stage: str | None = None) -> None:
