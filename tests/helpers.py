@@ -64,8 +64,8 @@ def run_train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     """Run what ``python train.py`` runs, in this process: compose ``conf/train.yaml`` with the
     overrides ``run_cli`` adds, then ``vitrain.run.main``. Saves the ~10 s of imports a subprocess
     costs; returns a ``CompletedProcess`` whose ``stderr`` holds the INFO log (Hydra's console
-    log in a real run) and the warnings, and ``stdout`` what was printed. A ``sys.exit`` becomes the return code;
-    any other exception propagates.
+    log in a real run) and the warnings, and ``stdout`` what was printed. A ``sys.exit`` becomes
+    the return code; any other exception propagates.
 
     Use ``run_cli`` for what only a real process shows: signals, DDP ranks, multiruns, tracebacks.
     """
@@ -83,60 +83,61 @@ def run_train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
         del cfg.hydra  # a task function never sees it; ${hydra:...} reads HydraConfig
     run_dir.mkdir(parents=True, exist_ok=True)
     stream, out = io.StringIO(), io.StringIO()
-    # Hydra's job logging: the console (here: the returned stderr) and <run_dir>/train.log
-    handlers = [logging.StreamHandler(stream), logging.FileHandler(run_dir / "train.log")]
-    root = logging.getLogger()
-    level, threads, environ = root.level, torch.get_num_threads(), dict(os.environ)
-    for handler in handlers:
-        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
     code = 0
-    try:
-        with contextlib.redirect_stdout(out), warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                main(cfg)
-            finally:  # a process prints its warnings to stderr: so does this run
-                stream.writelines(f"{w.category.__name__}: {w.message}\n" for w in caught)
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else 1
-    finally:
-        for handler in handlers:
-            root.removeHandler(handler)
-            handler.close()
-        root.setLevel(level)
-        torch.set_num_threads(threads)
-        os.environ.clear()  # Lightning sets PL_GLOBAL_SEED and friends: later runs start clean
-        os.environ.update(environ)
+    with process_state_restored():
+        # Hydra's job logging: the console (here: the returned stderr) and <run_dir>/train.log
+        root = logging.getLogger()
+        for handler in (logging.StreamHandler(stream), logging.FileHandler(run_dir / "train.log")):
+            handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+            root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        try:
+            with contextlib.redirect_stdout(out), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    main(cfg)
+                finally:  # a process prints its warnings to stderr: so does this run
+                    stream.writelines(f"{w.category.__name__}: {w.message}\n" for w in caught)
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
     return subprocess.CompletedProcess(["train.py", *overrides], code, out.getvalue(), stream.getvalue())
 
 
 def launch_cli(*args: str) -> subprocess.CompletedProcess:
     """Run ``python train.py *args`` through its real entry point (``@hydra.main`` inside
     ``vitrain.cli.launch``, executed as ``__main__``) in this process, for command-line errors
-    that stop before any run: stdout and stderr are captured, a ``sys.exit`` becomes the return
-    code."""
-    argv, environ = list(sys.argv), dict(os.environ)
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level  # Hydra configures logging for its jobs
+    and multiruns: stdout and stderr are captured, a ``sys.exit`` becomes the return code."""
     out, err, code = io.StringIO(), io.StringIO(), 0
-    sys.argv = [str(ROOT / "train.py"), *args]
+    with process_state_restored():
+        sys.argv = [str(ROOT / "train.py"), *args]
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+    return subprocess.CompletedProcess(["train.py", *args], code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def process_state_restored():
+    """Undo, on exit, what a run in this process leaves behind that a process's exit would:
+    root log handlers (closed) and level, torch's thread count, the environment (Lightning sets
+    ``PL_GLOBAL_SEED`` and friends), ``sys.argv`` and Hydra's global state."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    threads, environ, argv = torch.get_num_threads(), dict(os.environ), list(sys.argv)
     try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
-    except SystemExit as stop:
-        code = stop.code if isinstance(stop.code, int) else 1
+        yield
     finally:
         for handler in set(root.handlers) - set(handlers):
             root.removeHandler(handler)
             handler.close()
         root.handlers[:], root.level = handlers, level
-        sys.argv = argv
+        torch.set_num_threads(threads)
         os.environ.clear()
         os.environ.update(environ)
+        sys.argv = argv
         GlobalHydra.instance().clear()
-    return subprocess.CompletedProcess(["train.py", *args], code, out.getvalue(), err.getvalue())
 
 
 def compose_train(*overrides: str, output_dir: str = "/tmp/vitrain-test-run"):
