@@ -5,8 +5,8 @@
     python -m vitrain.prepare text --files /data/owt --tokenizer gpt2/tokenizer.json --seq-len 1024 --out DIR
 
 Each split (train, val, and a held-out test split when the source has one: ``ROOT/test/``,
-``--test-ann`` or ``--test-fraction``) becomes ``OUT/<split>/`` (litdata's ``index.json`` + ``chunk-*.bin``), written by
-``litdata.optimize`` in parallel worker processes with a progress bar. ``--resume`` continues an
+``--test-ann`` or ``--test-fraction``) becomes ``OUT/<split>/`` (litdata's ``index.json`` +
+``chunk-*.bin``), written by ``litdata.optimize`` in parallel worker processes with a progress bar. ``--resume`` continues an
 interrupted conversion from the chunks already written (litdata's ``use_checkpoint``).
 ``OUT/vitrain.json`` records what the DataModules need: the kind of data, the class names (images)
 or the packing, sequence length and special token ids (text, with ``OUT/tokenizer.json``).
@@ -162,21 +162,19 @@ def prepare_coco(args: argparse.Namespace) -> dict:
     from vitrain.data.coco import COCODetection, category_labels, read_annotations
 
     root = Path(args.root)
-    args.test_images = args.test_images or args.val_images
-    keys = ("train", "val", "test") if args.test_ann else ("train", "val")
-    paths = {
-        f"{split}_{what}": root / getattr(args, f"{split}_{what}")
-        for split in keys
-        for what in ("ann", "images")
-    }
-    contents = {split: read_annotations(paths[f"{split}_ann"], f"{split}_ann") for split in keys}
+    # split -> (annotation file, image folder); the test images default to the validation folder
+    paths = {"train": (args.train_ann, args.train_images), "val": (args.val_ann, args.val_images)}
+    if args.test_ann:
+        paths["test"] = (args.test_ann, args.test_images or args.val_images)
+    paths = {split: (root / ann, root / images) for split, (ann, images) in paths.items()}
+    contents = {split: read_annotations(ann, f"{split}_ann") for split, (ann, _) in paths.items()}
     labels, classes = category_labels(contents["train"]["categories"], not args.keep_category_ids)
     splits = {}
     for split, content in contents.items():
-        image_dir = paths[f"{split}_images"]
+        ann, image_dir = paths[split]
         if not image_dir.is_dir():
             raise UserError(f"--{split}-images {image_dir}: no such image folder.")
-        dataset = COCODetection(content, image_dir, labels, None, f"--{split}-ann {paths[f'{split}_ann']}")
+        dataset = COCODetection(content, image_dir, labels, None, f"--{split}-ann {ann}")
         items = [(info, dataset.annotations[info["id"]], i) for i, info in enumerate(dataset.images)]
         log.info("Writing %d %s images to %s", len(items), split, join(args.out, split))
         optimize_split(DetectionItem(str(image_dir), labels), items, join(args.out, split), args.workers,
@@ -238,8 +236,8 @@ def prepare_text(args: argparse.Namespace) -> dict:
     data = TextDataModule(
         files=args.files or None, packing=args.packing, tokenizer=args.tokenizer, vocab_size=args.vocab_size,
         lowercase=not args.cased, seq_len=args.seq_len, nsp=args.nsp, val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction, split_seed=args.split_seed, txt_documents=args.txt_documents, text_field=args.text_field,
-        max_chars=args.max_chars, cache_dir=cache_dir, seed=args.seed,
+        test_fraction=args.test_fraction, split_seed=args.split_seed, txt_documents=args.txt_documents,
+        text_field=args.text_field, max_chars=args.max_chars, cache_dir=cache_dir, seed=args.seed,
     )  # fmt: skip
     data.setup()
     splits = {}
