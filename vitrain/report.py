@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
 
 from vitrain.sweep import _fmt, _is_number, find_job_dirs
 
@@ -160,8 +161,6 @@ NAMING_KEYS = ("seed", "run_name")
 def restates_every_run(override: str, runs: list[Run]) -> bool:
     """Whether ``key=value`` only restates what every run's resolved config already holds
     (``data.test_size=100`` given to one run whose experiment sets 100 anyway)."""
-    from omegaconf import OmegaConf
-
     key, sep, value = override.partition("=")
     if not sep or key.startswith(("+", "~", "hydra.")):
         return False
@@ -176,8 +175,6 @@ def restates_every_run(override: str, runs: list[Run]) -> bool:
 @functools.cache
 def resolved_config(run_dir: Path):
     """The run's ``resolved_config.yaml`` (None when it has none)."""
-    from omegaconf import OmegaConf
-
     path = run_dir / "resolved_config.yaml"
     return OmegaConf.load(path) if path.is_file() else None
 
