@@ -320,7 +320,9 @@ def _fmt_int(value: float | None) -> str:
 
 def cli(argv: list[str] | None = None) -> int:
     """``python -m vitrain.report DIR [DIR ...] --out OUT [--title TITLE]``."""
-    parser = argparse.ArgumentParser(prog="python -m vitrain.report", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m vitrain.report", description=__doc__.split("\n")[0].replace("``", "")
+    )
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep or run directories")
     parser.add_argument("--out", type=Path, required=True, help="folder for report.md and the PNG plots")
     parser.add_argument("--title", default="Report", help="the report's heading")
