@@ -276,6 +276,7 @@ def fit(
     summary["status"] = "interrupted" if preemption and preemption.received else "completed"
     summary["resumed_from"] = str(ckpt_path) if ckpt_path else None
     summary["limits"] = stopping_limits(cfg.trainer)
+    summary["seed"] = cfg.get("seed")  # vitrain.report counts distinct seeds among repeats
     summary["test"] = test  # the best checkpoint on the held-out test split (None: no test split)
     if trainer.is_global_zero:
         write_summary(run_dir, summary)
@@ -566,6 +567,7 @@ def make_summary(trainer, task, wall: float, params, config_path, choices) -> di
     return {
         "model": choices.get("model"),
         "data": choices.get("data"),
+        "task": type(task).__name__,
         "monitor": {"metric": task.monitor, "mode": task.monitor_mode},
         "best": stats.best(task.monitor, task.monitor_mode),
         "last": stats.history[-1] if stats.history else None,
