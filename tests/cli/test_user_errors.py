@@ -17,6 +17,7 @@ from vitrain.checkpoints import export_network, load_task_weights
 from vitrain.cli import config_groups, explain
 from vitrain.config_checks import check_value_ranges
 from vitrain.errors import UserError
+from vitrain.evaluation import checkpoint_config
 from vitrain.models.sizes import check_image_size, covers_input, nearest_valid, patch_stages
 from vitrain.models.t2t_vit import SOFT_SPLITS
 from vitrain.prepare import main as prepare
@@ -130,9 +131,12 @@ def test_image_folder_data_defaults_to_what_the_machine_has(data, monkeypatch):
     cfg = compose_train(f"data={data}")
     assert cfg.data.num_workers == 2  # not 8 on a 2-core machine
     assert cfg.data.pin_memory is torch.cuda.is_available()
+    stored = checkpoint_config(cfg, {"model": "vit_ti16", "data": data})["data"]
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)), raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 64)
     assert compose_train(f"data={data}").data.num_workers == 8  # the usual count where cores allow
+    # a checkpoint keeps the machine settings unresolved: mode=eval elsewhere fits that machine
+    assert OmegaConf.create(stored).num_workers == 8
 
 
 def test_readme_lists_every_mode():
