@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -166,10 +167,17 @@ def read_weights(path: str | Path, key: str = "model.net.pretrained_file") -> di
             f"{key}={str(path)!r}: no such file. Give the path of a weight file (.pth, .bin or "
             ".safetensors) or of a vitrain checkpoint (.ckpt)."
         )
+    # timm logs "Loaded {key} from checkpoint" with an empty key for a plain state dict: the
+    # callers say what they loaded
+    timm_log = logging.getLogger("timm.models._helpers")
+    level = timm_log.level
+    timm_log.setLevel(logging.WARNING)
     try:
         return timm_load_state_dict(str(path), weights_only=True)
     except Exception as err:  # corrupt or not a state dict: name the file
         raise UserError(f"{key}={str(path)!r}: cannot be read ({err}).") from err
+    finally:
+        timm_log.setLevel(level)
 
 
 def shorten_keys(keys: list[str], limit: int = 6) -> str:

@@ -29,14 +29,65 @@ def launch(app: Callable[[], object], argv: list[str] | None = None) -> None:
     # Optuna's storage module imports SQLAlchemy/alembic, which print deprecation noise on a sweep
     warnings.filterwarnings("ignore", message=r".*declarative_base\(\).*")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    args = argv if argv is not None else sys.argv[1:]
     try:
         app()
     except (ConfigCompositionException, MissingConfigException, OverrideParseException) as err:
-        print(
-            f"Error in the command line: {explain(err, argv if argv is not None else sys.argv[1:])}",
-            file=sys.stderr,
-        )
+        message = explain(err, args)
+        print(f"Error in the command line: {message}", file=sys.stderr)
+        record_composition_failure(args, err, message)
         sys.exit(1)
+
+
+MULTIRUN_FLAGS = ("-m", "--multirun", "hydra.mode=MULTIRUN")
+# overrides that place the run directory (hydra.run.dir = paths.log_dir/task_name/runs/run_name)
+LOCATION_KEYS = ("hydra.run.dir", "run_name", "task_name", "paths.root_dir", "paths.log_dir")
+
+
+def record_composition_failure(args: list[str], err: Exception, message: str) -> None:
+    """Write the failed ``summary.json`` of a single run whose command line does not compose,
+    into the run directory the rest of the command line names (``hydra.run.dir``, or
+    ``paths.log_dir/task_name/runs/run_name``), as for any other mistake. A multirun has no
+    single run directory: its jobs never started, so nothing is written."""
+    if any(a in MULTIRUN_FLAGS for a in args):
+        return
+    run_dir = failed_run_dir(args, offending_keys(err))
+    if run_dir is None:
+        return
+    from vitrain.run import record_failure
+
+    if record_failure(run_dir, message):
+        print(f"(status: failed recorded in {run_dir / 'summary.json'})", file=sys.stderr)
+
+
+def offending_keys(err: Exception) -> set[str]:
+    """The config keys or groups a composition error names (empty when it names none)."""
+    text = str(err)
+    keys = set(re.findall(r"Could not override '([^']+)'", text))
+    keys |= {group for group, _ in re.findall(r"Could not find '([^']+)/([^'/]+)'", text)}
+    return keys
+
+
+def failed_run_dir(args: list[str], offending: set[str]) -> Path | None:
+    """The run directory of the command line ``args`` without the overrides of ``offending`` keys
+    (else with only the overrides that place the run directory); None if neither composes."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    overrides = [a for a in args if "=" in a and not a.startswith("-")]
+    kept = [a for a in overrides if a.split("=", 1)[0].lstrip("+~") not in offending]
+    located = [a for a in overrides if a.split("=", 1)[0].lstrip("+~") in LOCATION_KEYS]
+    for attempt in (kept, located) if offending else (located,):
+        GlobalHydra.instance().clear()
+        try:
+            with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+                cfg = compose(config_name="train", overrides=attempt, return_hydra_config=True)
+            return Path(str(cfg.hydra.run.dir))
+        except Exception:  # noqa: BLE001  (another bad override: try the next attempt)
+            continue
+        finally:
+            GlobalHydra.instance().clear()
+    return None
 
 
 def config_groups() -> str:

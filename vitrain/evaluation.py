@@ -109,13 +109,21 @@ def test_metric_name(monitor: str) -> str:
 
 
 # ------------------------------------------------------------------ configs in checkpoints
+# data settings that describe the machine, not the model: a checkpoint keeps their resolvers
+# (``${loader_workers:8}``, ``${has_gpu:}``), so a reuse elsewhere fits the machine it runs on
+MACHINE_KEYS = ("num_workers", "pin_memory")
+
+
 def checkpoint_config(cfg: DictConfig, choices: Any) -> dict:
     """What a checkpoint stores to be used alone: the group choices and the resolved ``model``
-    and ``data`` configs (primitives only, so ``torch.load(weights_only=True)`` reads them)."""
-    return {
-        "choices": {group: choices.get(group) for group in GROUPS},
-        **{group: OmegaConf.to_container(cfg[group], resolve=True) for group in GROUPS},
-    }
+    and ``data`` configs (primitives only, so ``torch.load(weights_only=True)`` reads them),
+    except the :data:`MACHINE_KEYS` of ``data`` given by a resolver, stored unresolved."""
+    stored = {group: OmegaConf.to_container(cfg[group], resolve=True) for group in GROUPS}
+    for key in MACHINE_KEYS:
+        node = cfg.data._get_node(key) if key in cfg.data else None
+        if node is not None and OmegaConf.is_interpolation(cfg.data, key):
+            stored["data"][key] = node._value()
+    return {"choices": {group: choices.get(group) for group in GROUPS}, **stored}
 
 
 def use_checkpoint_config(cfg: DictConfig, choices: Any, overrides: list[str]) -> Any:

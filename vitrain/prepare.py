@@ -12,11 +12,14 @@ interrupted conversion from the chunks already written (litdata's ``use_checkpoi
 or the packing, sequence length and special token ids (text, with ``OUT/tokenizer.json``).
 
 * images: an ImageFolder tree ``ROOT/{train,val[,test]}/<class>/<image>``. Each item is ``{"index",
-  "label", "image"}`` with the image file's bytes as they are (JPEG/PNG stay encoded: the loader
-  decodes them, no quality is lost and shards stay small).
+  "label", "image", "source"}`` with the image file's bytes as they are (JPEG/PNG stay encoded:
+  the loader decodes them, no quality is lost and shards stay small) and the source file's path.
 * COCO-format detection (``ROOT/annotations/`` exists, or ``--coco``): each image's bytes with its
   boxes (absolute xyxy, clipped, empty ones dropped), labels (category ids mapped as ``data=coco``
-  does), crowd flags, original size and image id, for ``data=coco_stream``.
+  does), crowd flags, original size, image id and the source file's path, for ``data=coco_stream``.
+* Every image is decoded once before anything is written (in ``--workers`` processes), as the
+  loader will decode it: a file that does not decode stops the conversion with the list of bad
+  files, or with ``--skip-corrupt`` is left out (with a count and the list).
 * text: the corpus is tokenized and packed exactly as ``data=text`` does (same document split,
   tokenizer training when none is given, GPT blocks of ``seq_len + 1`` tokens or BERT
   sentence-packed sequences), then each sequence is one item ``{"index", <token arrays>}``.
@@ -102,20 +105,90 @@ def image_folder_items(root: Path, split: str, classes: list[str] | None = None)
 
 
 class ImageItem:
-    """``optimize``'s function for one image: its encoded bytes, label and index (picklable)."""
+    """``optimize``'s function for one image: its encoded bytes, label, index and source file
+    (picklable)."""
 
     def __call__(self, item: tuple[str, int, int]) -> dict:
         path, label, index = item
-        return {"index": index, "label": label, "image": Path(path).read_bytes()}
+        return {
+            "index": index,
+            "label": label,
+            "image": Path(path).read_bytes(),
+            "source": source_bytes(path),
+        }
 
 
-def prepare_images(root: str, out: str, workers: int, chunk_bytes: str, resume: bool) -> dict:
-    """Shards of an ImageFolder tree; returns the metadata written to ``OUT/vitrain.json``."""
+def source_bytes(path: str | Path) -> bytes:
+    """A source file's path as UTF-8 bytes for a shard item's ``source``: litdata would store a
+    ``str`` naming an existing image file as that image (and decode it when read)."""
+    return str(path).encode("utf-8")
+
+
+def decode_error(path: str) -> str | None:
+    """Why the image file ``path`` does not decode to RGB as the loaders decode it (None: it does)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.convert("RGB")  # every pixel, not only the header
+    except Exception as err:  # noqa: BLE001  (PIL raises many types for damaged files)
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def corrupt_images(paths: list[str], workers: int) -> dict[str, str]:
+    """``{path: error}`` of the files among ``paths`` that do not decode, checked in ``workers``
+    processes (in this one for a single worker)."""
+    if not paths:
+        return {}
+    log.info("Decoding %d images to check them (%d processes)", len(paths), max(1, workers))
+    if workers <= 1 or len(paths) < 2:
+        errors = map(decode_error, paths)
+        return {p: e for p, e in zip(paths, errors, strict=True) if e is not None}
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork" if sys.platform != "win32" else "spawn")
+    with context.Pool(min(workers, len(paths))) as pool:
+        errors = pool.map(decode_error, paths, chunksize=max(1, min(256, len(paths) // (4 * workers))))
+    return {p: e for p, e in zip(paths, errors, strict=True) if e is not None}
+
+
+def drop_corrupt(paths: list[str], workers: int, skip: bool, where: str) -> set[str]:
+    """The files among ``paths`` that do not decode: refused (a :class:`UserError` listing them)
+    unless ``skip``, then returned so the caller leaves them out."""
+    bad = corrupt_images(paths, workers)
+    if not bad:
+        return set()
+    listing = "\n".join(f"  {path} ({error})" for path, error in list(bad.items())[:20])
+    more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+    if not skip:
+        raise UserError(
+            f"{where}: {len(bad)} of {len(paths)} image files do not decode:\n{listing}{more}\n"
+            "Remove or replace them, or pass --skip-corrupt to leave them out of the shards."
+        )
+    log.warning("--skip-corrupt: left out %d of %d images that do not decode:\n%s%s",
+                len(bad), len(paths), listing, more)  # fmt: skip
+    return set(bad)
+
+
+def prepare_images(
+    root: str, out: str, workers: int, chunk_bytes: str, resume: bool, skip_corrupt: bool = False
+) -> dict:
+    """Shards of an ImageFolder tree; returns the metadata written to ``OUT/vitrain.json``.
+    Images that do not decode are refused, or left out with ``skip_corrupt`` (see
+    :func:`drop_corrupt`)."""
     root_path = Path(root)
     train, classes = image_folder_items(root_path, "train")
     parts = {"train": train, "val": image_folder_items(root_path, "val", classes)[0]}
     if (root_path / "test").is_dir():  # the held-out test split, as data=imagenet's test/
         parts["test"] = image_folder_items(root_path, "test", classes)[0]
+    paths = [path for items in parts.values() for path, _, _ in items]
+    bad = drop_corrupt(paths, workers, skip_corrupt, f"--root {root}")
+    if bad:  # left out: the others keep consecutive indices
+        parts = {
+            split: [(p, label, i) for i, (p, label, _) in enumerate(x for x in items if x[0] not in bad)]
+            for split, items in parts.items()
+        }
     splits = {}
     for split, items in parts.items():
         log.info("Writing %d %s images to %s", len(items), split, join(out, split))
@@ -141,6 +214,7 @@ class DetectionItem:
 
     def __call__(self, item: tuple[dict, list[dict], int]) -> dict:
         info, anns, index = item
+        path = Path(self.image_dir) / info["file_name"]
         width, height = float(info["width"]), float(info["height"])
         xywh = np.asarray([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
         boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
@@ -148,12 +222,13 @@ class DetectionItem:
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         return {
             "index": index,
-            "image": (Path(self.image_dir) / info["file_name"]).read_bytes(),
+            "image": path.read_bytes(),
             "boxes": boxes[keep],
             "labels": np.asarray([self.labels[a["category_id"]] for a in anns], dtype=np.int64)[keep],
             "iscrowd": np.asarray([int(a.get("iscrowd", 0)) for a in anns], dtype=np.uint8)[keep],
             "orig_size": np.asarray([int(height), int(width)], dtype=np.int64),
             "image_id": int(info["id"]),
+            "source": source_bytes(path),
         }
 
 
@@ -169,13 +244,23 @@ def prepare_coco(args: argparse.Namespace) -> dict:
     paths = {split: (root / ann, root / images) for split, (ann, images) in paths.items()}
     contents = {split: read_annotations(ann, f"{split}_ann") for split, (ann, _) in paths.items()}
     labels, classes = category_labels(contents["train"]["categories"], not args.keep_category_ids)
-    splits = {}
+    datasets = {}
     for split, content in contents.items():
         ann, image_dir = paths[split]
         if not image_dir.is_dir():
             raise UserError(f"--{split}-images {image_dir}: no such image folder.")
-        dataset = COCODetection(content, image_dir, labels, None, f"--{split}-ann {ann}")
-        items = [(info, dataset.annotations[info["id"]], i) for i, info in enumerate(dataset.images)]
+        datasets[split] = COCODetection(content, image_dir, labels, None, f"--{split}-ann {ann}")
+    files = {
+        split: [str(paths[split][1] / info["file_name"]) for info in d.images]
+        for split, d in datasets.items()
+    }
+    every = sorted({f for names in files.values() for f in names})
+    bad = drop_corrupt(every, args.workers, args.skip_corrupt, f"--root {root}")
+    splits = {}
+    for split, dataset in datasets.items():
+        _, image_dir = paths[split]
+        kept = [info for info, name in zip(dataset.images, files[split], strict=True) if name not in bad]
+        items = [(info, dataset.annotations[info["id"]], i) for i, info in enumerate(kept)]
         log.info("Writing %d %s images to %s", len(items), split, join(args.out, split))
         optimize_split(DetectionItem(str(image_dir), labels), items, join(args.out, split), args.workers,
                        args.chunk_bytes, args.resume)  # fmt: skip
@@ -292,7 +377,9 @@ def optimize_split(fn, inputs: Sequence, out: str, workers: int, chunk_bytes: st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vitrain.prepare", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m vitrain.prepare", description=__doc__.split("\n\n")[0].replace("``", "")
+    )
     sub = parser.add_subparsers(dest="what", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", required=True, help="output folder or object-store URI (s3://bucket/path)")
@@ -304,6 +391,14 @@ def build_parser() -> argparse.ArgumentParser:
         "images",
         parents=[common],
         help="an ImageFolder tree ROOT/{train,val}/<class>/ or a COCO-format dataset",
+        description="Every image is decoded once first (in --workers processes), as the loader will: "
+        "files that do not decode stop the conversion, listed by path (nothing is written), unless "
+        "--skip-corrupt leaves them out (a count and the list are logged).",
+    )
+    images.add_argument(
+        "--skip-corrupt",
+        action="store_true",
+        help="leave out images that do not decode (default: refuse, listing them)",
     )
     images.add_argument("--root", required=True, help="ImageFolder root with train/ and val/, or a COCO root")
     images.add_argument(
@@ -364,7 +459,9 @@ def main(argv: list[str] | None = None) -> dict:
         elif args.coco or (Path(args.root) / "annotations").is_dir():
             meta = prepare_coco(args)
         else:
-            meta = prepare_images(args.root, args.out, args.workers, args.chunk_bytes, args.resume)
+            meta = prepare_images(
+                args.root, args.out, args.workers, args.chunk_bytes, args.resume, args.skip_corrupt
+            )
     except UserError as err:
         log.error(user_message(err))
         sys.exit(1)

@@ -33,7 +33,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vitrain.callbacks import AtomicCheckpointIO, CheckpointMetadata, Preemption, RunStats, Throughput
 from vitrain.callbacks.preemption import Preempted
 from vitrain.checkpoints import find_latest, intact_checkpoints, load_checkpoint, load_task_weights
-from vitrain.cli import config_groups
+from vitrain.cli import CONF_DIR, config_groups
+from vitrain.config_checks import check_loader_workers, check_precision, check_run_length, check_value_ranges
 from vitrain.config_tree import save_config_tree
 from vitrain.ddp_sweeps import ddp_ranks_in_this_job
 from vitrain.errors import UserError, user_message
@@ -73,7 +74,21 @@ def _sweep_dir() -> str | None:
     return str(hydra_cfg.sweep.dir) if hydra_cfg.mode == RunMode.MULTIRUN else None
 
 
+def _loader_workers(most: int) -> int:
+    """``${loader_workers:N}``: N loader processes, at most as many as the CPU cores this process
+    may use (a 2-core machine gets 2, not 8: torch warns beyond that)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(int(most), cores))
+
+
+def _has_gpu() -> bool:
+    """``${has_gpu:}``: whether CUDA is available (``pin_memory`` only helps a GPU)."""
+    return torch.cuda.is_available()
+
+
 OmegaConf.register_new_resolver("task_monitor", _task_monitor, replace=True)
+OmegaConf.register_new_resolver("loader_workers", _loader_workers, replace=True)
+OmegaConf.register_new_resolver("has_gpu", _has_gpu, replace=True)
 OmegaConf.register_new_resolver("sweep_dir", _sweep_dir, replace=True)
 # ``--help`` lists the config groups (conf/hydra/default.yaml's help template)
 OmegaConf.register_new_resolver("vitrain_config_groups", config_groups, replace=True)
@@ -114,15 +129,20 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def _record_failure(cfg: DictConfig, message: str) -> None:
-    """A failed ``summary.json``; a finished run's summary is never replaced by a failure."""
-    if rank_zero_only.rank != 0:
-        return
-    run_dir = Path(cfg.paths.output_dir)
+    """A failed ``summary.json`` in the run directory (rank zero only)."""
+    if rank_zero_only.rank == 0:
+        record_failure(Path(cfg.paths.output_dir), message)
+
+
+def record_failure(run_dir: Path, message: str) -> bool:
+    """Write a failed ``summary.json`` in ``run_dir``; a finished run's summary is never replaced
+    by a failure. Returns whether it was written."""
     previous = read_summary(run_dir)
     if previous.get("status") == "completed" and previous.get("mode", "train") == "train":
         log.error("The run in %s stays completed; this launch failed: %s", run_dir, message)
-        return
+        return False
     write_summary(run_dir, {**previous, "status": "failed", "error": message})
+    return True
 
 
 def _error_text(err: Exception) -> str:
@@ -172,7 +192,8 @@ def run(cfg: DictConfig) -> float | None:
 
 
 def check_config(cfg: DictConfig, choices: Any) -> None:
-    """The checks that need no network or data: pairing, mode, seed, CPU processes."""
+    """The checks that need no network or data: pairing, mode, seed, run length, value ranges,
+    precision, loader workers, CPU processes."""
     check_pairing(cfg, choices)
     if cfg.mode not in MODES:
         raise UserError(f"mode={cfg.mode}: choose one of {', '.join(MODES)}.")
@@ -181,6 +202,11 @@ def check_config(cfg: DictConfig, choices: Any) -> None:
         raise UserError(f"seed={seed!r}: must be an integer (e.g. seed=42) or null (unseeded).")
     if cfg.mode != "train" and not cfg.get("ckpt_path"):
         raise UserError(f"mode={cfg.mode} needs ckpt_path=<checkpoint file>.")
+    if cfg.mode == "train":
+        check_run_length(cfg.trainer)
+    check_value_ranges(cfg)
+    check_precision(cfg.trainer)
+    check_loader_workers(cfg.data)
     check_cpu_processes(cfg.trainer)
 
 
@@ -250,6 +276,7 @@ def fit(
     summary["status"] = "interrupted" if preemption and preemption.received else "completed"
     summary["resumed_from"] = str(ckpt_path) if ckpt_path else None
     summary["limits"] = stopping_limits(cfg.trainer)
+    summary["seed"] = cfg.get("seed")  # vitrain.report counts distinct seeds among repeats
     summary["test"] = test  # the best checkpoint on the held-out test split (None: no test split)
     if trainer.is_global_zero:
         write_summary(run_dir, summary)
@@ -466,11 +493,22 @@ def check_pairing(cfg: DictConfig, choices: Any) -> None:
     task_cls, data_cls = get_class(cfg.model._target_), get_class(cfg.data._target_)
     needs, has = getattr(task_cls, "data_kind", None), getattr(data_cls, "kind", None)
     if needs != has:
+        options = "|".join(data_options(needs)) or "<a data config of that kind>"
         raise UserError(
             f"model={choices.get('model')} ({task_cls.__name__}) needs {needs} data, but "
-            f"data={choices.get('data')} ({data_cls.__name__}) provides {has} data. Choose a "
-            f"data config of kind {needs} or another model."
+            f"data={choices.get('data')} ({data_cls.__name__}) provides {has} data. Add "
+            f"data={options} (the data configs of kind {needs}), or choose another model."
         )
+
+
+def data_options(kind: str) -> list[str]:
+    """The ``conf/data`` options whose DataModule provides data of ``kind``."""
+    options = []
+    for path in sorted((CONF_DIR / "data").glob("*.yaml")):
+        target = OmegaConf.load(path).get("_target_")
+        if target and getattr(get_class(target), "kind", None) == kind:
+            options.append(path.stem)
+    return options
 
 
 def build_datamodule(cfg: DictConfig, task: L.LightningModule) -> L.LightningDataModule:
@@ -529,6 +567,7 @@ def make_summary(trainer, task, wall: float, params, config_path, choices) -> di
     return {
         "model": choices.get("model"),
         "data": choices.get("data"),
+        "task": type(task).__name__,
         "monitor": {"metric": task.monitor, "mode": task.monitor_mode},
         "best": stats.best(task.monitor, task.monitor_mode),
         "last": stats.history[-1] if stats.history else None,

@@ -88,6 +88,7 @@ def load_network(path: str | Path) -> SAM:
         config.pop(key, None)
     net = create_sam(**config)
     load_strict(net, state, path, "WEIGHTS")
+    log.info("Loaded %s (%s at %d px)", path, config["name"], net.image_size)
     return net.eval()
 
 
@@ -162,7 +163,13 @@ def segment(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vitrain.segment", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m vitrain.segment",
+        description=__doc__.split("\n\n")[0],
+        epilog="All prompts form one object unless --each. A prompt of a single point writes its 3 "
+        "multimask outputs (_mask0.._mask2) even without --multimask; other prompts write one mask "
+        "unless --multimask.",
+    )
     parser.add_argument("weights", help=".ckpt, export folder, official .pth or Hugging Face .safetensors")
     parser.add_argument("image")
     parser.add_argument(
@@ -170,7 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--box", action="append", default=[], help="X0,Y0,X1,Y1")
     parser.add_argument("--each", action="store_true", help="every point and box is an object of its own")
-    parser.add_argument("--multimask", action="store_true", help="the 3 multimask outputs for every object")
+    parser.add_argument(
+        "--multimask",
+        action="store_true",
+        help="the 3 multimask outputs for every object (a single point always gives 3)",
+    )
     parser.add_argument("--out", default=".", help="folder of the mask PNGs (default: here)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

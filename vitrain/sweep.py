@@ -288,7 +288,12 @@ def _md(text: str) -> str:
 
 def cli(argv: list[str] | None = None) -> None:
     """``python -m vitrain.sweep SWEEP_DIR``: (re)write the table of a sweep directory."""
-    parser = argparse.ArgumentParser(description=cli.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m vitrain.sweep",
+        description=f"(Re)write {CSV_NAME} and {MD_NAME} of a sweep directory: one row per job, "
+        "from each job's .hydra/overrides.yaml and summary.json (a job without summary.json is "
+        f"listed as {MISSING}).",
+    )
     parser.add_argument("sweep_dir", type=Path, help="a multirun directory (hydra.sweep.dir)")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():

@@ -91,3 +91,28 @@ def test_trim_drops_rows_logged_after_the_resume_checkpoint(tmp_path):
     assert trim_csv_history(path, 6) == 2
     assert [r["step"] for r in rows(path)] == ["3", "6"]
     assert trim_csv_history(tmp_path / "none.csv", 6) == 0
+
+
+def train_acc1_by_epoch(run_dir: Path) -> dict[int, float]:
+    return {
+        int(r["epoch"]): float(r["train/acc1"])
+        for r in rows(run_dir / "csv" / "metrics.csv")
+        if r.get("train/acc1")
+    }
+
+
+def test_train_accuracy_of_an_epoch_resumed_midway_covers_the_whole_epoch(tmp_path):
+    # validation (and a checkpoint) every 2 of the 4 batches of an epoch; stopping at step 6
+    # leaves last.ckpt in the middle of epoch 1. A constant lr: the schedule must not depend on
+    # max_steps, so that the stopped run trains exactly as the straight one
+    run = [*TINY_VIT, "data.image_size=16", "data.batch_size=16", "trainer.limit_train_batches=4",
+           "trainer.limit_val_batches=1", "+trainer.val_check_interval=2", "trainer.max_epochs=2",
+           "scheduler=constant"]  # fmt: skip
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert run_train(straight, *run).returncode == 0
+    assert run_train(resumed, *run, "trainer.max_steps=6").returncode == 0
+    proc = run_train(resumed, *run)  # resume=auto: the rest of epoch 1
+    assert proc.returncode == 0, proc.stderr
+    assert "resume=auto: continuing from" in proc.stderr
+    # the epoch's accuracy counts its first 2 batches (before the stop) too, and only its own
+    assert train_acc1_by_epoch(resumed) == train_acc1_by_epoch(straight)

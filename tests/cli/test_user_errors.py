@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,12 +12,15 @@ import torch
 from omegaconf import OmegaConf
 
 import vitrain.run as vr
-from tests.helpers import QUIET, TINY_VIT, compose_train
+from tests.helpers import QUIET, ROOT, TINY_VIT, assert_user_error, compose_train, launch_cli
 from vitrain.checkpoints import export_network, load_task_weights
 from vitrain.cli import config_groups, explain
+from vitrain.config_checks import check_value_ranges
 from vitrain.errors import UserError
+from vitrain.evaluation import checkpoint_config
 from vitrain.models.sizes import check_image_size, covers_input, nearest_valid, patch_stages
 from vitrain.models.t2t_vit import SOFT_SPLITS
+from vitrain.prepare import main as prepare
 from vitrain.tasks.detection import DetectionTask
 
 TINY = [*TINY_VIT, *QUIET, "logger=csv", "data.image_size=16", "trainer.max_epochs=1",
@@ -42,6 +46,27 @@ def run_main(tmp_path: Path, *overrides: str):
         ("data.image_size=30", "data.image_size=30 (model.net.img_size) does not fit the patch size 16"),
         ("trainer.devices=64", "trainer.devices=64 starts 64 CPU processes"),
         ("optimizer.lr=-1", "Invalid learning rate: -1"),
+        # a run that trains nothing would report untrained weights as a result
+        ("trainer.max_epochs=0", "trainer.max_epochs=0: the run would train nothing"),
+        ("trainer.max_steps=0", "trainer.max_steps=0: the run would train nothing"),
+        # rates and probabilities, checked when the config is composed (not at the first step)
+        (
+            "model.net.drop_path_rate=2",
+            "model.net.drop_path_rate=2: the stochastic depth (drop path) rate must be in [0, 1)",
+        ),
+        ("model.label_smoothing=1.5", "model.label_smoothing=1.5: label smoothing must be in [0, 1)"),
+        ("+model.net.drop_rate=-0.1", "model.net.drop_rate=-0.1: the dropout rate must be in [0, 1)"),
+        ("model.mixup_alpha=-1", "model.mixup_alpha=-1: mixup's Beta parameter (0: off) must be in [0, inf)"),
+        ("data.num_workers=-1", "data.num_workers=-1: the number of loader processes must be 0"),
+        (
+            "trainer.precision=bogus",
+            "trainer.precision=bogus: not a precision Lightning knows. Choose one of transformer-engine, transformer-engine-float16, 16-true, 16-mixed, bf16-true, bf16-mixed, 32-true, 64-true",
+        ),
+        # SAM with the default data names the data of its kind
+        (
+            "model=sam_tiny",
+            "needs segmentation data, but data=digits (DigitsDataModule) provides image_classification data. Add data=coco_masks|sa1b|shapes_masks",
+        ),
     ],
 )
 def test_user_mistake_is_one_message_and_a_failed_summary(tmp_path, override, message, caplog):
@@ -49,6 +74,111 @@ def test_user_mistake_is_one_message_and_a_failed_summary(tmp_path, override, me
     assert code == 1
     assert summary["status"] == "failed" and message in summary["error"]
     assert message in caplog.text and "Traceback" not in caplog.text
+    assert "lightning.pytorch" not in summary["error"]  # names the key, not Lightning's internals
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["model=mae_vit_tiny", "model.net.mask_ratio=1.0"],
+            "model.net.mask_ratio=1.0: the fraction of patches masked must be in (0, 1)",
+        ),
+        (
+            ["model=bert_tiny", "data=text", "model.mask_prob=0"],
+            "model.mask_prob=0: the fraction of tokens masked must be in (0, 1)",
+        ),
+        (
+            ["model=sam_tiny", "data=shapes_masks", "model.net.drop_path=1"],
+            "model.net.drop_path=1: the stochastic depth (drop path) rate",
+        ),
+        (
+            ["data=imagenet", "data.re_prob=1.5"],
+            "data.re_prob=1.5: the random erasing probability must be in [0, 1]",
+        ),
+    ],
+)
+def test_rates_of_every_family_are_checked_when_composed(overrides, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        check_value_ranges(compose_train(*overrides))
+
+
+def test_composition_mistakes_write_a_failed_summary(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = launch_cli(f"hydra.run.dir={run_dir}", "experiment=does_not_exist")
+    assert_user_error(proc, "experiment=does_not_exist: Could not find 'experiment/does_not_exist'")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "experiment=does_not_exist" in summary["error"]
+    # without hydra.run.dir: the run directory the rest of the command line names
+    logs = tmp_path / "logs"
+    proc = launch_cli(f"paths.log_dir={logs}", "task_name=t", "run_name=r", "model=vit_b17")
+    assert_user_error(proc, "Did you mean model=vit_b16?")
+    summary = json.loads((logs / "t" / "runs" / "r" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "model=vit_b17" in summary["error"]
+    # a completed run keeps its summary; a multirun has no single run directory
+    (run_dir / "summary.json").write_text(json.dumps({"status": "completed", "global_step": 4}))
+    assert_user_error(launch_cli(f"hydra.run.dir={run_dir}", "model=vit_b17"), "model=vit_b17")
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    proc = launch_cli("-m", f"paths.log_dir={tmp_path / 'multi'}", "model=vit_b17,vit_b16")
+    assert_user_error(proc, "model=vit_b17")
+    assert not list(tmp_path.glob("multi/**/summary.json"))
+
+
+@pytest.mark.parametrize("data", ["imagenet", "imagenet_stream"])
+def test_image_folder_data_defaults_to_what_the_machine_has(data, monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    cfg = compose_train(f"data={data}")
+    assert cfg.data.num_workers == 2  # not 8 on a 2-core machine
+    assert cfg.data.pin_memory is torch.cuda.is_available()
+    stored = checkpoint_config(cfg, {"model": "vit_ti16", "data": data})["data"]
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert compose_train(f"data={data}").data.num_workers == 8  # the usual count where cores allow
+    # a checkpoint keeps the machine settings unresolved: mode=eval elsewhere fits that machine
+    assert OmegaConf.create(stored).num_workers == 8
+
+
+def test_readme_lists_every_mode():
+    text = (ROOT / "README.md").read_text()
+    listed = re.search(r"`mode`\s*\(([^)]*)\)", text).group(1)
+    assert re.findall(r"`(\w+)`", listed) == list(vr.MODES)
+
+
+def write_corrupt(path: Path) -> None:
+    """A file with an image suffix that does not decode (a truncated JPEG: header, no data)."""
+    path.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 40)
+
+
+def test_prepare_refuses_corrupt_images_naming_them_or_skips_them(image_tree, tmp_path, caplog):
+    write_corrupt(image_tree / "train" / "dog" / "broken.jpg")
+    out = tmp_path / "shards"
+    args = ["images", "--root", str(image_tree), "--out", str(out), "--chunk-bytes", "64KB"]
+    with pytest.raises(SystemExit) as stop:
+        prepare([*args, "--workers", "2"])  # decoded in two worker processes
+    assert stop.value.code == 1
+    assert f"{image_tree / 'train' / 'dog' / 'broken.jpg'}" in caplog.text
+    assert "1 of 37 image files do not decode" in caplog.text and "--skip-corrupt" in caplog.text
+    assert "Traceback" not in caplog.text and not out.exists()  # nothing written
+    meta = prepare([*args, "--workers", "1", "--skip-corrupt"])
+    assert meta["splits"] == {"train": 24, "val": 12}  # left out, with a count
+    assert "left out 1 of 37 images that do not decode" in caplog.text
+
+
+def test_a_shard_item_that_does_not_decode_names_itself(image_tree, tmp_path, monkeypatch, caplog):
+    # shards written before prepare checked images (or a file corrupted since): the first val image
+    write_corrupt(image_tree / "val" / "cat" / "0.jpg")
+    monkeypatch.setattr("vitrain.prepare.corrupt_images", lambda paths, workers: {})
+    out = tmp_path / "shards"
+    prepare(["images", "--root", str(image_tree), "--out", str(out), "--workers", "1"])
+    code, summary = run_main(
+        tmp_path / "run", "data=imagenet_stream", f"data.root={out}", "data.num_workers=0",
+        "data.batch_size=4", "data.auto_augment=null",
+    )  # fmt: skip
+    assert code == 1 and summary["status"] == "failed"
+    expected = f"shard item that does not decode: item 0, source file {image_tree / 'val' / 'cat' / '0.jpg'}"
+    assert expected in summary["error"] and "write the shards again" in summary["error"]
+    assert expected in caplog.text and "Traceback" not in caplog.text
 
 
 def test_image_size_check_names_the_nearest_valid_sizes():

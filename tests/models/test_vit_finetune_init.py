@@ -21,8 +21,11 @@ def test_head_init_std_reinitialises_the_head():
     # facebookresearch/mae main_finetune.py: trunc_normal_(model.head.weight, std=2e-5)
     assert net.head.weight.std().item() == pytest.approx(2e-5, rel=0.2)
     assert net.head.weight.abs().max().item() < 1e-3 and not net.head.bias.any()
-    with pytest.raises(UserError, match="head_init_std"):
-        create_vit("vit_base_patch16_224", head_init_std=0.0, **ARGS)
+    # google-research/vision_transformer models_vit.py: head kernel and bias zeros
+    zero = create_vit("vit_base_patch16_224", head_init_std=0.0, **ARGS)
+    assert not zero.head.weight.any() and not zero.head.bias.any()
+    with pytest.raises(UserError, match="head_init_std=-1"):
+        create_vit("vit_base_patch16_224", head_init_std=-1, **ARGS)
 
 
 def test_init_from_sets_the_pretraining_statistics(tmp_path):

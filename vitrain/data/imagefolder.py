@@ -18,6 +18,9 @@ LAYOUT = """expected layout:
   ROOT/val/<class_a>/<image>.jpg
   ROOT/val/<class_b>/...
   ROOT/test/<class_a>/<image>.jpg   (optional held-out test split, data.test_split)"""
+# how random erasing fills a region (timm RandomErasing): per-pixel normal noise, one random
+# colour per region, or zeros
+RE_MODES = ("pixel", "rand", "const")
 
 
 def load_rgb(path: str) -> Image.Image:
@@ -39,8 +42,10 @@ class ImageFolderDataModule(ImageClassificationDataModule):
     Transforms are timm's ``create_transform``: training uses RandomResizedCrop (area range
     ``scale``, timm's default ``(0.08, 1)`` when None), flip, RandAugment (``auto_augment``; with
     it off, colour jitter of strength ``color_jitter`` unless None) and random erasing
-    (``re_prob``); evaluation resizes by
-    ``crop_pct`` and centre-crops. ``mean``, ``std``, ``interpolation`` and ``crop_pct`` default
+    (probability ``re_prob``, up to ``re_count`` regions, filled per ``re_mode``: ``pixel`` with
+    per-pixel normal noise as DeiT, MAE fine-tuning and T2T-ViT do, ``rand`` one random colour
+    per region, ``const`` zeros, timm's default); evaluation resizes by ``crop_pct`` and
+    centre-crops. ``mean``, ``std``, ``interpolation`` and ``crop_pct`` default
     to the network's own data config (timm ``resolve_model_data_config``), passed in as
     ``net_data_config`` by the orchestration layer.
     """
@@ -56,6 +61,8 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         in_chans: int = 3,
         auto_augment: str | None = "rand-m9-mstd0.5-inc1-mmax9",
         re_prob: float = 0.25,
+        re_mode: str = "pixel",
+        re_count: int = 1,
         crop_pct: float | None = None,
         interpolation: str | None = None,
         mean: tuple[float, ...] | None = None,
@@ -83,6 +90,11 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         )
         self.auto_augment = auto_augment
         self.re_prob = re_prob
+        if re_mode not in RE_MODES:
+            raise UserError(f"data.re_mode={re_mode!r}: choose one of {', '.join(RE_MODES)}.")
+        if isinstance(re_count, bool) or not isinstance(re_count, int) or re_count < 1:
+            raise UserError(f"data.re_count={re_count!r}: must be a positive integer (the sources use 1).")
+        self.re_mode, self.re_count = re_mode, re_count
         self.scale = tuple(scale) if scale is not None else None
         self.color_jitter = color_jitter
 
@@ -110,6 +122,8 @@ class ImageFolderDataModule(ImageClassificationDataModule):
             is_training=train,
             auto_augment=self.auto_augment if train else None,
             re_prob=self.re_prob if train else 0.0,
+            re_mode=self.re_mode,
+            re_count=self.re_count,
             **(dict(scale=self.scale, color_jitter=self.color_jitter) if train else {}),
         )
 

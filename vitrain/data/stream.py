@@ -140,10 +140,23 @@ class _DecodeImage:
         self.transform = transform
 
     def __call__(self, item: dict) -> tuple[torch.Tensor, int]:
-        from PIL import Image
+        return self.transform(_decode_rgb(item)), int(item["label"])
 
-        image = Image.open(io.BytesIO(bytes(item["image"]))).convert("RGB")
-        return self.transform(image), int(item["label"])
+
+def _decode_rgb(item: dict):
+    """The shard item's encoded image as an RGB PIL image; one that does not decode names the
+    item and its source file (``prepare`` records its path as ``source``)."""
+    from PIL import Image
+
+    try:
+        return Image.open(io.BytesIO(bytes(item["image"]))).convert("RGB")
+    except Exception as err:  # PIL raises many types for damaged data
+        source = bytes(item["source"]).decode() if "source" in item else "(not recorded in these shards)"
+        raise UserError(
+            f"data.root holds a shard item that does not decode: item {int(item['index'])}, source file "
+            f"{source} ({type(err).__name__}: {err}). Replace or remove that file and write the shards again "
+            "with python -m vitrain.prepare images (it decodes every image first)."
+        ) from err
 
 
 class StreamingImageDataModule(_StreamLoaders, ImageFolderDataModule):
@@ -194,9 +207,7 @@ class _DecodeDetection:
         self.transform = transform
 
     def __call__(self, item: dict):
-        from PIL import Image
-
-        image = Image.open(io.BytesIO(bytes(item["image"]))).convert("RGB")
+        image = _decode_rgb(item)
         target = {
             "boxes": torch.as_tensor(np.asarray(item["boxes"], dtype=np.float32)).reshape(-1, 4),
             "labels": torch.as_tensor(np.asarray(item["labels"], dtype=np.int64)).reshape(-1),

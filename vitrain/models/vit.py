@@ -70,7 +70,10 @@ def create_vit(
             linear-probing recipes).
         head_init_std: re-initialise the classifier head after loading: weight from a truncated
             normal of this std, bias 0 (MAE fine-tuning: 2e-5, facebookresearch/mae
-            ``main_finetune.py``). None keeps timm's initialisation (std 0.02).
+            ``main_finetune.py``); 0 sets weight and bias to zeros (ViT transfer:
+            google-research/vision_transformer ``models_vit.py`` initialises the head kernel and
+            bias with zeros, and ``checkpoint.py`` ``load_pretrained`` keeps that fresh head).
+            None keeps timm's initialisation (std 0.02).
         **kwargs: passed to ``timm.create_model`` (img_size, num_classes, in_chans,
             drop_path_rate, global_pool, ... and any architecture override).
 
@@ -82,8 +85,10 @@ def create_vit(
 
     Input ``(B, in_chans, img_size, img_size)`` -> logits ``(B, num_classes)``.
     """
-    if head_init_std is not None and head_init_std <= 0:
-        raise UserError(f"model.net.head_init_std={head_init_std}: must be > 0, or null for timm's init.")
+    if head_init_std is not None and not head_init_std >= 0:
+        raise UserError(
+            f"model.net.head_init_std={head_init_std}: must be >= 0 (0: a zero head), or null for timm's init."
+        )
     if require_init_from and not init_from:
         raise UserError(
             "model.net.init_from is required for this recipe: set model.net.init_from=<the MAE "
@@ -113,7 +118,10 @@ def create_vit(
     if head_init_std is not None:
         if not isinstance(net.head, torch.nn.Linear):
             raise UserError("model.net.head_init_std is set but the network has no head (num_classes=0).")
-        trunc_normal_(net.head.weight, std=head_init_std)
+        if head_init_std > 0:
+            trunc_normal_(net.head.weight, std=head_init_std)
+        else:
+            torch.nn.init.zeros_(net.head.weight)
         torch.nn.init.zeros_(net.head.bias)
     return net
 

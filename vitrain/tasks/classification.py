@@ -19,6 +19,9 @@ from vitrain.errors import UserError
 from vitrain.models.vit import prepare_linear_probe
 from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
 
+# the checkpoint entry holding the running training-accuracy counts of the epoch in progress
+TRAIN_ACC_KEY = "vitrain_train_acc1"
+
 
 class ClassificationTask(Task):
     """Train ``net`` (images ``(B, C, H, W)`` -> logits ``(B, num_classes)``) on labels ``(B,)``.
@@ -78,6 +81,7 @@ class ClassificationTask(Task):
         self.val_acc1 = accuracy(top_k=1)
         self.val_acc5 = accuracy(top_k=min(5, num_classes))
         self.val_loss = MeanMetric()  # sum and count synced across ranks: an exact global mean
+        self._resumed_train_acc: dict | None = None  # from a checkpoint, until its epoch starts
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, C, H, W)`` -> logits ``(B, num_classes)``."""
@@ -101,6 +105,31 @@ class ClassificationTask(Task):
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc1", self.train_acc1, on_step=False, on_epoch=True)
         return loss
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the epoch's running training-accuracy counts (summed over ranks): a run resumed in
+        the middle of this epoch then reports ``train/acc1`` over the whole epoch, not only over
+        the batches after the resume. Every rank takes part (checkpoints are saved by all)."""
+        strategy = self.trainer.strategy
+        state = {
+            name: strategy.reduce(getattr(self.train_acc1, name).detach().clone(), reduce_op="sum").cpu()
+            for name in self.train_acc1._defaults
+        }
+        checkpoint[TRAIN_ACC_KEY] = {"epoch": self.current_epoch, "state": state}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resumed_train_acc = checkpoint.get(TRAIN_ACC_KEY)
+
+    def on_train_start(self) -> None:
+        """After a resume: continue the saved counts when training goes on inside the epoch they
+        belong to (Lightning does not call ``on_train_epoch_start`` for an epoch it resumes), on
+        rank zero only since they are already the sum over ranks; a later epoch starts from zero."""
+        saved, self._resumed_train_acc = self._resumed_train_acc, None
+        if saved is None or saved["epoch"] != self.current_epoch or self.global_rank != 0:
+            return
+        for name, value in saved["state"].items():
+            setattr(self.train_acc1, name, value.to(self.device))
+        self.train_acc1._update_count += 1  # counts were added (torchmetrics warns on compute otherwise)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, labels = batch
