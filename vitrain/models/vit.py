@@ -142,6 +142,15 @@ MAE_DATA_CONFIG = {
 }
 
 
+def adapt_patch_embedding(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """A patch-embedding weight ``(D, C, p, p)`` for ``in_chans`` input channels, the same function
+    on images whose channels are equal. timm's ``adapt_input_conv`` takes the weight as RGB; a
+    grey (1-channel) weight is repeated instead, scaled by ``1 / in_chans``."""
+    if weight.shape[1] == 1:
+        return weight.repeat(1, in_chans, 1, 1) / in_chans
+    return adapt_input_conv(in_chans, weight)
+
+
 # Keys of an MAE checkpoint that belong to the pretraining decoder, not to the encoder.
 MAE_DECODER_PREFIXES = ("decoder_", "mask_token")
 
@@ -173,7 +182,7 @@ def load_encoder(net: VisionTransformer, path: str | Path, key: str = "model.net
     own = net.state_dict()
     conv = "patch_embed.proj.weight"
     if conv in state and conv in own and state[conv].shape[1] != own[conv].shape[1]:
-        state[conv] = adapt_input_conv(own[conv].shape[1], state[conv])
+        state[conv] = adapt_patch_embedding(state[conv], own[conv].shape[1])
     dropped = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
     misfits = [k for k in dropped if not k.startswith("head")]
     if misfits:
