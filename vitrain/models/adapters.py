@@ -26,11 +26,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from safetensors.torch import save_file
 from torch import nn
 
 from vitrain.checkpoints import shorten_keys
+
+if TYPE_CHECKING:
+    from peft import LoraModel
 from vitrain.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -185,8 +189,8 @@ LORA_DEFAULTS: dict[str, LoraDefaults] = {
     "GPT": LoraDefaults(["attn.qkv", "attn.proj"]),
     # BERT's query/key/value (fused in layers.N.attn.qkv)
     "BERT": LoraDefaults(["attn.qkv"]),
-    # SAM: image_encoder.blocks.N.attn.qkv and every attention projection of the mask decoder's
-    # two-way transformer (finetune-SAM / MedSAM adapt the image encoder, train the decoder)
+    # SAM: image_encoder.blocks.N.attn.qkv and every attention projection (q/k/v/out_proj) of the
+    # mask decoder's two-way transformer
     "SAM": LoraDefaults(["attn.qkv", "q_proj", "k_proj", "v_proj", "out_proj"]),
     # DETR's transformer attention (nn.MultiheadAttention: in_proj and out_proj) and the new heads
     "DETR": LoraDefaults(["self_attn", "cross_attn"], ["class_embed", "bbox_embed"]),
@@ -212,24 +216,29 @@ def lora_candidates(net: nn.Module) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def add_lora(net: nn.Module, settings: LoraSettings, key: str = "model.lora") -> object:
+def add_lora(net: nn.Module, settings: LoraSettings, key: str = "model.lora") -> LoraModel:
     """Inject LoRA adapters into ``net`` in place (peft ``LoraModel``), freeze everything else in
     ``net`` but the parameters ``settings.train`` picks, keep vitrain's key layout
     (:func:`keep_base_names`). Returns peft's tuner (``merge_and_unload``)."""
     from peft import LoraConfig, LoraModel
 
-    if settings.r < 1 or settings.alpha <= 0 or not 0 <= settings.dropout < 1:
+    if (
+        not isinstance(settings.r, int)
+        or settings.r < 1
+        or settings.alpha <= 0
+        or not 0 <= settings.dropout < 1
+    ):
         raise UserError(
             f"{key}: r={settings.r}, alpha={settings.alpha}, dropout={settings.dropout}: r must be a positive "
             "integer (e.g. 8), alpha positive (e.g. 16) and dropout in [0, 1)."
         )
     defaults = lora_defaults(net)
     targets = settings.target_modules or (defaults.target_modules if defaults else None)
+    candidates = shorten_keys(lora_candidates(net), 12)
     if not targets:
         raise UserError(
-            f"{key}.target_modules: {type(net).__name__} has no default LoRA targets: name them, e.g. "
-            f"{key}.target_modules=[{lora_candidates(net)[0] if lora_candidates(net) else 'fc'}]; its layers: "
-            f"{shorten_keys(lora_candidates(net), 12)}."
+            f"{key}.target_modules: {type(net).__name__} has no default LoRA targets: name its layers "
+            f"(module-name suffixes, or one regular expression); its layers: {candidates}."
         )
     trainable = {name for name, p in named_parameters(net).items() if p.requires_grad}
     config = LoraConfig(
@@ -243,8 +252,7 @@ def add_lora(net: nn.Module, settings: LoraSettings, key: str = "model.lora") ->
     except ValueError as err:  # peft: "Target modules ... not found", or a layer type it cannot adapt
         raise UserError(
             f"{key}.target_modules={targets}: {str(err).splitlines()[0]} Name layers of "
-            f"{type(net).__name__} (suffixes, or one regular expression); its layers: "
-            f"{shorten_keys(lora_candidates(net), 12)}."
+            f"{type(net).__name__} (module-name suffixes, or one regular expression); its layers: {candidates}."
         ) from err
     keep_base_names(net)
     explicit = settings.train is not None
@@ -290,7 +298,7 @@ def _add_base_layer(module: nn.Module, state: dict, prefix: str, *args) -> None:
             state[prefix + "base_layer." + rest] = state.pop(k)
 
 
-def merge_lora(tuner) -> nn.Module:
+def merge_lora(tuner: LoraModel) -> nn.Module:
     """Merge the adapters into the base weights in fp32 (``merge_and_unload``): the network of
     ``tuner`` (same object) with plain layers again, the same function as before."""
     tuner.model.float()  # merging in bf16 loses precision (PITFALLS 12)
