@@ -377,6 +377,23 @@ EXPECTED: dict[str, dict] = {
     },
     "digits_patch_size": {"model.net.depth": 6, "trainer.max_epochs": 15, "scheduler.warmup_epochs": 1},
     "digits_vit_vs_t2t": {"trainer.max_epochs": 10, "scheduler.warmup_epochs": 2},
+    "digits_adapt_pretrain": {"model.net.name": "vit_tiny_patch16_224", "trainer.max_epochs": 10, "seed": 0},
+    "digits_adapt_full": {
+        "model.lora.r": 0,
+        "optimizer.lr": 3e-4,
+        "optimizer.weight_decay": 0.05,
+        "scheduler._target_": "vitrain.tasks.optim.constant",
+        "scheduler.warmup_epochs": 1,
+        "data.scale": [0.85, 1.0],
+        "trainer.max_time": "00:00:03:00",
+    },
+    "digits_adapt_lora": {
+        "model.lora.r": 8,
+        "model.lora.alpha": 16,
+        "model.lora.target_modules": None,
+        "optimizer.lr": 3e-3,
+        "trainer.max_time": "00:00:03:00",
+    },
     "digits_mae_pretrain": {
         "model.net.name": "mae_vit_tiny",
         "model.net.mask_ratio": 0.75,

@@ -40,3 +40,20 @@ def test_init_from_sets_the_pretraining_statistics(tmp_path):
     assert config["mean"] == (0.485, 0.456, 0.406) and config["std"] == (0.229, 0.224, 0.225)
     assert config["crop_pct"] == 0.875 and config["interpolation"] == "bicubic"
     torch.testing.assert_close(net.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+
+
+@pytest.mark.parametrize(("source_chans", "target_chans"), [(1, 3), (3, 1)])
+def test_init_from_adapts_the_patch_embedding_to_the_input_channels(tmp_path, source_chans, target_chans):
+    """A grey encoder into an RGB classifier (and back): the same features on grey images given
+    as equal channels (timm's adapt_input_conv with the file's channel count as its base)."""
+    torch.manual_seed(0)
+    source = create_vit("vit_base_patch16_224", in_chans=source_chans, **ARGS).eval()
+    path = tmp_path / "encoder.pth"
+    torch.save(source.state_dict(), path)
+    net = create_vit("vit_base_patch16_224", in_chans=target_chans, init_from=str(path), **ARGS).eval()
+    grey = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            net.forward_features(grey.expand(-1, target_chans, -1, -1)),
+            source.forward_features(grey.expand(-1, source_chans, -1, -1)),
+        )

@@ -150,6 +150,15 @@ MAE_DATA_CONFIG = {
 }
 
 
+def adapt_patch_embedding(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """A patch-embedding weight ``(D, C, p, p)`` for ``in_chans`` input channels, the same function
+    on images whose channels are equal. timm's ``adapt_input_conv`` takes the weight as RGB; a
+    grey (1-channel) weight is repeated instead, scaled by ``1 / in_chans``."""
+    if weight.shape[1] == 1:
+        return weight.repeat(1, in_chans, 1, 1) / in_chans
+    return adapt_input_conv(in_chans, weight)
+
+
 # Keys of an MAE checkpoint that belong to the pretraining decoder, not to the encoder.
 MAE_DECODER_PREFIXES = ("decoder_", "mask_token")
 
@@ -181,7 +190,7 @@ def load_encoder(net: VisionTransformer, path: str | Path, key: str = "model.net
     own = net.state_dict()
     conv = "patch_embed.proj.weight"
     if conv in state and conv in own and state[conv].shape[1] != own[conv].shape[1]:
-        state[conv] = adapt_input_conv(own[conv].shape[1], state[conv])
+        state[conv] = adapt_patch_embedding(state[conv], own[conv].shape[1])
     dropped = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
     misfits = [k for k in dropped if not k.startswith("head")]
     if misfits:
@@ -225,12 +234,12 @@ def load_encoder(net: VisionTransformer, path: str | Path, key: str = "model.net
 
 
 def prepare_linear_probe(net: torch.nn.Module) -> torch.nn.Module:
-    """Turn ``net`` into a linear probe (MAE, He et al. 2021): in place, returns ``net``.
+    """Give ``net`` the head of a linear probe (MAE, He et al. 2021): in place, returns ``net``.
 
     The head becomes ``Sequential(BatchNorm1d(embed_dim, affine=False, eps=1e-6), head)`` with
-    the linear layer re-initialised (truncated normal, std 0.01; zero bias), and every other
-    parameter is frozen (``requires_grad=False``). Only the linear layer trains; the batch norm
-    has no parameters, only running statistics.
+    the linear layer re-initialised (truncated normal, std 0.01; zero bias); the batch norm has
+    no parameters, only running statistics. The task freezes everything else
+    (``ClassificationTask(linear_probe=True)``: ``Task.freeze(['*', '!head'])``).
     """
     head = getattr(net, "head", None)
     if not isinstance(head, torch.nn.Linear):
@@ -238,10 +247,8 @@ def prepare_linear_probe(net: torch.nn.Module) -> torch.nn.Module:
             "model.linear_probe=true needs a network with a linear classifier head "
             f"(net.head is {type(head).__name__}); check model.net.num_classes > 0."
         )
-    net.requires_grad_(False)
     trunc_normal_(head.weight, std=0.01)
     torch.nn.init.zeros_(head.bias)
-    head.requires_grad_(True)
     net.head = torch.nn.Sequential(torch.nn.BatchNorm1d(head.in_features, affine=False, eps=1e-6), head)
     return net
 
