@@ -46,7 +46,6 @@ def run_main(tmp_path: Path, *overrides: str):
         ("data.image_size=30", "data.image_size=30 (model.net.img_size) does not fit the patch size 16"),
         ("trainer.devices=64", "trainer.devices=64 starts 64 CPU processes"),
         ("optimizer.lr=-1", "Invalid learning rate: -1"),
-<<<<<<< HEAD
         # a run that trains nothing would report untrained weights as a result
         ("trainer.max_epochs=0", "trainer.max_epochs=0: the run would train nothing"),
         ("trainer.max_steps=0", "trainer.max_steps=0: the run would train nothing"),
@@ -68,13 +67,11 @@ def run_main(tmp_path: Path, *overrides: str):
             "model=sam_tiny",
             "needs segmentation data, but data=digits (DigitsDataModule) provides image_classification data. Add data=coco_masks|sa1b|shapes_masks",
         ),
-=======
         ("model.freeze=[decoder.*]", "model.freeze: 'decoder.*' matches no parameter. Names are relative to the "
          "network, e.g. 'blocks.0.*'; its top-level names: cls_token, pos_embed, patch_embed, blocks, norm, head."),
         ("model.freeze=[blocks,cls_token,pos_embed,patch_embed,norm,head]", "leaves nothing to train"),
         ("model.lora.r=2 model.lora.target_modules=[qkvv]", "model.lora.target_modules=['qkvv']: Target modules"),
         ("model.lora.r=2 +model.lora.rank=4", "model.lora.rank: no such setting"),
->>>>>>> adapt
     ],
 )  # fmt: skip
 def test_user_mistake_is_one_message_and_a_failed_summary(tmp_path, override, message, caplog):
