@@ -122,8 +122,8 @@ def test_a_resumed_repeated_epoch_equals_the_uninterrupted_one(saved_with):
         torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
-def test_imagefolder_copies_get_different_crops_flips_and_erasing(image_tree):
-    """The real path: timm's training transform through the DataModule's training loader."""
+def test_imagefolder_copies_are_different_views(image_tree):
+    """The real path: timm's training transform (crop, flip, erasing) through the DataModule's training loader."""
     data = ImageFolderDataModule(
         root=str(image_tree), num_classes=3, image_size=16, batch_size=6, repeated_aug=3, auto_augment=None
     )
