@@ -3,20 +3,12 @@ and each copy of an index augmented on its own."""
 
 from __future__ import annotations
 
-import random
 from collections import Counter, defaultdict
 
 import pytest
 import torch
-from torch.utils.data import Dataset
 
-from vitrain.data.base import (
-    EpochBatchSampler,
-    EpochSampler,
-    ResumableLoader,
-    SeededSamples,
-    ShardedDataModule,
-)
+from vitrain.data.base import EpochBatchSampler, EpochSampler, ShardedDataModule
 from vitrain.data.imagefolder import ImageFolderDataModule
 from vitrain.errors import UserError
 
@@ -67,59 +59,6 @@ def test_datamodule_repeats_only_training_and_rejects_bad_values():
     assert sorted(int(x) for (batch,) in data.val_dataloader() for x in batch) == list(range(6))
     with pytest.raises(UserError, match="data.repeated_aug=0"):
         ShardedDataModule(batch_size=2, repeated_aug=0)
-
-
-class NoisySamples(Dataset):
-    """Sample ``i`` is ``i`` plus noise from torch's and python's global generators (an augmentation)."""
-
-    def __len__(self) -> int:
-        return 12
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return torch.tensor([index, torch.rand(()).item(), random.random()], dtype=torch.float64)
-
-
-def repeated_loader(workers: int = 0, rank: int = 0, world: int = 1, batch: int = 3) -> ResumableLoader:
-    sampler = EpochSampler(12, seed=5, rank=rank, world=world, repeats=3)
-    return ResumableLoader(
-        SeededSamples(NoisySamples(), seed=5),
-        batch_sampler=EpochBatchSampler(sampler, batch),
-        num_workers=workers,
-    )
-
-
-def copies(rows: list[torch.Tensor]) -> dict[int, list[tuple[float, ...]]]:
-    """The drawn rows of each index (sorted, so that the draws of several ranks compare)."""
-    drawn = defaultdict(list)
-    for row in torch.cat(rows):
-        drawn[int(row[0])].append(tuple(row[1:].tolist()))
-    return {index: sorted(rows) for index, rows in drawn.items()}
-
-
-def test_copies_of_an_index_are_augmented_independently():
-    # the failing case of issue 21: every copy used to be seeded by (seed, epoch, index) alone
-    drawn = copies(list(repeated_loader()))
-    assert len(drawn) == 4 and all(len(rows) == 3 == len(set(rows)) for rows in drawn.values())
-    # three ranks of batch 1 (the copies on three ranks) draw the very copies one process draws
-    ranks = copies([row for r in range(3) for row in repeated_loader(rank=r, world=3, batch=1)])
-    assert ranks == drawn
-
-
-@pytest.mark.parametrize("saved_with", [0, 2])
-def test_a_resumed_repeated_epoch_equals_the_uninterrupted_one(saved_with):
-    reference = repeated_loader()
-    reference.batch_sampler.set_epoch(1)
-    reference = list(reference)
-    first = repeated_loader(saved_with)
-    first.batch_sampler.set_epoch(1)
-    batches = iter(first)
-    seen = [next(batches) for _ in range(2)]
-    state = first.state_dict()
-    del batches
-    resumed = repeated_loader()
-    resumed.load_state_dict(state)
-    for got, want in zip(seen + list(resumed), reference, strict=True):
-        torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 def test_imagefolder_copies_are_different_views(image_tree):
