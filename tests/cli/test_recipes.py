@@ -612,3 +612,23 @@ def test_schedule_in_optimizer_steps(recipe, tmp_path):
             # (its first update has lr 0); identical from step 500 on
             expected = (step + 1) / CIFAR_WARMUP
         assert factor(step) == pytest.approx(expected, rel=1e-9, abs=1e-12), (recipe, step)
+
+
+def test_deit_repeated_augmentation_draws_differently_augmented_copies(image_tree, tmp_path):
+    """What ``data.repeated_aug: 3`` of ``vit_b16_imagenet`` does (deit ``samplers.py``, RASampler):
+    every training image 3 times per epoch, each copy augmented on its own. The recipe's data with
+    its own transforms; small images and batches, no workers."""
+    small = ["data.image_size=16", "data.batch_size=6", "data.num_workers=0", "data.pin_memory=false"]
+    cfg = compose_train(
+        "experiment=vit_b16_imagenet", f"data.root={image_tree}", *small, output_dir=str(tmp_path)
+    )
+    data = instantiate(cfg.data)
+    data.setup("fit")
+    loader = data.train_dataloader()
+    keys = [key for batch in loader.batch_sampler for key in batch]
+    views: dict[int, list[torch.Tensor]] = {}
+    for (index, _, _), image in zip(keys, torch.cat([images for images, _ in loader]), strict=True):
+        views.setdefault(index, []).append(image)
+    assert {len(copies) for copies in views.values()} == {3} and len(views) == 24 // 3
+    for a, b, c in views.values():
+        assert not (torch.equal(a, b) or torch.equal(b, c) or torch.equal(a, c))

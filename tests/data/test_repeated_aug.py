@@ -1,13 +1,15 @@
-"""Repeated augmentation in EpochSampler (DeiT's RASampler): exact under DDP, resumable, seeded."""
+"""Repeated augmentation in EpochSampler (DeiT's RASampler): exact under DDP, resumable, seeded,
+and each copy of an index augmented on its own."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 
 import pytest
 import torch
 
 from vitrain.data.base import EpochBatchSampler, EpochSampler, ShardedDataModule
+from vitrain.data.imagefolder import ImageFolderDataModule
 from vitrain.errors import UserError
 
 
@@ -38,9 +40,9 @@ def test_epoch_seeded_and_resumable():
     batches = EpochBatchSampler(EpochSampler(12, seed=5, rank=1, world=3, repeats=3), batch_size=1)
     batches.load_state_dict({"epoch": 1, "batches": 2, "samples_per_step": 3})
     # a mid-epoch resume continues exactly where the run stopped
-    assert [i for ((i, _),) in batches] == first[1][2:] and len(batches.sampler) == 4
+    assert [i for ((i, _, _),) in batches] == first[1][2:] and len(batches.sampler) == 4
     batches.set_epoch(2)  # the restored position applies to its own epoch only
-    assert [i for ((i, _),) in batches] == other[1]
+    assert [i for ((i, _, _),) in batches] == other[1]
 
 
 def test_one_process_sees_the_copies_in_a_row():
@@ -57,3 +59,20 @@ def test_datamodule_repeats_only_training_and_rejects_bad_values():
     assert sorted(int(x) for (batch,) in data.val_dataloader() for x in batch) == list(range(6))
     with pytest.raises(UserError, match="data.repeated_aug=0"):
         ShardedDataModule(batch_size=2, repeated_aug=0)
+
+
+def test_imagefolder_copies_are_different_views(image_tree):
+    """The real path: timm's training transform (crop, flip, erasing) through the DataModule's training loader."""
+    data = ImageFolderDataModule(
+        root=str(image_tree), num_classes=3, image_size=16, batch_size=6, repeated_aug=3, auto_augment=None
+    )
+    data.setup("fit")
+    keys = [key for batch in data.train_dataloader().batch_sampler for key in batch]
+    images = torch.cat([images for images, _ in data.train_dataloader()])
+    by_index = defaultdict(list)
+    for (index, _, _), image in zip(keys, images, strict=True):
+        by_index[index].append(image)
+    assert len(by_index) == 8 and all(len(views) == 3 for views in by_index.values())
+    for views in by_index.values():
+        assert not torch.equal(views[0], views[1]) and not torch.equal(views[1], views[2])
+        assert not torch.equal(views[0], views[2])

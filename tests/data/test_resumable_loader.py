@@ -21,8 +21,8 @@ class NoisySamples(Dataset):
         return torch.tensor([index, torch.rand(()).item(), random.random()], dtype=torch.float64)
 
 
-def loader(workers: int, world: int = 1, rank: int = 0, batch: int = 4) -> ResumableLoader:
-    sampler = EpochSampler(40, seed=5, rank=rank, world=world)
+def loader(workers: int, world: int = 1, rank: int = 0, batch: int = 4, repeats: int = 1) -> ResumableLoader:
+    sampler = EpochSampler(40, seed=5, rank=rank, world=world, repeats=repeats)
     return ResumableLoader(
         SeededSamples(NoisySamples(), seed=5),
         batch_sampler=EpochBatchSampler(sampler, batch),
@@ -35,16 +35,18 @@ def epoch(dl: ResumableLoader, number: int) -> list[torch.Tensor]:
     return list(dl)
 
 
-@pytest.mark.parametrize(("saved_with", "resumed_with"), [(0, 0), (2, 2), (2, 0)])
-def test_mid_epoch_state_resumes_the_same_batches(saved_with, resumed_with):
-    reference = epoch(loader(0), 1)
-    first = loader(saved_with)
+@pytest.mark.parametrize(
+    ("saved_with", "resumed_with", "repeats"), [(0, 0, 1), (2, 2, 1), (2, 0, 1), (0, 0, 3), (2, 0, 3)]
+)
+def test_mid_epoch_state_resumes_the_same_batches(saved_with, resumed_with, repeats):
+    reference = epoch(loader(0, repeats=repeats), 1)
+    first = loader(saved_with, repeats=repeats)
     first.batch_sampler.set_epoch(1)
     batches = iter(first)
     seen = [next(batches) for _ in range(4)]
     state = first.state_dict()
     del batches
-    resumed = loader(resumed_with)
+    resumed = loader(resumed_with, repeats=repeats)
     resumed.load_state_dict(state)
     rest = list(resumed)
     assert len(seen) + len(rest) == len(reference) == 10
@@ -63,6 +65,19 @@ def test_augmentation_depends_on_sample_and_epoch_only():
     merged = {int(row[0]): row for part in ranks for batch in part for row in batch}
     for i, row in by_index.items():
         torch.testing.assert_close(merged[i], row, rtol=0, atol=0)
+
+
+def test_copies_of_a_repeated_index_are_augmented_independently():
+    # issue 21: the 3 copies of repeated augmentation were seeded by (seed, epoch, index) alone
+    single = [row for batch in epoch(loader(0, repeats=3), 0) for row in batch]
+    copies: dict[int, list[tuple[float, ...]]] = {}
+    for row in single:
+        copies.setdefault(int(row[0]), []).append(tuple(row[1:].tolist()))
+    assert sorted(len(noise) for noise in copies.values()) == [1] + [3] * 13  # 40 draws
+    assert all(len(set(noise)) == len(noise) for noise in copies.values())
+    # four ranks (the copies on different ranks) draw the very copies one process draws
+    ranks = [row for r in range(4) for batch in epoch(loader(0, 4, r, 1, repeats=3), 0) for row in batch]
+    assert sorted(row.tolist() for row in ranks) == sorted(row.tolist() for row in single)
 
 
 def test_loading_in_the_main_process_leaves_the_global_generators_alone():

@@ -1,35 +1,23 @@
 """Exact resumption: training randomness that depends only on (seed, epoch, batch, rank).
 
 The data side is the DataModules' job: each epoch's order depends on ``(seed, epoch)``, each
-sample's augmentation on ``(seed, epoch, index)``, and the training loader's position is saved in
+sample's augmentation on ``(seed, epoch, index)`` (and the copy number under repeated
+augmentation), and the training loader's position is saved in
 the checkpoint by Lightning (torchdata ``StatefulDataLoader``, see ``vitrain.data.base``). This
 callback covers the rest: the global generators the network draws from (dropout, drop path, MAE
-masks) are re-seeded before every training batch, so nothing random has to be saved at all.
+masks) are re-seeded before every training batch (:func:`vitrain.seeding.batch_seed`), so nothing
+random has to be saved at all.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 
 import lightning as L
-import numpy as np
-import torch
+
+from vitrain.seeding import batch_seed, default_seed, seed_generators
 
 log = logging.getLogger(__name__)
-
-
-def seed_all(seed: int) -> None:
-    """Seed python, numpy and torch (CPU and CUDA) global generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def batch_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
-    """The seed of one training batch of one rank (numpy's SeedSequence mixing)."""
-    state = np.random.SeedSequence([seed % 2**32, epoch, batch, rank]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
 
 
 class ExactResume(L.Callback):
@@ -47,7 +35,7 @@ class ExactResume(L.Callback):
 
     def __init__(self, seed: int | None = None) -> None:
         # an unseeded run (seed=null) still gets one fixed stream for the whole run
-        self.seed = torch.initial_seed() % 2**31 if seed is None else int(seed)
+        self.seed = default_seed(seed)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         fit_loop = trainer.fit_loop
@@ -76,4 +64,4 @@ class ExactResume(L.Callback):
             iter(fetcher)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        seed_all(batch_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank))
+        seed_generators(batch_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank))

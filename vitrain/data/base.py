@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from vitrain.errors import UserError
+from vitrain.seeding import default_seed, generators_restored, sample_seed, seed_generators
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +63,11 @@ class EpochSampler(Sampler[int]):
     ``repeats > 1`` is repeated augmentation (Hoffer et al. 2020; DeiT's ``RASampler``,
     facebookresearch/deit ``samplers.py``): each index of the permutation is repeated
     ``repeats`` times in a row before the ranks take their share, so with ``world >= repeats``
-    the copies land on ``repeats`` different ranks (and get different random augmentations);
-    each rank still runs ``size // world`` samples per epoch, so an epoch covers about
-    ``size / repeats`` distinct images. Training only (``even=True``).
+    the copies land on ``repeats`` different ranks. Each copy carries its repeat number
+    (:meth:`draws`), which :class:`SeededSamples` mixes into the augmentation seed, so the copies
+    are augmented independently, as in ``RASampler``, whatever the number of ranks. Each rank
+    still runs ``size // world`` samples per epoch, so an epoch covers about ``size / repeats``
+    distinct images. Training only (``even=True``).
     """
 
     def __init__(
@@ -89,19 +90,24 @@ class EpochSampler(Sampler[int]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def order(self) -> list[int]:
-        """This rank's index order for the current epoch."""
+    def draws(self) -> list[tuple[int, int]]:
+        """This rank's ``(index, copy)`` pairs for the current epoch, in order: ``copy`` is the
+        repeat number (``0 .. repeats - 1``) of the index in the epoch (always 0 without repeats)."""
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
             order = torch.randperm(self.size, generator=generator).tolist()
         else:
             order = list(range(self.size))
         if self.repeats > 1:
-            order = [index for index in order for _ in range(self.repeats)]
-            return order[self.rank :: self.world][: len(self)]
+            repeated = [(index, copy) for index in order for copy in range(self.repeats)]
+            return repeated[self.rank :: self.world][: len(self)]
         if self.even:
             order = order[: self.size - self.size % self.world]
-        return order[self.rank :: self.world]
+        return [(index, 0) for index in order[self.rank :: self.world]]
+
+    def order(self) -> list[int]:
+        """This rank's index order for the current epoch."""
+        return [index for index, _ in self.draws()]
 
     def __iter__(self):
         return iter(self.order())
@@ -112,21 +118,18 @@ class EpochSampler(Sampler[int]):
         return len(range(self.rank, self.size, self.world))
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 63-bit seed that depends only on ``(seed, epoch, index)`` (numpy's SeedSequence mixing)."""
-    state = np.random.SeedSequence([seed % 2**32, epoch, index]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
-
-
 class SeededSamples(Dataset):
     """A training set whose sample ``index`` in ``epoch`` always gets the same random augmentation.
 
-    Keys are ``(index, epoch)`` pairs (from :class:`EpochBatchSampler`). Before reading a sample,
-    python's, numpy's and torch's global generators are seeded from :func:`sample_seed`, so the
+    Keys are ``(index, epoch, copy)`` triples (from :class:`EpochBatchSampler`; ``copy`` numbers
+    the repeats of repeated augmentation). Before reading a sample, python's, numpy's and torch's
+    global (CPU) generators are seeded from :func:`vitrain.seeding.sample_seed`, so the
     augmentation of a sample does not depend on the worker that loads it, on how many workers
     there are, on the number of ranks, or on a restart: a resumed run draws exactly what the
-    uninterrupted run drew. In the main process (``num_workers=0``) the global generators are
-    restored afterwards, so data loading leaves the training stream (dropout, masking) alone.
+    uninterrupted run drew; each copy of a repeated index draws its own augmentation. The loader
+    reads a batch at a time (``__getitems__``), and the global generators are restored after the
+    batch, so data loading in the main process (``num_workers=0``) leaves the training stream
+    (dropout, masking) alone.
     """
 
     def __init__(self, dataset: Dataset, seed: int) -> None:
@@ -135,20 +138,21 @@ class SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: tuple[int, int]):
-        index, epoch = key
-        seed = sample_seed(self.seed, epoch, index)
-        if get_worker_info() is not None:  # a worker process: nothing else uses its generators
-            _seed_generators(seed)
-            return self.dataset[index]
-        saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
-        try:
-            _seed_generators(seed)
-            return self.dataset[index]
-        finally:
-            random.setstate(saved[0])
-            np.random.set_state(saved[1])
-            torch.set_rng_state(saved[2])
+    def __getitem__(self, key: tuple[int, int, int]):
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[tuple[int, int, int]]) -> list:
+        """The samples of a batch of keys: one save and restore of the generators per batch (in a
+        worker process nothing else draws from them, so nothing is restored there). The seeds are
+        derived together first: between two image transforms the seed derivation runs with cold
+        caches and costs several times more."""
+        seeds = [sample_seed(self.seed, epoch, index, copy) for index, epoch, copy in keys]
+        samples = []
+        with generators_restored(restore=get_worker_info() is None):
+            for (index, _, _), seed in zip(keys, seeds, strict=True):
+                seed_generators(seed, accelerators=False)
+                samples.append(self.dataset[index])
+        return samples
 
     def __getattr__(self, name: str):  # collate helpers and tests read attributes of the dataset
         if name == "dataset":
@@ -156,14 +160,8 @@ class SeededSamples(Dataset):
         return getattr(self.dataset, name)
 
 
-def _seed_generators(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Training batches of ``(index, epoch)`` keys from an :class:`EpochSampler`, with a resumable position.
+class EpochBatchSampler(Sampler[list[tuple[int, int, int]]]):
+    """Training batches of ``(index, epoch, copy)`` keys from an :class:`EpochSampler`, with a resumable position.
 
     ``state_dict()`` is ``{"epoch", "batches", "samples_per_step"}``: the epoch and how many
     batches of it this iterator has handed out. torchdata's :class:`StatefulDataLoader` records
@@ -191,16 +189,16 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
     def __len__(self) -> int:
         return len(self.sampler) // self.batch_size
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         start = self._start if self.sampler.epoch == self._start_epoch else 0
         self._batches = start
-        order, epoch, size = self.sampler.order(), self.sampler.epoch, self.batch_size
-        return self._batches_from(order, epoch, size, start)
+        draws, epoch, size = self.sampler.draws(), self.sampler.epoch, self.batch_size
+        return self._batches_from(draws, epoch, size, start)
 
-    def _batches_from(self, order: list[int], epoch: int, size: int, start: int):
-        for first in range(start * size, len(order) - size + 1, size):
+    def _batches_from(self, draws: list[tuple[int, int]], epoch: int, size: int, start: int):
+        for first in range(start * size, len(draws) - size + 1, size):
             self._batches += 1
-            yield [(index, epoch) for index in order[first : first + size]]
+            yield [(index, epoch, copy) for index, copy in draws[first : first + size]]
 
     def state_dict(self) -> dict[str, int]:
         return {
@@ -267,8 +265,8 @@ class ShardedDataModule(L.LightningDataModule):
     batches), validation gives every sample to exactly one rank. ``collate_fn`` (None: torch's
     default) batches the samples. The training loader is a :class:`ResumableLoader`: Lightning
     saves its position in each checkpoint, and each sample's augmentation is seeded by
-    ``(seed, epoch, index)`` (:class:`SeededSamples`), so a mid-epoch resume is exact with any
-    ``num_workers``.
+    ``(seed, epoch, index)`` and its repeat number (:class:`SeededSamples`), so a mid-epoch
+    resume is exact with any ``num_workers``.
     ``repeated_aug`` > 1 repeats each training sample that many times across ranks (DeiT's
     repeated augmentation; see :class:`EpochSampler`).
     """
@@ -296,7 +294,7 @@ class ShardedDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
-        self.seed = torch.initial_seed() % 2**31 if seed is None else seed
+        self.seed = default_seed(seed)
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         # a held-out split, never used for checkpoint or hyperparameter selection

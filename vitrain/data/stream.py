@@ -14,20 +14,19 @@ from __future__ import annotations
 import io
 import json
 import logging
-import random
 
 import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
-from vitrain.data.base import sample_seed
 from vitrain.data.detection import DetectionDataModule
 from vitrain.data.detection_transforms import detr_train_transform, detr_val_transform
 from vitrain.data.imagefolder import ImageFolderDataModule
 from vitrain.data.text import _PadCollate
 from vitrain.data.tokenizer import PACKINGS, check_special_tokens
 from vitrain.errors import UserError
+from vitrain.seeding import default_seed, sample_seed, seeded
 
 log = logging.getLogger(__name__)
 # litdata logs its cache and mmap choices at INFO for every dataset it opens
@@ -57,30 +56,16 @@ def read_meta(root: str, kind: str) -> dict:
 
 
 class _SeededTransform:
-    """Decode and transform one item with generators seeded by ``(seed, epoch, index)``."""
+    """Decode and transform one item with generators seeded by ``(seed, epoch, index)``
+    (:func:`vitrain.seeding.sample_seed`); in the main process the generators are restored after."""
 
     def __init__(self, decode, seed: int) -> None:
         self.decode, self.seed, self.epoch = decode, seed, 1
 
     def __call__(self, item: dict):
         seed = sample_seed(self.seed, self.epoch, int(item["index"]))
-        if get_worker_info() is not None:
-            _seed(seed)
+        with seeded(seed, restore=get_worker_info() is None):  # a worker: nothing else draws
             return self.decode(item)
-        saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
-        try:
-            _seed(seed)
-            return self.decode(item)
-        finally:
-            random.setstate(saved[0])
-            np.random.set_state(saved[1])
-            torch.set_rng_state(saved[2])
-
-
-def _seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def _streaming_dataset(root: str, split: str, train: bool, seed: int, cache_dir: str | None, transform):
@@ -316,7 +301,7 @@ class StreamingTextDataModule(_StreamLoaders, L.LightningDataModule):
         self.root, self.packing, self.cache_dir = str(root), packing, cache_dir
         self.seq_len, self.nsp = int(self.meta["seq_len"]), bool(self.meta["nsp"])
         self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
-        self.seed = torch.initial_seed() % 2**31 if seed is None else seed
+        self.seed = default_seed(seed)
         self.special_ids = {k: int(v) for k, v in self.meta["special_ids"].items()}
         self._tokenizer = None
         self.train_set = self.val_set = self.test_set = None

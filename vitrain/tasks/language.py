@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from vitrain.errors import UserError
+from vitrain.seeding import derive_seed
 from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,8 @@ class MaskedLMTask(_LanguageTask):
 
     ``mask_prob`` of the non-special tokens of each batch are selected (80% -> [MASK], 10% ->
     random, 10% unchanged; see :func:`mask_tokens`); the loss and accuracy count the selected
-    tokens only. Training masks are drawn per batch from ``(mask_seed, epoch, batch, rank)``;
+    tokens only. Training masks are drawn per batch from ``(mask_seed, epoch, batch, rank)``
+    (:func:`vitrain.seeding.derive_seed`, a stream apart from the network's dropout seeds);
     validation masks are fixed (``mask_seed`` and the batch index), so ``val/loss`` of the same
     weights is the same every epoch. With an NSP network and sentence-pair data
     (``data.nsp=true``) the NSP cross-entropy times ``nsp_weight`` is added to the training loss.
@@ -235,7 +237,9 @@ class MaskedLMTask(_LanguageTask):
         return out
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        seed = hash((self.mask_seed, self.current_epoch, batch_idx, self.global_rank)) % 2**62
+        seed = derive_seed(
+            self.mask_seed, self.current_epoch, batch_idx, self.global_rank, stream="mlm masks"
+        )
         out = self.losses(batch, seed)
         mlm = out["mlm"].sum() / max(out["mlm"].numel(), 1)  # no selected token: 0, not NaN
         loss = mlm
@@ -247,7 +251,7 @@ class MaskedLMTask(_LanguageTask):
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        seed = hash((self.mask_seed, -1, batch_idx, self.global_rank)) % 2**62
+        seed = derive_seed(self.mask_seed, batch_idx, self.global_rank, stream="mlm validation masks")
         out = self.losses(batch, seed)
         if out["mlm"].numel():
             self.val_loss.update(out["mlm"])
