@@ -10,7 +10,9 @@ the bottom and right to ``S x S`` (the reference's ``ResizeLongestSide`` + ``pre
   (``x1 = last column + 1``);
 * ``input_size (2,)`` int64: (height, width) of the resized image inside the frame;
 * ``orig_size (2,)`` int64: (height, width) of the image as read;
-* ``image_id`` int64 scalar.
+* ``image_id`` int64 scalar;
+* ``image_key`` str, only when the data module was asked for keys (:meth:`SegmentationDataModule.provide_image_keys`):
+  :func:`image_key` of the image, which an image-embedding cache is keyed by.
 
 At most ``max_masks_per_image`` objects are kept per image: a fresh random subset each training
 step, the first ones (in annotation order) for validation. Masks left empty (after resizing)
@@ -20,6 +22,7 @@ so every sample has ``N >= 1``. Batches are ``(images (B, 3, S, S), targets)``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -50,6 +53,15 @@ def resize_longest_side(size: tuple[int, int], target: int) -> tuple[int, int]:
     h, w = size
     scale = target / max(h, w)
     return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def image_key(image: Tensor) -> str:
+    """A digest of a preprocessed image ``(3, S, S)`` (dtype, shape and values): equal for equal
+    tensors, different for any changed pixel. 40 hex digits."""
+    image = image.detach().cpu().contiguous()
+    digest = hashlib.sha1(f"{image.dtype}|{tuple(image.shape)}|".encode(), usedforsecurity=False)
+    digest.update(image.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def mask_boxes(masks: Tensor) -> Tensor:
@@ -111,18 +123,27 @@ def collate_segmentation(samples: list[tuple[Tensor, Target]]) -> tuple[Tensor, 
 class MaskSubset(Dataset):
     """Caps the objects of each sample of ``dataset`` at ``limit``: a random subset when
     ``train`` (a new one at every access), else the first ``limit``. Masks covering more than
-    ``max_area`` of the image are dropped first (None keeps all)."""
+    ``max_area`` of the image are dropped first (None keeps all). With ``image_keys`` each
+    target gets the ``image_key`` of its image (computed here, in the loader's workers)."""
 
     def __init__(
-        self, dataset: Dataset, limit: int | None, train: bool, max_area: float | None = None
+        self,
+        dataset: Dataset,
+        limit: int | None,
+        train: bool,
+        max_area: float | None = None,
+        image_keys: bool = False,
     ) -> None:
         self.dataset, self.limit, self.train, self.max_area = dataset, limit, train, max_area
+        self.image_keys = image_keys
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
         image, target = self.dataset[index]
+        if self.image_keys:
+            target = {**target, "image_key": image_key(image)}
         if self.max_area is not None and target["masks"].shape[0]:
             h, w = (int(v) for v in target["input_size"])
             small = target["masks"].flatten(1).sum(1) <= self.max_area * h * w
@@ -170,11 +191,26 @@ class SegmentationDataModule(ShardedDataModule):
                 f"data.max_mask_area={max_mask_area}: must be in (0, 1] (the paper: 0.9), or null."
             )
         self.max_mask_area = max_mask_area
+        self.image_keys = False
+
+    def provide_image_keys(self) -> None:
+        """From now on every target carries the ``image_key`` of its image (an image-embedding
+        cache asks for them before the loaders are built)."""
+        self.image_keys = True
+
+    def image_augmentations(self) -> list[str]:
+        """The settings under which a training image differs from epoch to epoch (each in words),
+        so that an image-embedding cache cannot serve it; validation and test images never are."""
+        return ["data.hflip=true (random left-right flips)"] if self.hflip else []
 
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is not None and not isinstance(dataset, MaskSubset):
             dataset = MaskSubset(
-                dataset, self.max_masks_per_image, train, self.max_mask_area if train else None
+                dataset,
+                self.max_masks_per_image,
+                train,
+                self.max_mask_area if train else None,
+                self.image_keys,
             )
         return super()._loader(dataset, train)
 
