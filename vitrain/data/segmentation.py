@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from vitrain.data.base import IMAGE_SUFFIXES, ImageClassificationDataModule, ShardedDataModule, open_image
-from vitrain.data.shapes import SPLITS, render, shapes_layout
+from vitrain.data.shapes import EXTRA_SHAPES, FILLS, SHAPES, SPLITS, render, shapes_layout
 from vitrain.errors import UserError, require_positive
 
 log = logging.getLogger(__name__)
@@ -223,14 +223,21 @@ class SegmentationDataModule(ShardedDataModule):
 
 # --------------------------------------------------------------------------------- shapes
 def render_masks(
-    seed: int, split: int, index: int, size: int, objects: tuple[int, int], sides: tuple[int, int]
+    seed: int,
+    split: int,
+    index: int,
+    size: int,
+    objects: tuple[int, int],
+    sides: tuple[int, int],
+    kinds: tuple[str, ...] = SHAPES,
+    fill: str = "flat",
 ):
     """One shapes image with exact instance masks: ``(PIL image, masks (N, size, size) bool)``.
 
     The image and masks are those of :func:`vitrain.data.shapes.render` (same seed, same image).
     """
     masks: list[np.ndarray] = []
-    image, _, _ = render(seed, split, index, size, objects, sides, masks=masks)
+    image, _, _ = render(seed, split, index, size, objects, sides, masks=masks, kinds=kinds, fill=fill)
     stacked = np.stack(masks) if masks else np.zeros((0, size, size), dtype=bool)
     return image, torch.from_numpy(stacked)
 
@@ -238,15 +245,21 @@ def render_masks(
 class ShapesMasks(Dataset):
     """``size`` shapes images of one split with their instance masks (rendered on access)."""
 
-    def __init__(self, size: int, split: str, seed: int, render_size: int, objects, sides, transform) -> None:
+    def __init__(
+        self, size: int, split: str, seed: int, render_size: int, objects, sides, transform,
+        kinds: tuple[str, ...] = SHAPES, fill: str = "flat",
+    ) -> None:  # fmt: skip
         self.size, self.split, self.seed = size, SPLITS[split], seed
         self.render_size, self.objects, self.sides, self.transform = render_size, objects, sides, transform
+        self.kinds, self.fill = kinds, fill
 
     def __len__(self) -> int:
         return self.size
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
-        image, masks = render_masks(self.seed, self.split, index, self.render_size, self.objects, self.sides)
+        image, masks = render_masks(
+            self.seed, self.split, index, self.render_size, self.objects, self.sides, self.kinds, self.fill
+        )
         return self.transform(image, masks, index)
 
 
@@ -257,6 +270,11 @@ class ShapesMasksDataModule(SegmentationDataModule):
     Images are rendered at ``render_size`` and resized to ``image_size`` (equal by default).
     Every image has ``min_objects`` (>= 1) to ``max_objects`` shapes. The ``test_size`` test
     images (0: no test split) come from their own stream, as those of ``data=shapes``.
+
+    ``kinds`` picks the shapes (any of circle, square, triangle, ring, cross, diamond) and
+    ``fill`` how they are painted (``flat``: one colour; ``stripes``: two colours in stripes). The
+    defaults are the ``data=shapes`` images; ``kinds=[ring, cross, diamond]`` with
+    ``fill=stripes`` is the shifted domain of experiments/sam_adapt.md.
     """
 
     def __init__(
@@ -271,9 +289,12 @@ class ShapesMasksDataModule(SegmentationDataModule):
         min_size: float = 0.2,
         max_size: float = 0.45,
         data_seed: int = 0,
+        kinds: list[str] | tuple[str, ...] = SHAPES,
+        fill: str = "flat",
         **kwargs,
     ) -> None:
         super().__init__(image_size=image_size, **kwargs)
+        self.kinds, self.fill = shape_style(kinds, fill)
         render_size = render_size or image_size
         require_positive("data", render_size=render_size)
         self.sizes, self.objects, self.sides = shapes_layout(
@@ -288,10 +309,25 @@ class ShapesMasksDataModule(SegmentationDataModule):
         self.train_set, self.val_set, self.test_set = (
             ShapesMasks(
                 self.sizes[split], split, self.data_seed, self.render_size, self.objects, self.sides,
-                SamTransform(self.image_size, flip=self.hflip and split == "train"),
+                SamTransform(self.image_size, flip=self.hflip and split == "train"), self.kinds, self.fill,
             ) if self.sizes[split] else None
             for split in ("train", "val", "test")
         )  # fmt: skip
+
+
+def shape_style(kinds, fill: str) -> tuple[tuple[str, ...], str]:
+    """Checked ``data.kinds`` and ``data.fill`` of :class:`ShapesMasksDataModule`."""
+    known = SHAPES + EXTRA_SHAPES
+    kinds = tuple(str(k) for k in kinds) if isinstance(kinds, list | tuple) else (str(kinds),)
+    unknown = [k for k in kinds if k not in known]
+    if unknown or not kinds or len(set(kinds)) < len(kinds):
+        raise UserError(
+            f"data.kinds={list(kinds)}: {'unknown ' + ', '.join(unknown) if unknown else 'give distinct kinds'}; "
+            f"choose from {', '.join(known)}."
+        )
+    if fill not in FILLS:
+        raise UserError(f"data.fill={fill}: choose from {', '.join(FILLS)}.")
+    return kinds, fill
 
 
 # ------------------------------------------------------------------------- COCO-format masks
