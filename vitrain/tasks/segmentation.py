@@ -128,17 +128,19 @@ class SegmentationTask(Task):
         self.cache: EmbeddingCache | None = None
         # whether the cache serves the validation / test images, and the training images
         self.cache_eval = self.cache_train = False
+        self.encoder_frozen = False  # every image-encoder parameter frozen (decided in setup)
 
     # --------------------------------------------------------------------- embedding cache
     def setup(self, stage: str) -> None:
         """Decide whether image embeddings are cached (saying why not, once) and, if they are, ask
         the data for image keys before its loaders are built. The cache opens when a loop starts."""
+        encoder = self.net.image_encoder
+        self.encoder_frozen = not any(p.requires_grad for p in encoder.parameters())
         self.cache_eval = self.cache_train = False
         wanted, _, _ = self.cache_settings
         if not wanted:
             return
-        encoder = self.net.image_encoder
-        if any(p.requires_grad for p in encoder.parameters()):
+        if not self.encoder_frozen:
             log.info(
                 "Embedding cache: off (the image encoder trains; model.freeze: [image_encoder] freezes it)."
             )
@@ -195,7 +197,7 @@ class SegmentationTask(Task):
                 for t, img in zip(targets, images, strict=True)
             ]
             return self.cache.embeddings(self.net.encode, images, keys)
-        if self.cache_eval:  # frozen but augmented: no graph through the encoder
+        if self.encoder_frozen:  # no graph through a frozen encoder
             with torch.no_grad():
                 return self.net.encode(images)
         return self.net.encode(images)
