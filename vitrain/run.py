@@ -15,6 +15,7 @@ import os
 import shlex
 import sys
 import time
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,18 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vitrain.callbacks import AtomicCheckpointIO, CheckpointMetadata, Preemption, RunStats, Throughput
 from vitrain.callbacks.preemption import Preempted
-from vitrain.checkpoints import find_latest, intact_checkpoints, load_checkpoint, load_task_weights
+from vitrain.checkpoints import (
+    find_latest,
+    intact_checkpoints,
+    load_checkpoint,
+    load_task_weights,
+    shorten_keys,
+)
 from vitrain.cli import config_groups
 from vitrain.config_tree import save_config_tree
 from vitrain.ddp_sweeps import ddp_ranks_in_this_job
@@ -45,6 +53,7 @@ from vitrain.evaluation import (
     use_checkpoint_config,
 )
 from vitrain.loggers import finish_loggers, trim_csv_history
+from vitrain.models import adapters
 from vitrain.models.vit import count_parameters
 
 log = logging.getLogger("vitrain")
@@ -154,12 +163,14 @@ def run(cfg: DictConfig) -> float | None:
 
     scale_batch_and_lr(cfg)
     datamodule = data_before_task(cfg)
-    task = instantiate(cfg.model, _convert_="object")
+    task = build_task(cfg)
     adapt_network(cfg, task)
     params = count_parameters(task)
     if cfg.get("dry_run"):
         task.build_optimizer()
         print(f"params: total={params[0]} trainable={params[1]}")
+        if adapted(cfg.model):
+            print_parameter_table(task)
         return None
     if cfg.mode != "export":
         datamodule = datamodule or build_datamodule(cfg, task)
@@ -383,6 +394,53 @@ def scale_batch_and_lr(cfg: DictConfig) -> None:
         "Global batch %d = %d per device x %d processes x %d accumulation; lr %g",
         global_batch, cfg.data.batch_size, world, accumulate, cfg.optimizer.lr,
     )  # fmt: skip
+
+
+# model keys the orchestration applies after the task is built (conf/_base/adapt.yaml), not task arguments
+ADAPT_KEYS = ("freeze", "frozen_eval")
+
+
+def build_task(cfg: DictConfig) -> L.LightningModule:
+    """Instantiate ``cfg.model`` (the network loads its weights), then adapt it: freezing
+    (``model.freeze``, ``model.frozen_eval``; ``Task.adapt``)."""
+    keys = [key for key in ADAPT_KEYS if key in cfg.model]
+    values = {key: plain(cfg.model[key]) for key in keys}
+    with open_dict(cfg):
+        nodes = {key: cfg.model.pop(key) for key in keys}
+    try:
+        task = instantiate(cfg.model, _convert_="object")
+    finally:
+        with open_dict(cfg):
+            cfg.model.update(nodes)
+    if values:
+        task.adapt(**values)
+    if task.frozen_eval_modules:
+        log.info(
+            "Frozen, so in eval mode while training (model.frozen_eval): %s",
+            shorten_keys(task.frozen_eval_modules, 8),
+        )
+        # Lightning warns about modules in eval mode at the start of fit: here they are meant
+        warnings.filterwarnings(
+            "ignore", message=r"Found \d+ module\(s\) in eval mode", category=PossibleUserWarning
+        )
+    return task
+
+
+def plain(value: Any) -> Any:
+    """A config value as plain Python (containers resolved)."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def adapted(model_cfg: DictConfig) -> bool:
+    """Whether ``model`` freezes parameters."""
+    return bool(model_cfg.get("freeze"))
+
+
+def print_parameter_table(task: L.LightningModule) -> None:
+    """``dry_run``: parameters and trainable ones under each top-level name of the network (the
+    names ``model.freeze`` patterns use)."""
+    for name, total, trainable in adapters.parameter_table(task):
+        print(f"  {name}: total={total} trainable={trainable}")
 
 
 def adapt_network(cfg: DictConfig, task: L.LightningModule) -> None:

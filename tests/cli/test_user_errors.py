@@ -42,10 +42,13 @@ def run_main(tmp_path: Path, *overrides: str):
         ("data.image_size=30", "data.image_size=30 (model.net.img_size) does not fit the patch size 16"),
         ("trainer.devices=64", "trainer.devices=64 starts 64 CPU processes"),
         ("optimizer.lr=-1", "Invalid learning rate: -1"),
+        ("model.freeze=[decoder.*]", "model.freeze: 'decoder.*' matches no parameter. Names are relative to the "
+         "network, e.g. 'blocks.0.*'; its top-level names: cls_token, pos_embed, patch_embed, blocks, norm, head."),
+        ("model.freeze=[blocks,cls_token,pos_embed,patch_embed,norm,head]", "leaves nothing to train"),
     ],
-)
+)  # fmt: skip
 def test_user_mistake_is_one_message_and_a_failed_summary(tmp_path, override, message, caplog):
-    code, summary = run_main(tmp_path, override)
+    code, summary = run_main(tmp_path, *override.split())
     assert code == 1
     assert summary["status"] == "failed" and message in summary["error"]
     assert message in caplog.text and "Traceback" not in caplog.text

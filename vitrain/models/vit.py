@@ -217,12 +217,12 @@ def load_encoder(net: VisionTransformer, path: str | Path, key: str = "model.net
 
 
 def prepare_linear_probe(net: torch.nn.Module) -> torch.nn.Module:
-    """Turn ``net`` into a linear probe (MAE, He et al. 2021): in place, returns ``net``.
+    """Give ``net`` the head of a linear probe (MAE, He et al. 2021): in place, returns ``net``.
 
     The head becomes ``Sequential(BatchNorm1d(embed_dim, affine=False, eps=1e-6), head)`` with
-    the linear layer re-initialised (truncated normal, std 0.01; zero bias), and every other
-    parameter is frozen (``requires_grad=False``). Only the linear layer trains; the batch norm
-    has no parameters, only running statistics.
+    the linear layer re-initialised (truncated normal, std 0.01; zero bias); the batch norm has
+    no parameters, only running statistics. The task freezes everything else
+    (``ClassificationTask(linear_probe=True)``: ``Task.freeze(['*', '!head'])``).
     """
     head = getattr(net, "head", None)
     if not isinstance(head, torch.nn.Linear):
@@ -230,10 +230,8 @@ def prepare_linear_probe(net: torch.nn.Module) -> torch.nn.Module:
             "model.linear_probe=true needs a network with a linear classifier head "
             f"(net.head is {type(head).__name__}); check model.net.num_classes > 0."
         )
-    net.requires_grad_(False)
     trunc_normal_(head.weight, std=0.01)
     torch.nn.init.zeros_(head.bias)
-    head.requires_grad_(True)
     net.head = torch.nn.Sequential(torch.nn.BatchNorm1d(head.in_features, affine=False, eps=1e-6), head)
     return net
 

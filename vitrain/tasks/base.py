@@ -17,6 +17,7 @@ from torch import nn
 
 from vitrain.checkpoints import export_network
 from vitrain.errors import UserError
+from vitrain.models import adapters
 from vitrain.tasks import optim
 from vitrain.tasks.held_out import HeldOutTest
 
@@ -57,6 +58,11 @@ class Task(HeldOutTest, L.LightningModule):
     - :meth:`predict_rows` (``mode=predict``): turn ``predict_step`` outputs into CSV rows
       (default: not supported).
 
+    **Every task can be adapted cheaply** (``model.freeze``, ``model.frozen_eval``;
+    docs/adapters.md): the orchestration calls :meth:`adapt` once the network
+    and its weights are built; a subclass may call :meth:`freeze` itself (the linear probe).
+    Parameter names are those of the network (``blocks.0.attn.qkv.weight``, no ``net.``).
+
     Never override ``configure_optimizers``: :meth:`build_optimizer` applies each group's
     ``lr_scale`` and ``optim.per_step_schedule`` steps the schedule every optimizer step.
 
@@ -95,6 +101,32 @@ class Task(HeldOutTest, L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.layer_decay = layer_decay
+        # modules whose parameters are all frozen, kept in eval mode by train() (names in the task)
+        self.frozen_eval_modules: list[str] = []
+
+    def adapt(self, freeze: Sequence[str] = (), frozen_eval: bool = True) -> None:
+        """``model.freeze`` / ``model.frozen_eval``: freeze the parameters ``freeze`` picks (the
+        network's weights are loaded by now). Nothing to train is a :class:`UserError`."""
+        if freeze:
+            self.freeze(freeze, frozen_eval)
+
+    def freeze(self, patterns: Sequence[str], frozen_eval: bool = True, what: str | None = None) -> None:
+        """Freeze the parameters ``patterns`` pick (``vitrain.models.adapters.select``: fnmatch on
+        the network's parameter names, ``!pattern`` spares); with ``frozen_eval``, every module
+        whose parameters are all frozen runs in eval mode from now on (see :meth:`train`)."""
+        adapters.freeze(self, patterns)
+        adapters.check_trainable(self, what or f"model.freeze={list(patterns)}")
+        self.frozen_eval_modules = adapters.frozen_modules(self) if frozen_eval else []
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        """Set train/eval mode; the modules :meth:`freeze` found all frozen stay in eval mode
+        (no dropout, drop path or BatchNorm statistics), also when Lightning calls ``train()``."""
+        super().train(mode)
+        if mode:
+            for name in self.frozen_eval_modules:
+                self.get_submodule(name).eval()
+        return self
 
     def param_groups(self) -> list[dict]:
         """The optimizer's parameter groups (dicts with ``params`` and optional ``lr``,

@@ -36,7 +36,8 @@ class ClassificationTask(Task):
             the head at ``lr`` (see ``vitrain.tasks.optim.param_groups``). None: one rate.
         linear_probe: train only a new head on frozen features: the head becomes
             ``BatchNorm1d(affine=False) -> Linear`` (MAE's linear probing), everything else is
-            frozen and kept in eval mode (no dropout / drop path in the features).
+            frozen (``model.freeze=['*','!head']``) and kept in eval mode (no dropout / drop
+            path in the features).
     """
 
     data_kind = "image_classification"
@@ -56,9 +57,9 @@ class ClassificationTask(Task):
     ) -> None:
         super().__init__(net, optimizer, scheduler, layer_decay)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
-        self.linear_probe = linear_probe
         if linear_probe:
             prepare_linear_probe(net)
+            self.freeze(["*", "!head"], frozen_eval=True, what="model.linear_probe=true")
         num_classes = net.num_classes
         self.mixup = None
         if mixup_alpha > 0 or cutmix_alpha > 0:
@@ -116,15 +117,6 @@ class ClassificationTask(Task):
         """Class probabilities ``(B, num_classes)`` of a batch ``(images, indices)``."""
         images, _ = batch
         return self(images).float().softmax(dim=-1)
-
-    def train(self, mode: bool = True):
-        """Set train/eval mode; under ``linear_probe`` everything but the head stays in eval mode."""
-        super().train(mode)
-        if self.linear_probe and mode:
-            for name, child in self.net.named_children():
-                if name != "head":
-                    child.eval()
-        return self
 
     def predict_rows(
         self, outputs: Sequence[Any], files: Sequence[Path], class_names: Sequence[str]
