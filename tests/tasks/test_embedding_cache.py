@@ -169,3 +169,26 @@ def test_cache_keys_and_atomic_files(tmp_path):
     assert torch.equal(EmbeddingCache(tmp_path, key).get(image_key(image)), embedding)
     assert cache.get(image_key(changed)) is None
     assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [f"{image_key(image)}.safetensors"]
+
+
+def test_train_py_with_a_frozen_encoder_caches_and_says_so(tmp_path):
+    from tests.helpers import run_train
+
+    common = [
+        "model=sam_tiny", "data=shapes_masks", "trainer=cpu", "data.image_size=32", f"data.train_size={TRAIN}",
+        f"data.val_size={VAL}", f"data.test_size={TEST}", "data.batch_size=4", "model.num_rounds=2",
+        "model.mask_only_rounds=0", "model.val_clicks=1", "trainer.max_epochs=1", "model.net.drop_path=0.1",
+        "+model.net.encoder_embed_dim=32", "+model.net.encoder_depth=2", "+model.net.encoder_num_heads=2",
+        "+model.net.encoder_global_attn_indexes=[1]", "+model.net.window_size=4",
+        "model.freeze=[image_encoder,prompt_encoder]",
+    ]  # fmt: skip
+    proc = run_train(tmp_path / "run", *common, "data.hflip=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # frozen_eval keeps the frozen encoder's drop path off, so its embeddings are cached
+    assert "Embedding cache: " + str(tmp_path / "run" / "embedding_cache") in proc.stderr
+    files = list((tmp_path / "run" / "embedding_cache").rglob("*.safetensors"))
+    assert len(files) == TRAIN + VAL + TEST  # train and val images in fit, test images after it
+    flipped = run_train(tmp_path / "flip", *common, "data.hflip=true")
+    assert flipped.returncode == 0, flipped.stderr[-3000:]
+    assert flipped.stderr.count("data.hflip=true (random left-right flips) changes them every epoch") == 1
+    assert len(list((tmp_path / "flip" / "embedding_cache").rglob("*.safetensors"))) == VAL + TEST

@@ -318,7 +318,7 @@ class ShapesMasksDataModule(SegmentationDataModule):
 def shape_style(kinds, fill: str) -> tuple[tuple[str, ...], str]:
     """Checked ``data.kinds`` and ``data.fill`` of :class:`ShapesMasksDataModule`."""
     known = SHAPES + EXTRA_SHAPES
-    kinds = tuple(str(k) for k in kinds) if isinstance(kinds, list | tuple) else (str(kinds),)
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(str(k) for k in kinds)
     unknown = [k for k in kinds if k not in known]
     if unknown or not kinds or len(set(kinds)) < len(kinds):
         raise UserError(
