@@ -293,6 +293,36 @@ EXPECTED: dict[str, dict] = {
         "trainer.precision": "bf16-mixed",
         "callbacks.ema": None,
     },
+    # SAM ViT-B fine-tuned on one's masks, mask decoder only: bowang-lab/MedSAM
+    # finetune_and_inference_tutorial.py (commit 09b7bc68; decoder-only, both encoders frozen,
+    # embeddings precomputed, 64 prompts per step, 100 epochs, constant lr) with the optimizer of
+    # MedSAM's train_one_gpu.py (commit 8432244a: AdamW lr 1e-4, wd 0.01). The prompts and loss are
+    # SAM's (docs/recipes.md, two deviations).
+    "sam_vit_b_finetune": {
+        "model.net.name": "sam_vit_b",
+        "model.net.checkpoint": str(ROOT / "data" / "sam_vit_b_01ec64.pth"),  # paths.data_dir default
+        "model.freeze": ["image_encoder", "prompt_encoder"],
+        "model.frozen_eval": True,
+        "model.embedding_cache": True,
+        "data.image_size": 1024,
+        "data.hflip": False,
+        "global_batch": 4,
+        "data.max_masks_per_image": 16,  # 4 x 16 = 64 prompts per step (MedSAM: batch 64)
+        "optimizer._target_": "torch.optim.AdamW",
+        "optimizer.betas": [0.9, 0.999],
+        "optimizer.lr": 1e-4,  # deviation from the tutorial's untuned Adam 1e-5: MedSAM's
+        "optimizer.weight_decay": 0.01,
+        "scheduler._target_": "vitrain.tasks.optim.constant",
+        "scheduler.warmup_epochs": 0,
+        "trainer.max_epochs": 100,
+        "model.num_rounds": 11,  # deviation: SAM's prompts (MedSAM: one jittered box)
+        "model.mask_only_rounds": 2,
+        "model.focal_weight": 20.0,  # deviation: SAM's loss (MedSAM: dice + cross-entropy)
+        "model.dice_weight": 1.0,
+        "model.iou_weight": 1.0,
+        "trainer.precision": "bf16-mixed",  # deviation: MedSAM trains in fp32
+        "trainer.gradient_clip_val": 1.0,  # deviation: MedSAM clips nothing
+    },
     # karpathy/nanoGPT config/train_gpt2.py + train.py defaults + model.py
     "gpt2_124m_owt": {
         "model.net.name": "gpt2_124m",
