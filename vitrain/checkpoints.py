@@ -83,9 +83,16 @@ def task_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
     return dict(checkpoint["state_dict"])
 
 
-def net_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
-    """The bare network's weights (the task's ``net.*`` entries, prefix removed)."""
+def net_state_dict(checkpoint: dict, source: str = "the checkpoint") -> dict[str, torch.Tensor]:
+    """The bare network's weights (the task's ``net.*`` entries, prefix removed). A checkpoint
+    whose network holds LoRA adapters (``model.lora``) is a :class:`UserError` naming
+    ``source``: its weights mean nothing without the adapters, ``mode=export`` merges them."""
     state = task_state_dict(checkpoint)
+    if any(".lora_A." in k for k in state):
+        raise UserError(
+            f"{source} holds LoRA adapters (trained with model.lora): merge them into the network first "
+            "with python train.py mode=export ckpt_path=<that checkpoint>, and use its export/model.safetensors."
+        )
     return {k[len("net.") :]: v.contiguous() for k, v in state.items() if k.startswith("net.")}
 
 
@@ -160,7 +167,7 @@ def read_weights(path: str | Path, key: str = "model.net.pretrained_file") -> di
         checkpoint = load_checkpoint(path, key=key)
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
             raise UserError(f"{key}={str(path)!r}: not a Lightning checkpoint (it has no state_dict).")
-        return net_state_dict(checkpoint)
+        return net_state_dict(checkpoint, f"{key}={str(path)!r}")
     if not path.is_file():
         raise UserError(
             f"{key}={str(path)!r}: no such file. Give the path of a weight file (.pth, .bin or "

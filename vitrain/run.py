@@ -202,6 +202,11 @@ def use_checkpoint(cfg: DictConfig, task: L.LightningModule, choices: Any, datam
     load_task_weights(task, checkpoint, cfg.ckpt_path, choices.get("model"))
     record = {"status": "completed", "mode": cfg.mode, "checkpoint": str(cfg.ckpt_path)}
     if cfg.mode == "export":
+        if cfg.get("export_adapter"):
+            adapter = task.save_adapter(run_dir / "export" / "adapter")
+            log.info("Wrote the LoRA adapters alone (peft's format) to %s", adapter)
+            record["adapter_dir"] = str(adapter)
+        task.merge_adapters()  # the exported network needs no peft
         out = task.export(run_dir / "export", checkpoint.get("vitrain", {}))
         log.info("Exported the network of %s to %s", cfg.ckpt_path, out)
         write_summary(run_dir, {**record, "export_dir": str(out)})
@@ -397,12 +402,12 @@ def scale_batch_and_lr(cfg: DictConfig) -> None:
 
 
 # model keys the orchestration applies after the task is built (conf/_base/adapt.yaml), not task arguments
-ADAPT_KEYS = ("freeze", "frozen_eval")
+ADAPT_KEYS = ("freeze", "frozen_eval", "lora")
 
 
 def build_task(cfg: DictConfig) -> L.LightningModule:
-    """Instantiate ``cfg.model`` (the network loads its weights), then adapt it: freezing
-    (``model.freeze``, ``model.frozen_eval``; ``Task.adapt``)."""
+    """Instantiate ``cfg.model`` (the network loads its weights), then adapt it: LoRA adapters and
+    freezing (``model.lora``, ``model.freeze``, ``model.frozen_eval``; ``Task.adapt``)."""
     keys = [key for key in ADAPT_KEYS if key in cfg.model]
     values = {key: plain(cfg.model[key]) for key in keys}
     with open_dict(cfg):
@@ -432,8 +437,8 @@ def plain(value: Any) -> Any:
 
 
 def adapted(model_cfg: DictConfig) -> bool:
-    """Whether ``model`` freezes parameters."""
-    return bool(model_cfg.get("freeze"))
+    """Whether ``model`` freezes parameters or adds LoRA adapters."""
+    return bool(model_cfg.get("freeze")) or bool(OmegaConf.select(model_cfg, "lora.r", default=0))
 
 
 def print_parameter_table(task: L.LightningModule) -> None:

@@ -91,12 +91,13 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 @pytest.mark.slow
 @pytest.mark.xdist_group("ddp")
 def test_multirun_with_ddp_cpu_gives_one_directory_per_job(tmp_path):
-    """Also: frozen parameters (model.freeze) under DDP without find_unused_parameters (they are
-    frozen before the strategy wraps the module, so DDP never waits for their gradients)."""
+    """Also: frozen parameters (model.freeze) and LoRA adapters (model.lora) under DDP without
+    find_unused_parameters (frozen before the strategy wraps the module, so DDP never waits for
+    their gradients)."""
     sweep = tmp_path / "sweep"
     args = [
         sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={sweep}", f"paths.log_dir={tmp_path / 'logs'}",
-        "logger=csv", *QUIET, *DETERMINISTIC, "trainer=ddp_cpu", "trainer.max_epochs=1", "optimizer.lr=1e-3,3e-4",
+        "logger=csv", *QUIET, *DETERMINISTIC, "trainer=ddp_cpu", "trainer.max_epochs=1", "model.lora.r=0,4",
         "model.freeze=[blocks.0]",
     ]  # fmt: skip
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900)
@@ -108,10 +109,15 @@ def test_multirun_with_ddp_cpu_gives_one_directory_per_job(tmp_path):
         assert summary["status"] == "completed" and summary["global_step"] == 4
         assert (sweep / job / "train_ddp_process_1.log").exists()
         assert summary["params"]["trainable"] < summary["params"]["total"]
-    # same seed, two learning rates: the frozen block is still the initial one in both jobs
+    # same seed: the frozen block is still the initial one in both jobs; job 1 trains adapters
+    # (its blocks.1 weights stay the initial ones too), job 0 trains blocks.1 itself
     a, b = (load(sweep / job / "checkpoints" / "last.ckpt")["state_dict"] for job in jobs)
     assert a["net.blocks.0.attn.qkv.weight"].equal(b["net.blocks.0.attn.qkv.weight"])
     assert not a["net.blocks.1.attn.qkv.weight"].equal(b["net.blocks.1.attn.qkv.weight"])
+    assert (
+        "net.blocks.1.attn.qkv.lora_B.default.weight" in b
+        and b["net.blocks.1.attn.qkv.lora_B.default.weight"].any()
+    )
     lrs = {json.loads((sweep / j / "summary.json").read_text())["config"] for j in jobs}
     assert len(lrs) == 2
     assert not (tmp_path / "logs").exists()  # no rank started a sweep of its own

@@ -54,26 +54,32 @@ def test_freeze_patterns_leave_the_optimizer_and_run_in_eval_mode():
     assert spared.train().net.blocks[0].training  # model.frozen_eval=false: dropout and drop path stay on
 
 
-def test_frozen_modules_stay_in_eval_mode_every_epoch():
+def test_frozen_modules_stay_in_eval_mode_every_epoch_and_lora_dropout_trains():
     """Lightning sets train() at the start of fit and after every validation loop."""
     task = tiny_task()
-    task.adapt(freeze=["blocks.0"])
+    task.adapt(freeze=["blocks.0"], lora={"r": 2, "dropout": 0.1})
     seen = []
 
     class Record(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-            seen.append((pl_module.net.blocks[0].training, pl_module.net.blocks[1].training))
+            attn = pl_module.net.blocks[1].attn.qkv
+            seen.append((pl_module.net.blocks[0].training, pl_module.net.patch_embed.training,
+                         attn.lora_dropout["default"].training, pl_module.net.head.training))  # fmt: skip
 
     data = TensorDataset(torch.randn(8, 1, 16, 16), torch.randint(0, 3, (8,)))
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()])  # fmt: skip
     trainer.fit(task, DataLoader(data, batch_size=4), DataLoader(data, batch_size=4))
-    assert seen == [(False, True)] * 4
+    assert seen == [(False, False, True, True)] * 4
 
 
 def test_freezing_everything_is_one_message():
     with pytest.raises(UserError, match=r"model.freeze=\['\*'\] leaves nothing to train: all \d+ parameter"):
         tiny_task().adapt(freeze=["*"])
+    with pytest.raises(
+        UserError, match=r"model.freeze=\['blocks', 'head'\] with model.lora.r=2 leaves nothing"
+    ):
+        tiny_task().adapt(freeze=["blocks", "head"], lora={"r": 2})
 
 
 def test_linear_probe_is_the_freezing_of_everything_but_the_head():
@@ -91,3 +97,8 @@ def test_linear_probe_is_the_freezing_of_everything_but_the_head():
     assert {n: m.training for n, m in probe.named_modules()} == {
         n: m.training for n, m in manual.named_modules()
     }
+
+
+def test_save_adapter_without_lora_is_one_message(tmp_path):
+    with pytest.raises(UserError, match="export_adapter=true: this checkpoint has no LoRA adapters"):
+        tiny_task().save_adapter(tmp_path)

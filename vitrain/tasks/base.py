@@ -8,6 +8,7 @@ and its schedule, parameter groups, export, the monitored metric) lives here, on
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +29,14 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 ``total_steps`` and ``steps_per_epoch``; see ``vitrain.tasks.optim``."""
 
 MONITOR_MODES = ("max", "min")
+
+
+@dataclass
+class LoraAdapters:
+    """peft's tuner of a task's LoRA adapters, held outside the module tree (its ``model.``
+    prefix must never reach a state dict); ``merge_and_unload`` needs it on export."""
+
+    tuner: Any
 
 
 class Task(HeldOutTest, L.LightningModule):
@@ -58,8 +67,8 @@ class Task(HeldOutTest, L.LightningModule):
     - :meth:`predict_rows` (``mode=predict``): turn ``predict_step`` outputs into CSV rows
       (default: not supported).
 
-    **Every task can be adapted cheaply** (``model.freeze``, ``model.frozen_eval``;
-    docs/adapters.md): the orchestration calls :meth:`adapt` once the network
+    **Every task can be adapted cheaply** (``model.freeze``, ``model.frozen_eval``,
+    ``model.lora``; docs/adapters.md): the orchestration calls :meth:`adapt` once the network
     and its weights are built; a subclass may call :meth:`freeze` itself (the linear probe).
     Parameter names are those of the network (``blocks.0.attn.qkv.weight``, no ``net.``).
 
@@ -103,12 +112,21 @@ class Task(HeldOutTest, L.LightningModule):
         self.layer_decay = layer_decay
         # modules whose parameters are all frozen, kept in eval mode by train() (names in the task)
         self.frozen_eval_modules: list[str] = []
+        self.lora: LoraAdapters | None = None
 
-    def adapt(self, freeze: Sequence[str] = (), frozen_eval: bool = True) -> None:
-        """``model.freeze`` / ``model.frozen_eval``: freeze the parameters ``freeze`` picks (the
-        network's weights are loaded by now). Nothing to train is a :class:`UserError`."""
-        if freeze:
-            self.freeze(freeze, frozen_eval)
+    def adapt(self, freeze: Sequence[str] = (), frozen_eval: bool = True, lora: dict | None = None) -> None:
+        """``model.freeze`` / ``model.frozen_eval`` / ``model.lora``: add LoRA adapters to the
+        network (its weights are loaded by now), then freeze the parameters ``freeze`` picks
+        (frozen adapters included). Nothing to train is a :class:`UserError`."""
+        settings = adapters.lora_settings(lora or {})
+        if settings.r == 0 and not freeze:
+            return
+        if settings.r != 0:
+            if self.lora is not None:
+                raise UserError("model.lora: the network already has LoRA adapters.")
+            self.lora = LoraAdapters(adapters.add_lora(self.net, settings))
+        what = f"model.freeze={list(freeze)}" + (f" with model.lora.r={settings.r}" if settings.r else "")
+        self.freeze(freeze, frozen_eval, what)
 
     def freeze(self, patterns: Sequence[str], frozen_eval: bool = True, what: str | None = None) -> None:
         """Freeze the parameters ``patterns`` pick (``vitrain.models.adapters.select``: fnmatch on
@@ -127,6 +145,25 @@ class Task(HeldOutTest, L.LightningModule):
             for name in self.frozen_eval_modules:
                 self.get_submodule(name).eval()
         return self
+
+    def merge_adapters(self) -> None:
+        """Merge the LoRA adapters into the base weights, in fp32 (``mode=export``): the network
+        then has its plain layers and key layout and computes the same function."""
+        if self.lora is not None:
+            self.net = adapters.merge_lora(self.lora.tuner)
+            self.lora = None
+            if self.frozen_eval_modules:  # the adapted layers' base_layer entries are gone
+                self.frozen_eval_modules = adapters.frozen_modules(self)
+
+    def save_adapter(self, out_dir: Path) -> Path:
+        """Write the LoRA adapters alone, in peft's format (``export_adapter=true``); see
+        ``vitrain.models.adapters.save_adapter``."""
+        if self.lora is None:
+            raise UserError(
+                "export_adapter=true: this checkpoint has no LoRA adapters (it was trained with model.lora.r=0); "
+                "drop export_adapter."
+            )
+        return adapters.save_adapter(self.net, out_dir)
 
     def param_groups(self) -> list[dict]:
         """The optimizer's parameter groups (dicts with ``params`` and optional ``lr``,
