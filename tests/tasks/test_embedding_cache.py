@@ -78,6 +78,7 @@ def test_later_epochs_never_run_the_encoder_and_training_is_unchanged(tmp_path):
     assert task.cache.hits == 2 * (TRAIN + VAL) and task.cache.misses == TRAIN + VAL
     run.test(task, datamodule=data())
     run.test(task, datamodule=data())
+    run.validate(task, datamodule=data())  # mode=eval
     assert sum(calls) == TRAIN + VAL + TEST  # the test images once, however often tested
     files = list((tmp_path / "cache").rglob("*.safetensors"))
     assert len(files) == TRAIN + VAL + TEST and not list((tmp_path / "cache").rglob("*.tmp"))

@@ -141,9 +141,10 @@ class SegmentationTask(Task):
         if not wanted:
             return
         if not self.encoder_frozen:
-            log.info(
-                "Embedding cache: off (the image encoder trains; model.freeze: [image_encoder] freezes it)."
-            )
+            if stage == "fit":
+                log.info(
+                    "Embedding cache: off (the image encoder trains; model.freeze: [image_encoder] freezes it)."
+                )
             return
         noisy = stochastic_modules(encoder)
         if noisy:
