@@ -248,6 +248,12 @@ def main_everything(args: argparse.Namespace) -> int:
         return 1
     paths = write_everything(masks, image, Path(args.out), image_path.stem, settings)
     print(f"{len(masks)} masks: {paths[-2]} (COCO RLE), {paths[-1]} (overlay)")
+    if not masks:
+        print(
+            f"No mask passed the filters (predicted IoU > {settings.pred_iou_thresh:g}, stability >= "
+            f"{settings.stability_score_thresh:g}; SAM's defaults, set for its released models): lower "
+            "--pred-iou-thresh and --stability-thresh for a small or briefly trained model."
+        )
     return 0
 
 

@@ -215,6 +215,11 @@ def test_everything_cli_writes_masks_json_and_overlay(tmp_path, capsys):
     # prompts and --everything exclude each other; a bad setting is one message
     assert segment.main([str(weights), str(image), "--everything", "--point", "3,3"]) == 1
     assert "--everything" in capsys.readouterr().err
+    assert (
+        segment.main([str(weights), str(image), "--everything", "--points-per-side", "2", "--out", str(out)])
+        == 0
+    )
+    assert "0 masks" in (printed := capsys.readouterr().out) and "lower --pred-iou-thresh" in printed
     assert segment.main([str(weights), str(image), "--everything", "--pred-iou-thresh", "2"]) == 1
     assert "pred_iou_thresh=2.0: must be in [0, 1]" in capsys.readouterr().err
 
