@@ -8,6 +8,7 @@ import shutil
 from functools import partial
 
 import lightning as L
+import pytest
 import torch
 
 from vitrain.data.segmentation import ShapesMasksDataModule, image_key
@@ -193,3 +194,24 @@ def test_train_py_with_a_frozen_encoder_caches_and_says_so(tmp_path):
     assert flipped.returncode == 0, flipped.stderr[-3000:]
     assert flipped.stderr.count("data.hflip=true (random left-right flips) changes them every epoch") == 1
     assert len(list((tmp_path / "flip" / "embedding_cache").rglob("*.safetensors"))) == VAL + TEST
+
+
+@pytest.mark.slow  # two DDP processes started by Lightning (about 40 s on 2 cores)
+def test_ddp_ranks_share_one_cache(tmp_path):
+    from tests.helpers import run_cli
+
+    proc = run_cli(
+        tmp_path / "run", "model=sam_tiny", "data=shapes_masks", "trainer=ddp_cpu", "data.image_size=32",
+        "data.train_size=8", "data.val_size=4", "data.test_size=0", "data.batch_size=2", "data.hflip=false",
+        "model.num_rounds=2", "model.mask_only_rounds=0", "model.val_clicks=1", "trainer.max_epochs=2",
+        "+model.net.encoder_embed_dim=32", "+model.net.encoder_depth=2", "+model.net.encoder_num_heads=2",
+        "+model.net.encoder_global_attn_indexes=[1]", "+model.net.window_size=4",
+        "model.freeze=[image_encoder,prompt_encoder]", timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "run" / "embedding_cache"
+    files = list(folder.rglob("*.safetensors"))
+    assert len(files) == 8 + 4 and not list(folder.rglob("*.tmp"))  # one file per image, none half-written
+    key = files[0].parent.parent.name
+    cache = EmbeddingCache(folder, key)
+    assert all(cache.get(f.stem) is not None for f in files)  # every file complete, under its own keys
