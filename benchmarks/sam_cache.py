@@ -123,9 +123,10 @@ def by_flops(name: str = "sam_vit_b", image_size: int = 1024) -> list[tuple[int,
         for objects, rounds in DECODE_LOADS:
             rounds_flops = rounds * decode_flops(net, embedding, objects)
             ratio = (encoder + rounds_flops) / rounds_flops
+            load = f"{objects} object{'s' * (objects > 1)} x {rounds} round{'s' * (rounds > 1)}"
             print(
-                f"    {name}: {objects} objects x {rounds} rounds per image: prompt rounds {rounds_flops / 1e9:.0f} "
-                f"GFLOPs; step without cache / step with cache = {ratio:.2f}x (by FLOPs)"
+                f"    {name}: {load} per image: prompt rounds {rounds_flops / 1e9:.0f} GFLOPs; "
+                f"step without cache / step with cache = {ratio:.2f}x (by FLOPs)"
             )
             out.append((objects, rounds, ratio))
     return out
