@@ -232,3 +232,9 @@ def test_everything_on_weights_without_a_sam_network(tmp_path, capsys):
     assert segment.main([str(other), str(image), "--everything"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error:") and "not SAM weights" in err and "Traceback" not in err
+    ckpt = tmp_path / "vit.ckpt"  # a vitrain checkpoint of a classifier
+    torch.save(
+        {"state_dict": {"net.head.weight": torch.zeros(2, 4)}, "vitrain": {"net": {"name": "vit_ti16"}}}, ckpt
+    )
+    assert segment.main([str(ckpt), str(image), "--everything"]) == 1
+    assert "not a checkpoint of a SAM model (its network is 'vit_ti16')" in capsys.readouterr().err
