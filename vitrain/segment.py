@@ -39,6 +39,7 @@ from vitrain.models.sam import (
     create_sam,
     load_strict,
 )
+from vitrain.segment_everything import EverythingSettings, segment_everything, write_everything
 
 log = logging.getLogger("vitrain.segment")
 
@@ -183,8 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the 3 multimask outputs for every object (a single point always gives 3)",
     )
     parser.add_argument("--out", default=".", help="folder of the mask PNGs (default: here)")
+    add_everything_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.everything:
+        return main_everything(args)
     try:
         points = []
         for text in args.point:
@@ -210,6 +214,57 @@ def main(argv: list[str] | None = None) -> int:
             path = out / f"{image_path.stem}_obj{i}_mask{j}.png"
             Image.fromarray((mask * 255).astype(np.uint8)).save(path)
             print(f"{path}\tpredicted IoU {float(iou):.4f}\tarea {int(mask.sum())} px")
+    return 0
+
+
+def add_everything_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--everything`` (SAM's automatic mask generator, ``vitrain.segment_everything``) and its settings."""
+    group = parser.add_argument_group("--everything: every object, from a grid of point prompts")
+    group.add_argument("--everything", action="store_true", help="segment every object (no prompts)")
+    defaults = EverythingSettings()
+    for flag, name, kind in (
+        ("--points-per-side", "points_per_side", int),
+        ("--points-per-batch", "points_per_batch", int),
+        ("--pred-iou-thresh", "pred_iou_thresh", float),
+        ("--stability-thresh", "stability_score_thresh", float),
+        ("--box-nms-thresh", "box_nms_thresh", float),
+        ("--crop-layers", "crop_n_layers", int),
+        ("--min-region-area", "min_mask_region_area", int),
+    ):
+        group.add_argument(flag, dest=name, type=kind, default=getattr(defaults, name),
+                           help=f"default {getattr(defaults, name):g}")  # fmt: skip
+
+
+def main_everything(args: argparse.Namespace) -> int:
+    """``--everything``: one PNG per mask, a JSON of COCO RLEs and an overlay in ``--out``."""
+    try:
+        if args.point or args.box:
+            raise UserError("--everything prompts a grid of points itself: drop --point and --box.")
+        settings = EverythingSettings(
+            **{
+                name: getattr(args, name)
+                for name in EverythingSettings.__dataclass_fields__
+                if hasattr(args, name)
+            }
+        )
+        settings.check()
+        net = load_network(args.weights)
+        image_path = Path(args.image)
+        if not image_path.is_file():
+            raise UserError(f"IMAGE {image_path}: no such file.")
+        image = open_image(image_path)
+        masks = segment_everything(net, image, settings)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    paths = write_everything(masks, image, Path(args.out), image_path.stem, settings)
+    print(f"{len(masks)} masks: {paths[-2]} (COCO RLE), {paths[-1]} (overlay)")
+    if not masks:
+        print(
+            f"No mask passed the filters (predicted IoU > {settings.pred_iou_thresh:g}, stability >= "
+            f"{settings.stability_score_thresh:g}; SAM's defaults, set for its released models): lower "
+            "--pred-iou-thresh and --stability-thresh for a small or briefly trained model."
+        )
     return 0
 
 

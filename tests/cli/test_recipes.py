@@ -301,6 +301,64 @@ EXPECTED: dict[str, dict] = {
         "trainer.precision": "bf16-mixed",
         "callbacks.ema": None,
     },
+    # SAM ViT-B fine-tuned on one's masks, mask decoder only: bowang-lab/MedSAM
+    # finetune_and_inference_tutorial.py (commit 09b7bc68; decoder-only, both encoders frozen,
+    # embeddings precomputed, 64 prompts per step, 100 epochs, constant lr) with the optimizer of
+    # MedSAM's train_one_gpu.py (commit 8432244a: AdamW lr 1e-4, wd 0.01). The prompts and loss are
+    # SAM's (docs/recipes.md, two deviations).
+    "sam_vit_b_finetune": {
+        "model.net.name": "sam_vit_b",
+        "model.net.checkpoint": str(ROOT / "data" / "sam_vit_b_01ec64.pth"),  # paths.data_dir default
+        "model.freeze": ["image_encoder", "prompt_encoder"],
+        "model.frozen_eval": True,
+        "model.embedding_cache": True,
+        "data.image_size": 1024,
+        "data.hflip": False,
+        "global_batch": 4,
+        "data.max_masks_per_image": 16,  # 4 x 16 = 64 prompts per step (MedSAM: batch 64)
+        "optimizer._target_": "torch.optim.AdamW",
+        "optimizer.betas": [0.9, 0.999],
+        "optimizer.lr": 1e-4,  # deviation from the tutorial's untuned Adam 1e-5: MedSAM's
+        "optimizer.weight_decay": 0.01,
+        "scheduler._target_": "vitrain.tasks.optim.constant",
+        "scheduler.warmup_epochs": 0,
+        "trainer.max_epochs": 100,
+        "model.num_rounds": 11,  # deviation: SAM's prompts (MedSAM: one jittered box)
+        "model.mask_only_rounds": 2,
+        "model.focal_weight": 20.0,  # deviation: SAM's loss (MedSAM: dice + cross-entropy)
+        "model.dice_weight": 1.0,
+        "model.iou_weight": 1.0,
+        "trainer.precision": "bf16-mixed",  # deviation: MedSAM trains in fp32
+        "trainer.gradient_clip_val": 1.0,  # deviation: MedSAM clips nothing
+    },
+    # SAM ViT-B with LoRA in the image encoder and the mask decoder in full: mazurowski-lab/finetune-SAM
+    # models/sam_LoRa.py (r=4, unscaled, every block when encoder_lora_layer=[]),
+    # SingleGPU_train_finetune_noprompt.py + cfg.py (AdamW lr 1e-3, betas (0.9, 0.999), wd 0.1, batch 4,
+    # warm-up 200 iterations then poly decay), train_singlegpu_demo_exp1_lora_vith.sh (100 epochs)
+    "sam_vit_b_lora": {
+        "model.net.name": "sam_vit_b",
+        "model.net.checkpoint": str(ROOT / "data" / "sam_vit_b_01ec64.pth"),
+        "model.lora.r": 4,
+        "model.lora.alpha": 4,  # scale alpha / r = 1: B A x added unscaled
+        "model.lora.dropout": 0.0,
+        "model.lora.target_modules": ["attn.qkv"],  # deviation: q, k and v (the source: q and v slices)
+        "model.lora.train": ["mask_decoder"],
+        "model.freeze": [],
+        "data.image_size": 1024,
+        "data.hflip": False,
+        "global_batch": 4,
+        "optimizer._target_": "torch.optim.AdamW",
+        "optimizer.betas": [0.9, 0.999],
+        "optimizer.lr": 1e-3,
+        "optimizer.weight_decay": 0.1,
+        "scheduler._target_": LINEAR,  # deviation: linear decay (the source: (1 - t/T) ** 0.9)
+        "scheduler.warmup_epochs": 1,  # deviation: the source's 200 iterations
+        "scheduler.min_lr_ratio": 0.0,
+        "trainer.max_epochs": 100,
+        "model.num_rounds": 11,  # deviation: SAM's prompts (the source trains without prompts)
+        "model.mask_only_rounds": 2,
+        "trainer.precision": "bf16-mixed",  # deviation: fp32
+    },
     # karpathy/nanoGPT config/train_gpt2.py + train.py defaults + model.py
     "gpt2_124m_owt": {
         "model.net.name": "gpt2_124m",

@@ -62,6 +62,48 @@ def test_shapes_masks_test_split_is_its_own_stream():
     assert not none.has_test_split
 
 
+def test_default_shapes_images_are_unchanged_by_the_kinds_and_fill_options():
+    import hashlib
+
+    image, masks = render_masks(0, 0, 5, 32, (1, 3), (6, 14))  # pinned before the options existed
+    assert hashlib.sha1(np.asarray(image).tobytes()).hexdigest() == "0ac99fcd66e78bf9339dca573cf91b9a9b999108"
+    assert hashlib.sha1(masks.numpy().tobytes()).hexdigest() == "b9fa4a6b7f9e933432ed6b1c43f1697d05a88251"
+
+
+def test_shifted_shapes_striped_rings_crosses_diamonds_have_exact_masks():
+    kinds = ("ring", "cross", "diamond")
+    seen = set()
+    for index in range(6):
+        image, masks = render_masks(0, 0, index, 64, (2, 3), (13, 29), kinds, "stripes")
+        plain, _ = render_masks(0, 0, index, 64, (2, 3), (13, 29))
+        _, boxes, labels = render(0, 0, index, 64, (2, 3), (13, 29), kinds=kinds, fill="stripes")
+        seen |= {kinds[i] for i in labels.tolist()}
+        assert torch.equal(mask_boxes(masks), boxes)  # every kind fills its box edge to edge
+        pixels, background = np.asarray(image).astype(int), np.asarray(plain).astype(int)
+        covered = masks.any(0).numpy()
+        old = render_masks(0, 0, index, 64, (2, 3), (13, 29))[1].any(0).numpy()
+        outside = ~covered & ~old
+        assert np.array_equal(pixels[outside], background[outside])  # only the shapes are painted
+        for mask, label in zip(masks.numpy(), labels.tolist(), strict=True):
+            colours = np.unique(pixels[mask], axis=0)
+            assert len(colours) == 2  # two colours in stripes
+            x0, y0, x1, y1 = (int(v) for v in mask_boxes(torch.from_numpy(mask[None]))[0])
+            centre = mask[(y0 + y1) // 2, (x0 + x1) // 2]
+            assert centre == (kinds[label] != "ring")  # a ring has a hole
+    assert seen == set(kinds)
+    dm = ShapesMasksDataModule(
+        image_size=32, train_size=2, val_size=2, test_size=0, kinds=list(kinds), fill="stripes"
+    )
+    dm.setup()
+    assert dm.train_set[0][1]["masks"].shape[0] >= 1
+    with pytest.raises(
+        UserError, match=r"data.kinds=\['star'\]: unknown star; choose from circle, .*diamond"
+    ):
+        ShapesMasksDataModule(kinds=["star"])
+    with pytest.raises(UserError, match="data.fill=dots: choose from flat, stripes"):
+        ShapesMasksDataModule(fill="dots")
+
+
 def test_resize_pads_bottom_right_with_the_mean():
     assert resize_longest_side((300, 600), 64) == (32, 64)
 

@@ -10,7 +10,9 @@ the bottom and right to ``S x S`` (the reference's ``ResizeLongestSide`` + ``pre
   (``x1 = last column + 1``);
 * ``input_size (2,)`` int64: (height, width) of the resized image inside the frame;
 * ``orig_size (2,)`` int64: (height, width) of the image as read;
-* ``image_id`` int64 scalar.
+* ``image_id`` int64 scalar;
+* ``image_key`` str, only when the data module was asked for keys (:meth:`SegmentationDataModule.provide_image_keys`):
+  :func:`image_key` of the image, which an image-embedding cache is keyed by.
 
 At most ``max_masks_per_image`` objects are kept per image: a fresh random subset each training
 step, the first ones (in annotation order) for validation. Masks left empty (after resizing)
@@ -20,6 +22,7 @@ so every sample has ``N >= 1``. Batches are ``(images (B, 3, S, S), targets)``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import random
@@ -33,7 +36,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from vitrain.data.base import IMAGE_SUFFIXES, ImageClassificationDataModule, ShardedDataModule, open_image
-from vitrain.data.shapes import SPLITS, render, shapes_layout
+from vitrain.data.shapes import EXTRA_SHAPES, FILLS, SHAPES, SPLITS, render, shapes_layout
 from vitrain.errors import UserError, require_positive
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,15 @@ def resize_longest_side(size: tuple[int, int], target: int) -> tuple[int, int]:
     h, w = size
     scale = target / max(h, w)
     return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def image_key(image: Tensor) -> str:
+    """A digest of a preprocessed image ``(3, S, S)`` (dtype, shape and values): equal for equal
+    tensors, different for any changed pixel. 40 hex digits."""
+    image = image.detach().cpu().contiguous()
+    digest = hashlib.sha1(f"{image.dtype}|{tuple(image.shape)}|".encode(), usedforsecurity=False)
+    digest.update(image.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def mask_boxes(masks: Tensor) -> Tensor:
@@ -111,18 +123,27 @@ def collate_segmentation(samples: list[tuple[Tensor, Target]]) -> tuple[Tensor, 
 class MaskSubset(Dataset):
     """Caps the objects of each sample of ``dataset`` at ``limit``: a random subset when
     ``train`` (a new one at every access), else the first ``limit``. Masks covering more than
-    ``max_area`` of the image are dropped first (None keeps all)."""
+    ``max_area`` of the image are dropped first (None keeps all). With ``image_keys`` each
+    target gets the ``image_key`` of its image (computed here, in the loader's workers)."""
 
     def __init__(
-        self, dataset: Dataset, limit: int | None, train: bool, max_area: float | None = None
+        self,
+        dataset: Dataset,
+        limit: int | None,
+        train: bool,
+        max_area: float | None = None,
+        image_keys: bool = False,
     ) -> None:
         self.dataset, self.limit, self.train, self.max_area = dataset, limit, train, max_area
+        self.image_keys = image_keys
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
         image, target = self.dataset[index]
+        if self.image_keys:
+            target = {**target, "image_key": image_key(image)}
         if self.max_area is not None and target["masks"].shape[0]:
             h, w = (int(v) for v in target["input_size"])
             small = target["masks"].flatten(1).sum(1) <= self.max_area * h * w
@@ -170,11 +191,26 @@ class SegmentationDataModule(ShardedDataModule):
                 f"data.max_mask_area={max_mask_area}: must be in (0, 1] (the paper: 0.9), or null."
             )
         self.max_mask_area = max_mask_area
+        self.image_keys = False
+
+    def provide_image_keys(self) -> None:
+        """From now on every target carries the ``image_key`` of its image (an image-embedding
+        cache asks for them before the loaders are built)."""
+        self.image_keys = True
+
+    def image_augmentations(self) -> list[str]:
+        """The settings under which a training image differs from epoch to epoch (each in words),
+        so that an image-embedding cache cannot serve it; validation and test images never are."""
+        return ["data.hflip=true (random left-right flips)"] if self.hflip else []
 
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is not None and not isinstance(dataset, MaskSubset):
             dataset = MaskSubset(
-                dataset, self.max_masks_per_image, train, self.max_mask_area if train else None
+                dataset,
+                self.max_masks_per_image,
+                train,
+                self.max_mask_area if train else None,
+                self.image_keys,
             )
         return super()._loader(dataset, train)
 
@@ -187,14 +223,21 @@ class SegmentationDataModule(ShardedDataModule):
 
 # --------------------------------------------------------------------------------- shapes
 def render_masks(
-    seed: int, split: int, index: int, size: int, objects: tuple[int, int], sides: tuple[int, int]
+    seed: int,
+    split: int,
+    index: int,
+    size: int,
+    objects: tuple[int, int],
+    sides: tuple[int, int],
+    kinds: tuple[str, ...] = SHAPES,
+    fill: str = "flat",
 ):
     """One shapes image with exact instance masks: ``(PIL image, masks (N, size, size) bool)``.
 
     The image and masks are those of :func:`vitrain.data.shapes.render` (same seed, same image).
     """
     masks: list[np.ndarray] = []
-    image, _, _ = render(seed, split, index, size, objects, sides, masks=masks)
+    image, _, _ = render(seed, split, index, size, objects, sides, masks=masks, kinds=kinds, fill=fill)
     stacked = np.stack(masks) if masks else np.zeros((0, size, size), dtype=bool)
     return image, torch.from_numpy(stacked)
 
@@ -202,15 +245,21 @@ def render_masks(
 class ShapesMasks(Dataset):
     """``size`` shapes images of one split with their instance masks (rendered on access)."""
 
-    def __init__(self, size: int, split: str, seed: int, render_size: int, objects, sides, transform) -> None:
+    def __init__(
+        self, size: int, split: str, seed: int, render_size: int, objects, sides, transform,
+        kinds: tuple[str, ...] = SHAPES, fill: str = "flat",
+    ) -> None:  # fmt: skip
         self.size, self.split, self.seed = size, SPLITS[split], seed
         self.render_size, self.objects, self.sides, self.transform = render_size, objects, sides, transform
+        self.kinds, self.fill = kinds, fill
 
     def __len__(self) -> int:
         return self.size
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
-        image, masks = render_masks(self.seed, self.split, index, self.render_size, self.objects, self.sides)
+        image, masks = render_masks(
+            self.seed, self.split, index, self.render_size, self.objects, self.sides, self.kinds, self.fill
+        )
         return self.transform(image, masks, index)
 
 
@@ -221,6 +270,11 @@ class ShapesMasksDataModule(SegmentationDataModule):
     Images are rendered at ``render_size`` and resized to ``image_size`` (equal by default).
     Every image has ``min_objects`` (>= 1) to ``max_objects`` shapes. The ``test_size`` test
     images (0: no test split) come from their own stream, as those of ``data=shapes``.
+
+    ``kinds`` picks the shapes (any of circle, square, triangle, ring, cross, diamond) and
+    ``fill`` how they are painted (``flat``: one colour; ``stripes``: two colours in stripes). The
+    defaults are the ``data=shapes`` images; ``kinds=[ring, cross, diamond]`` with
+    ``fill=stripes`` is the shifted domain of experiments/sam_adapt.md.
     """
 
     def __init__(
@@ -235,9 +289,12 @@ class ShapesMasksDataModule(SegmentationDataModule):
         min_size: float = 0.2,
         max_size: float = 0.45,
         data_seed: int = 0,
+        kinds: list[str] | tuple[str, ...] = SHAPES,
+        fill: str = "flat",
         **kwargs,
     ) -> None:
         super().__init__(image_size=image_size, **kwargs)
+        self.kinds, self.fill = shape_style(kinds, fill)
         render_size = render_size or image_size
         require_positive("data", render_size=render_size)
         self.sizes, self.objects, self.sides = shapes_layout(
@@ -252,10 +309,25 @@ class ShapesMasksDataModule(SegmentationDataModule):
         self.train_set, self.val_set, self.test_set = (
             ShapesMasks(
                 self.sizes[split], split, self.data_seed, self.render_size, self.objects, self.sides,
-                SamTransform(self.image_size, flip=self.hflip and split == "train"),
+                SamTransform(self.image_size, flip=self.hflip and split == "train"), self.kinds, self.fill,
             ) if self.sizes[split] else None
             for split in ("train", "val", "test")
         )  # fmt: skip
+
+
+def shape_style(kinds, fill: str) -> tuple[tuple[str, ...], str]:
+    """Checked ``data.kinds`` and ``data.fill`` of :class:`ShapesMasksDataModule`."""
+    known = SHAPES + EXTRA_SHAPES
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(str(k) for k in kinds)
+    unknown = [k for k in kinds if k not in known]
+    if unknown or not kinds or len(set(kinds)) < len(kinds):
+        raise UserError(
+            f"data.kinds={list(kinds)}: {'unknown ' + ', '.join(unknown) if unknown else 'give distinct kinds'}; "
+            f"choose from {', '.join(known)}."
+        )
+    if fill not in FILLS:
+        raise UserError(f"data.fill={fill}: choose from {', '.join(FILLS)}.")
+    return kinds, fill
 
 
 # ------------------------------------------------------------------------- COCO-format masks

@@ -18,6 +18,10 @@ from vitrain.data.detection_transforms import fixed_size_transform
 from vitrain.errors import UserError, require_positive
 
 SHAPES = ("circle", "square", "triangle")
+# further kinds for data=shapes_masks (data.kinds), each filling its square box edge to edge too
+EXTRA_SHAPES = ("ring", "cross", "diamond")
+# how a shape is painted: one colour, or stripes of two colours (data=shapes_masks data.fill)
+FILLS = ("flat", "stripes")
 SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
@@ -49,15 +53,27 @@ def place_boxes(rng: np.random.Generator, count: int, size: int, min_side: int, 
     return boxes
 
 
-def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: list[int], colour: tuple, direction: int) -> None:
-    """Fill ``shape`` over exactly the pixels ``x0 .. x1 - 1`` and ``y0 .. y1 - 1`` of ``box``."""
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: list[int], colour, direction: int) -> None:
+    """Fill ``shape`` over exactly the pixels ``x0 .. x1 - 1`` and ``y0 .. y1 - 1`` of ``box``.
+
+    A ring's hole is drawn with 0: draw rings into a mask canvas (mode ``L``), never an image."""
     x0, y0, x1, y1 = box[0], box[1], box[2] - 1, box[3] - 1
+    mx, my = (x0 + x1) / 2, (y0 + y1) / 2
     if shape == "circle":
         draw.ellipse([x0, y0, x1, y1], fill=colour)
     elif shape == "square":
         draw.rectangle([x0, y0, x1, y1], fill=colour)
+    elif shape == "ring":  # a disc with a hole of half its diameter
+        inset = (x1 - x0) / 4
+        draw.ellipse([x0, y0, x1, y1], fill=colour)
+        draw.ellipse([x0 + inset, y0 + inset, x1 - inset, y1 - inset], fill=0)
+    elif shape == "cross":  # a plus sign, arms a third of the side wide
+        third = (x1 - x0 + 1) / 3
+        draw.rectangle([round(x0 + third), y0, round(x1 - third), y1], fill=colour)
+        draw.rectangle([x0, round(y0 + third), x1, round(y1 - third)], fill=colour)
+    elif shape == "diamond":  # a square on its corner
+        draw.polygon([(mx, y0), (x1, my), (mx, y1), (x0, my)], fill=colour)
     else:  # a triangle pointing up, right, down or left
-        mx, my = (x0 + x1) / 2, (y0 + y1) / 2
         points = [
             [(x0, y1), (x1, y1), (mx, y0)],
             [(x0, y0), (x0, y1), (x1, my)],
@@ -75,12 +91,17 @@ def render(
     objects: tuple[int, int],
     sides: tuple[int, int],
     masks: list[np.ndarray] | None = None,
+    kinds: tuple[str, ...] = SHAPES,
+    fill: str = "flat",
 ):
     """One image: ``(PIL image (size x size RGB), boxes (N, 4) float32 xyxy pixels, labels (N,))``.
 
     With a ``masks`` list, each shape's exact instance mask ``(size, size) bool`` is appended to
     it: the same shape drawn with the same call into its own 1-bit canvas, so it covers exactly
-    the shape's pixels (shapes never overlap).
+    the shape's pixels (shapes never overlap). ``kinds``: the shapes drawn (labels index them);
+    ``fill``: one colour (``flat``) or ``stripes`` of two colours (period, angle and second colour
+    random). The defaults draw the same images as before these options existed: other kinds and
+    fills paint through the shape's mask and draw their extra random numbers last.
     """
     rng = np.random.default_rng([seed, split, index])
     pixels = background(rng, size)
@@ -90,24 +111,58 @@ def render(
     draw = ImageDraw.Draw(image)
     labels = []
     for box in boxes:
-        label = int(rng.integers(len(SHAPES)))
+        label = int(rng.integers(len(kinds)))
         x0, y0, x1, y1 = box
         local = pixels[y0:y1, x0:x1].reshape(-1, 3).mean(0)
-        colour = rng.uniform(0, 255, 3)
-        while np.abs(colour - local).sum() < 150:  # stand out from the background under it
-            colour = rng.uniform(0, 255, 3)
+        colour = contrasting_colour(rng, local)
         direction = int(rng.integers(4))
-        draw_shape(draw, SHAPES[label], box, tuple(int(c) for c in colour), direction)
-        if masks is not None:
+        if kinds[label] in SHAPES and fill == "flat":
+            draw_shape(draw, kinds[label], box, tuple(int(c) for c in colour), direction)
+            if masks is not None:
+                canvas = Image.new("L", (size, size), 0)
+                draw_shape(ImageDraw.Draw(canvas), kinds[label], box, 255, direction)
+                masks.append(np.asarray(canvas) > 127)
+        else:
             canvas = Image.new("L", (size, size), 0)
-            draw_shape(ImageDraw.Draw(canvas), SHAPES[label], box, 255, direction)
-            masks.append(np.asarray(canvas) > 127)
+            draw_shape(ImageDraw.Draw(canvas), kinds[label], box, 255, direction)
+            region = np.asarray(canvas) > 127
+            painted = np.array(image)
+            painted[region] = paint(rng, fill, colour, local, size)[region]
+            image = Image.fromarray(painted)
+            draw = ImageDraw.Draw(image)
+            if masks is not None:
+                masks.append(region)
         labels.append(label)
     return (
         image,
         torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
         torch.tensor(labels, dtype=torch.int64),
     )
+
+
+def contrasting_colour(rng: np.random.Generator, local: np.ndarray) -> np.ndarray:
+    """A random RGB colour at least 150 (L1) away from ``local``, the background under a shape."""
+    colour = rng.uniform(0, 255, 3)
+    while np.abs(colour - local).sum() < 150:
+        colour = rng.uniform(0, 255, 3)
+    return colour
+
+
+def paint(
+    rng: np.random.Generator, fill: str, colour: np.ndarray, local: np.ndarray, size: int
+) -> np.ndarray:
+    """The ``(size, size, 3)`` uint8 paint of a shape: ``colour`` everywhere (``flat``), or
+    stripes of ``colour`` and a second contrasting colour, 6-12% of the image wide per stripe
+    pair, horizontal, vertical or diagonal (``stripes``)."""
+    if fill == "flat":
+        return np.broadcast_to(colour.astype(np.uint8), (size, size, 3))
+    second = contrasting_colour(rng, local)
+    period = max(2.0, rng.uniform(0.06, 0.12) * size)
+    angle = rng.integers(4) * np.pi / 4
+    ys, xs = np.mgrid[0:size, 0:size]
+    phase = (xs * np.cos(angle) + ys * np.sin(angle)) / period
+    stripe = (np.floor(2 * phase) % 2).astype(bool)
+    return np.where(stripe[..., None], second, colour).astype(np.uint8)
 
 
 class ShapesDataset(Dataset):

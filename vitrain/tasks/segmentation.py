@@ -23,11 +23,21 @@ mask; monitored); ``val/miou_click1`` .. ``val/miou_click{val_clicks}``: interac
 each new click at the centre of the largest error region of the previous mask, with the
 previous logits fed back. IoUs are computed at the input frame's resolution inside the image
 (padding excluded) and averaged over objects.
+
+Image-embedding cache (``embedding_cache``; :mod:`vitrain.tasks.embedding_cache`): when every
+parameter of the image encoder is frozen and the encoder is deterministic (no active dropout or
+drop path), each image's embedding is computed once, stored, and read back in later epochs: the
+validation and test images always, the training images unless the data augments them
+(``data.hflip``: one message names the setting). Cached or not, all objects of an image are
+decoded against its one embedding in a step. A frozen encoder that is not cached runs without
+gradients.
 """
 
 from __future__ import annotations
 
+import logging
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -36,8 +46,12 @@ from scipy import ndimage
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from vitrain.data.segmentation import image_key
 from vitrain.errors import UserError
 from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
+from vitrain.tasks.embedding_cache import EmbeddingCache, encoder_key, stochastic_modules
+
+log = logging.getLogger(__name__)
 
 Targets = list[dict[str, Tensor]]
 
@@ -61,6 +75,11 @@ class SegmentationTask(Task):
         layer_decay: layer-wise lr decay over the image encoder's blocks (paper: 0.8); the
             prompt encoder, mask decoder and neck train at the full rate. None: one rate.
         val_clicks: clicks of the interactive validation (``val/miou_click1..N``).
+        embedding_cache: cache the image embeddings when the image encoder is frozen and
+            deterministic (see the module docstring); False: always run the encoder.
+        embedding_cache_dir: the cache's folder (None: ``<run dir>/embedding_cache``); a shared
+            folder serves every run with the same encoder weights and images.
+        embedding_cache_memory_mb: embeddings also kept in memory up to this size (MiB).
     """
 
     data_kind = "segmentation"
@@ -81,6 +100,9 @@ class SegmentationTask(Task):
         box_noise_max: float = 20.0,
         layer_decay: float | None = None,
         val_clicks: int = 5,
+        embedding_cache: bool = True,
+        embedding_cache_dir: str | None = None,
+        embedding_cache_memory_mb: float = 1024,
     ) -> None:
         if num_rounds < 1:
             raise UserError(f"model.num_rounds={num_rounds}: must be >= 1 (the paper: 11).")
@@ -102,6 +124,84 @@ class SegmentationTask(Task):
         self.val_point = MeanMetric()
         self.val_box = MeanMetric()
         self.val_click = nn.ModuleList(MeanMetric() for _ in range(val_clicks))
+        self.cache_settings = (embedding_cache, embedding_cache_dir, embedding_cache_memory_mb)
+        self.cache: EmbeddingCache | None = None
+        # whether the cache serves the validation / test images, and the training images
+        self.cache_eval = self.cache_train = False
+        self.encoder_frozen = False  # every image-encoder parameter frozen (decided in setup)
+
+    # --------------------------------------------------------------------- embedding cache
+    def setup(self, stage: str) -> None:
+        """Decide whether image embeddings are cached (saying why not, once) and, if they are, ask
+        the data for image keys before its loaders are built. The cache opens when a loop starts."""
+        encoder = self.net.image_encoder
+        self.encoder_frozen = not any(p.requires_grad for p in encoder.parameters())
+        self.cache_eval = self.cache_train = False
+        wanted, _, _ = self.cache_settings
+        if not wanted:
+            return
+        if not self.encoder_frozen:
+            if stage == "fit":
+                log.info(
+                    "Embedding cache: off (the image encoder trains; model.freeze: [image_encoder] freezes it)."
+                )
+            return
+        noisy = stochastic_modules(encoder)
+        if noisy:
+            log.warning(
+                "Embedding cache: off, the frozen image encoder is random in training mode (%s): set "
+                "model.frozen_eval=true or model.net.drop_path=0 to cache its embeddings.",
+                ", ".join(noisy[:3]),
+            )
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        augmentations = getattr(datamodule, "image_augmentations", list)()
+        self.cache_eval, self.cache_train = True, not augmentations
+        if augmentations and stage == "fit":
+            log.warning(
+                "Embedding cache: the training images are not cached, %s changes them every epoch (set it "
+                "off to cache them); the validation and test images are.",
+                " and ".join(augmentations),
+            )
+        if hasattr(datamodule, "provide_image_keys"):
+            datamodule.provide_image_keys()
+
+    def open_cache(self) -> None:
+        """Point the cache at the encoder's current weights (their key is computed here, once per
+        loop: the weights of a resumed or tested checkpoint are loaded by then)."""
+        if not self.cache_eval:
+            self.cache = None
+            return
+        _, folder, memory_mb = self.cache_settings
+        root = Path(folder) if folder else Path(self.trainer.default_root_dir) / "embedding_cache"
+        key = encoder_key(self.net.image_encoder, str(self.trainer.precision))
+        if self.cache is None or self.cache.dir != root / key:
+            log.info("Embedding cache: %s", root / key)
+            self.cache = EmbeddingCache(root, key, int(memory_mb * 2**20))
+
+    def on_fit_start(self) -> None:
+        self.open_cache()
+
+    def on_validation_start(self) -> None:
+        if self.trainer.state.fn != "fit":  # mode=eval: no fit loop opened it
+            self.open_cache()
+
+    def on_test_start(self) -> None:
+        self.open_cache()
+
+    def encode_images(self, images: Tensor, targets: Targets, training: bool) -> Tensor:
+        """Image embeddings ``(B, C, h, w)``: from the cache when it serves these images, else
+        from the encoder (without gradients when it is frozen)."""
+        if self.cache is not None and (self.cache_train or not training):
+            keys = [
+                t["image_key"] if "image_key" in t else image_key(img)
+                for t, img in zip(targets, images, strict=True)
+            ]
+            return self.cache.embeddings(self.net.encode, images, keys)
+        if self.encoder_frozen:  # no graph through a frozen encoder
+            with torch.no_grad():
+                return self.net.encode(images)
+        return self.net.encode(images)
 
     # ------------------------------------------------------------------------------ training
     def round_plan(self) -> list[bool]:
@@ -117,10 +217,10 @@ class SegmentationTask(Task):
 
     def training_step(self, batch: tuple[Tensor, Targets], batch_idx: int) -> Tensor:
         images, targets = batch
-        embeddings = self.net.encode(images)
+        embeddings = self.encode_images(images, targets, training=True)
         objects = gather_objects(targets, embeddings.device)
         if objects is None:  # no object in the whole batch: a zero loss keeps every rank in step
-            return embeddings.sum() * 0.0
+            return sum((p.sum() * 0.0 for p in self.parameters() if p.requires_grad), embeddings.sum() * 0.0)
         masks, boxes, image_index = objects
         low = self.net.low_res_size
         gt = downsample_masks(masks, low)  # (N, low, low) bool
@@ -226,7 +326,7 @@ class SegmentationTask(Task):
     # ---------------------------------------------------------------------------- validation
     def validation_step(self, batch: tuple[Tensor, Targets], batch_idx: int) -> None:
         images, targets = batch
-        embeddings = self.net.encode(images)
+        embeddings = self.encode_images(images, targets, training=False)
         objects = gather_objects(targets, embeddings.device)
         if objects is None:
             return
