@@ -113,7 +113,12 @@ class MLMLoop:
         seed = hash((self.family.mask_seed, 0, self.index, 0)) % 2**62
         generator = torch.Generator(device=ids.device).manual_seed(seed)
         inputs, labels = mask_tokens(
-            ids, torch.isin(ids, self.special), self.net.vocab_size, SPECIAL["mask"], generator, self.family.mask_prob
+            ids,
+            torch.isin(ids, self.special),
+            self.net.vocab_size,
+            SPECIAL["mask"],
+            generator,
+            self.family.mask_prob,
         )
         selected = labels != IGNORE_INDEX
         with self.ctx:
@@ -129,7 +134,9 @@ class MLMLoop:
         return loss.detach()
 
 
-CPU_FAMILY = BERTFamily("bert_tiny (4 layers, 128 wide), sequences of 96-128 tokens, batch 16, vocabulary 4096, fp32")
+CPU_FAMILY = BERTFamily(
+    "bert_tiny (4 layers, 128 wide), sequences of 96-128 tokens, batch 16, vocabulary 4096, fp32"
+)
 CPU_SPEC = Spec(steps=40, warmup=5, repeats=3)
 TINY = {"n_layer": 1, "n_embd": 32, "n_head": 2}
 
@@ -141,8 +148,12 @@ def main(argv: list[str] | None = None) -> list[Ratio]:
         family = replace(family, label="tiny BERT (quick)", vocab=128, seq_len=32, batch=4, net_kwargs=TINY)
         spec = Spec(6, 2, 2)
     result = lockstep(family, spec)
-    print(f"    {family.label}; 15% masking (80/10/10), dropout 0.1, AdamW + warmup_linear, grad clip 1.0, CPU")
-    print("    vitrain = Lightning Trainer fitting MaskedLMTask; plain = mask, forward, loss on the selected tokens,")
+    print(
+        f"    {family.label}; 15% masking (80/10/10), dropout 0.1, AdamW + warmup_linear, grad clip 1.0, CPU"
+    )
+    print(
+        "    vitrain = Lightning Trainer fitting MaskedLMTask; plain = mask, forward, loss on the selected tokens,"
+    )
     print("    backward, clip, step, schedule, zero_grad (run_mlm_no_trainer.py's order), the same masks")
     print_side_by_side(result, spec)
     return [Ratio("bert", result.ratio, "BERT MLM step: vitrain / plain loop", STEP_GOAL)]

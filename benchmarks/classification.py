@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> list[Ratio]:
         family, spec = replace(family, label="tiny ViT (quick)", net_kwargs=TINY), Spec(6, 2, 2)
     result = lockstep(family, spec)
     print(f"    {family.label}, AdamW + warmup_cosine, CPU")
-    print("    vitrain = Lightning Trainer fitting ClassificationTask; plain = a hand-written loop on the same")
+    print(
+        "    vitrain = Lightning Trainer fitting ClassificationTask; plain = a hand-written loop on the same"
+    )
     print("    network, initial weights, batches, optimizer groups and schedule")
     print_side_by_side(result, spec)
     return [Ratio("classification", result.ratio, "ViT step: vitrain / hand-written loop", STEP_GOAL)]

@@ -212,7 +212,9 @@ def fit_vitrain(
 ) -> L.LightningModule:
     """Fit ``family.task`` on a copy of ``template`` for ``spec.steps`` steps; returns the task."""
     task = family.task(copy.deepcopy(template))
-    trainer(spec, callbacks, **family.trainer_kwargs).fit(task, train_dataloaders=step_loader(batches, spec.steps))
+    trainer(spec, callbacks, **family.trainer_kwargs).fit(
+        task, train_dataloaders=step_loader(batches, spec.steps)
+    )
     return task
 
 
@@ -297,7 +299,6 @@ class SideBySide:
     extra: dict = field(default_factory=dict)
 
 
-
 STEP_GOAL = "<= 1.03"  # vitrain step / plain step, every family
 
 
@@ -337,7 +338,9 @@ def lockstep(family: Family, spec: Spec, seed: int = 0, hooks: Callable | None =
     plain step); the step times are the medians of each side. ``hooks(task, plain)`` may attach
     probes to both sides of every fit (returns nothing)."""
     template, batches = family.template(), family.batches()
-    fit_vitrain(family, template, batches, Spec(spec.warmup, 0, 1, spec.device, spec.precision), [])  # untimed
+    fit_vitrain(
+        family, template, batches, Spec(spec.warmup, 0, 1, spec.device, spec.precision), []
+    )  # untimed
     vitrain_s, plain_s, ratios, per_fit = [], [], [], []
     weight_diff = loss_diff = 0.0
     for _ in range(spec.repeats):
@@ -346,7 +349,9 @@ def lockstep(family: Family, spec: Spec, seed: int = 0, hooks: Callable | None =
         task = family.task(copy.deepcopy(template))
         if hooks is not None:
             hooks(task, plain)
-        trainer(spec, [pairing], **family.trainer_kwargs).fit(task, train_dataloaders=step_loader(batches, spec.steps))
+        trainer(spec, [pairing], **family.trainer_kwargs).fit(
+            task, train_dataloaders=step_loader(batches, spec.steps)
+        )
         weight_diff = max(weight_diff, max_weight_difference(task.net, plain.net))
         losses = zip(pairing.losses["vitrain"], pairing.losses["plain"], strict=True)
         loss_diff = max(loss_diff, max(abs(float(a) - float(b)) for a, b in losses))
@@ -397,14 +402,16 @@ class LossRecorder(L.Callback):
         self.losses.append(loss.detach())
 
 
-def alternate(family: Family, spec: Spec, seed: int = 0) -> SideBySide:
+def alternate(family: Family, spec: Spec, seed: int = 0, warm: bool = True) -> SideBySide:
     """GPU: alternate whole vitrain and plain runs (A B B A ...); each run's step time is the
     mean over its timed span, synchronised at the two ends only. Also records the peak device
-    memory of each side (``extra``)."""
+    memory of each side (``extra``). ``warm``: one untimed run of each side first (a process's
+    first steps are slow); without it the warm-up steps of each run absorb that."""
     template, batches = family.template(), family.batches()
     sync = {spec.warmup - 1, spec.steps - 1}
-    run_plain(family, template, batches, spec, seed)  # untimed: a process's first steps are slow
-    fit_vitrain(family, template, batches, spec, [])
+    if warm:
+        run_plain(family, template, batches, spec, seed)
+        fit_vitrain(family, template, batches, spec, [])
     vitrain_s, plain_s, ratios, peaks = [], [], [], {"vitrain": 0, "plain": 0}
     weight_diff = loss_diff = None
     for repeat in range(spec.repeats):
@@ -548,7 +555,9 @@ def history_table(rows: list[dict[str, str]]) -> list[str]:
 def git_commit() -> str:
     """The checkout's short commit (``?`` outside a git checkout)."""
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        )
     except OSError:
         return "?"
     return out.stdout.strip() or "?"

@@ -20,7 +20,6 @@ against the reference's batched cost computation, on the same cost matrices.
 
 from __future__ import annotations
 
-import copy
 import statistics
 import time
 from dataclasses import dataclass, field, replace
@@ -72,7 +71,11 @@ class DETRFamily:
 
     def batches(self) -> list:
         data = ShapesDataModule(
-            image_size=self.image_size, train_size=self.batch * self.unique, val_size=1, test_size=0, batch_size=self.batch
+            image_size=self.image_size,
+            train_size=self.batch * self.unique,
+            val_size=1,
+            test_size=0,
+            batch_size=self.batch,
         )
         data.setup("fit")
         torch.manual_seed(0)  # the random flips
@@ -112,7 +115,9 @@ class DETRLoop:
         matcher = HungarianMatcher(1.0, 5.0, 2.0)
         self.criterion = SetCriterion(3, matcher, 0.1, 1.0, 5.0, 2.0).to(self.device).train()
         self.optimizer = family.optimizer()(detr_groups(net, family.backbone_lr))
-        self.schedule = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=round(0.5 * steps), gamma=0.1)
+        self.schedule = torch.optim.lr_scheduler.StepLR(
+            self.optimizer, step_size=round(0.5 * steps), gamma=0.1
+        )
         self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
         self.grad_clip = family.grad_clip
         self.batches = iter(step_loader(batches, steps))
@@ -162,12 +167,19 @@ def reference_match(matcher: HungarianMatcher, logits, boxes, targets) -> list:
         out_bbox = boxes.flatten(0, 1).float()
         tgt_ids = torch.cat([t["labels"] for t in targets])
         tgt_bbox = torch.cat([t["boxes"] for t in targets]).float()
-        cost = matcher.cost_bbox * torch.cdist(out_bbox, tgt_bbox, p=1) - matcher.cost_class * out_prob[:, tgt_ids]
-        giou = generalized_box_iou(box_convert(out_bbox, "cxcywh", "xyxy"), box_convert(tgt_bbox, "cxcywh", "xyxy"))
+        cost = (
+            matcher.cost_bbox * torch.cdist(out_bbox, tgt_bbox, p=1)
+            - matcher.cost_class * out_prob[:, tgt_ids]
+        )
+        giou = generalized_box_iou(
+            box_convert(out_bbox, "cxcywh", "xyxy"), box_convert(tgt_bbox, "cxcywh", "xyxy")
+        )
         cost = (cost - matcher.cost_giou * giou).view(bs, num_queries, -1).cpu()
         sizes = [len(t["boxes"]) for t in targets]
         indices = [linear_sum_assignment(c[i]) for i, c in enumerate(cost.split(sizes, -1))]
-    return [(torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)) for i, j in indices]
+    return [
+        (torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64)) for i, j in indices
+    ]
 
 
 def matcher_variants(family: DETRFamily, batches: list, reps: int) -> dict:
@@ -207,12 +219,24 @@ def matcher_variants(family: DETRFamily, batches: list, reps: int) -> dict:
                 torch.cuda.synchronize()
             if rep:  # the first round warms up
                 times[key].append((time.perf_counter() - start) / len(cases))
-    return {"ms": {k: 1000 * statistics.median(v) for k, v in times.items()}, "same": same, "calls": len(cases)}
+    return {
+        "ms": {k: 1000 * statistics.median(v) for k, v in times.items()},
+        "same": same,
+        "calls": len(cases),
+    }
 
 
-CPU_FAMILY = DETRFamily("detr_tiny (resnet10t to stride 16, width 128, 2 + 2 layers, 10 queries), shapes 64 px, batch 8, fp32")
+CPU_FAMILY = DETRFamily(
+    "detr_tiny (resnet10t to stride 16, width 128, 2 + 2 layers, 10 queries), shapes 64 px, batch 8, fp32"
+)
 CPU_SPEC = Spec(steps=40, warmup=5, repeats=3)
-TINY = {"hidden_dim": 32, "num_heads": 2, "num_encoder_layers": 1, "num_decoder_layers": 2, "dim_feedforward": 64}
+TINY = {
+    "hidden_dim": 32,
+    "num_heads": 2,
+    "num_encoder_layers": 1,
+    "num_decoder_layers": 2,
+    "dim_feedforward": 64,
+}
 
 
 def main(argv: list[str] | None = None) -> list[Ratio]:
@@ -228,9 +252,15 @@ def main(argv: list[str] | None = None) -> list[Ratio]:
         watches["plain"].append(Stopwatch(plain.criterion.matcher))
 
     result = lockstep(family, spec, hooks=attach)
-    print(f"    {family.label}; AdamW lr 1e-4 (backbone 1e-5), wd 1e-4 on every parameter, lr drop at half, clip 0.1")
-    print("    vitrain = Lightning Trainer fitting DetectionTask; plain = facebookresearch/detr engine.py's loop with")
-    print("    the same HungarianMatcher and SetCriterion (auxiliary losses), its parameter groups and StepLR")
+    print(
+        f"    {family.label}; AdamW lr 1e-4 (backbone 1e-5), wd 1e-4 on every parameter, lr drop at half, clip 0.1"
+    )
+    print(
+        "    vitrain = Lightning Trainer fitting DetectionTask; plain = facebookresearch/detr engine.py's loop with"
+    )
+    print(
+        "    the same HungarianMatcher and SetCriterion (auxiliary losses), its parameter groups and StepLR"
+    )
     print_side_by_side(result, spec)
     steps = spec.repeats * spec.steps
     match_ms = 1000 * sum(w.seconds for w in watches["vitrain"]) / steps
@@ -240,7 +270,9 @@ def main(argv: list[str] | None = None) -> list[Ratio]:
 
     m = matcher_variants(family, family.batches(), reps)
     ms = m["ms"]
-    print(f"    the matcher on the cost matrices of {m['calls']} training outputs (batch {family.batch}), ms per call:")
+    print(
+        f"    the matcher on the cost matrices of {m['calls']} training outputs (batch {family.batch}), ms per call:"
+    )
     print(f"    vitrain (a cost matrix per image, then linear_sum_assignment) {ms['vitrain']:.3f}; "
           f"linear_sum_assignment alone on the same matrices {ms['scipy']:.3f}; "
           f"reference (one batched cost matrix, split) {ms['reference']:.3f}")  # fmt: skip
@@ -249,7 +281,11 @@ def main(argv: list[str] | None = None) -> list[Ratio]:
           f"same assignments: {'yes' if m['same'] else 'NO'}")  # fmt: skip
     return [
         Ratio("detr", result.ratio, "DETR step: vitrain / facebookresearch/detr loop", STEP_GOAL),
-        Ratio("detr_matcher", ms["vitrain"] / ms["reference"], "DETR matcher: vitrain (per image) / reference (batched)"),
+        Ratio(
+            "detr_matcher",
+            ms["vitrain"] / ms["reference"],
+            "DETR matcher: vitrain (per image) / reference (batched)",
+        ),
     ]
 
 

@@ -110,14 +110,22 @@ def measure(family: Family, spec: Spec, profile_steps: int, matmul_best: float) 
         if flop_split.get(key) and seconds.get(key):
             rate = flop_split[key] * profile_steps / seconds[key] / matmul_best
         parts[key] = (share, rate)
-    return {"flops": flops, "step_ms": step_ms, "fraction": achieved / matmul_best, "achieved": achieved, "parts": parts}
+    return {
+        "flops": flops,
+        "step_ms": step_ms,
+        "fraction": achieved / matmul_best,
+        "achieved": achieved,
+        "parts": parts,
+    }
 
 
 def report(label: str, result: dict) -> None:
     print(f"    {label}: {result['flops'] / 1e9:.2f} GFLOP per step; vitrain {result['step_ms']:.1f} ms/step "
           f"= {result['achieved'] / 1e9:.1f} GFLOP/s")  # fmt: skip
     print(f"    vitrain training FLOP/s / matmul FLOP/s = {result['fraction']:.3f}")
-    print("      where a step's time goes (torch.profiler, operators' self time, the plain loop): share of the step,")
+    print(
+        "      where a step's time goes (torch.profiler, operators' self time, the plain loop): share of the step,"
+    )
     print("      and the part's own FLOP/s / matmul FLOP/s")
     for key, (share, rate) in result["parts"].items():
         rate_text = f", {rate:.2f} of the matmul rate" if rate is not None else ""
@@ -126,7 +134,11 @@ def report(label: str, result: dict) -> None:
 
 SHAPES = [
     ("ViT-Ti/16, 32 px (4 tokens), batch 32, fp32", ViTFamily("vit_ti_32"), Spec(12, 4, 1)),
-    ("ViT-S/16, 224 px (197 tokens), batch 8, fp32", ViTFamily("vit_s_224", "vit_small_patch16_224", 224, 8), Spec(8, 3, 1)),
+    (
+        "ViT-S/16, 224 px (197 tokens), batch 8, fp32",
+        ViTFamily("vit_s_224", "vit_small_patch16_224", 224, 8),
+        Spec(8, 3, 1),
+    ),
     ("GPT-tiny, context 256, batch 8, vocabulary 2048, fp32", GPTFamily("gpt_tiny_256"), Spec(12, 4, 1)),
 ]
 QUICK = {"embed_dim": 32, "depth": 1, "num_heads": 2}
@@ -146,7 +158,9 @@ def main(argv: list[str] | None = None) -> list[Ratio]:
             family, spec, label = replace(family, **small), Spec(4, 2, 1), label + " (quick: tiny)"
         result = measure(family, spec, profile_steps, best)
         report(label, result)
-        ratios.append(Ratio(f"flops_{family.label}", result["fraction"], f"{label}: training FLOP/s / matmul FLOP/s"))
+        ratios.append(
+            Ratio(f"flops_{family.label}", result["fraction"], f"{label}: training FLOP/s / matmul FLOP/s")
+        )
     return ratios
 
 

@@ -40,6 +40,7 @@ class GPTFamily:
     bf16: bool = False
     fused: bool = False  # fused AdamW (CUDA; nanoGPT uses it when available)
     compile: bool = False  # torch.compile the network (both sides)
+    compile_backend: str = "inductor"  # "eager": dynamo alone (the CPU smoke test of this path)
     net_kwargs: dict = field(default_factory=dict)
     lr: float = 6e-4
     betas: tuple[float, float] = (0.9, 0.95)
@@ -60,7 +61,10 @@ class GPTFamily:
     def batches(self) -> list:
         gen = torch.Generator().manual_seed(0)
         shape = (self.batch, self.context + 1)
-        return [{"tokens": torch.randint(0, self.vocab, shape, generator=gen).to(self.device)} for _ in range(self.unique)]
+        return [
+            {"tokens": torch.randint(0, self.vocab, shape, generator=gen).to(self.device)}
+            for _ in range(self.unique)
+        ]
 
     def optimizer(self):
         return partial(
@@ -69,8 +73,8 @@ class GPTFamily:
         )  # fmt: skip
 
     def task(self, net: nn.Module) -> CausalLMTask:
-        if self.compile:
-            net = torch.compile(net)
+        if self.compile:  # as vitrain.run does with compile=true: in place
+            net.compile(backend=self.compile_backend)
         scheduler = partial(warmup_cosine, warmup_epochs=self.warmup_epochs, min_lr_ratio=self.min_lr_ratio)
         return CausalLMTask(net, optimizer=self.optimizer(), scheduler=scheduler)
 
@@ -93,7 +97,7 @@ class NanoGPTLoop:
     def __init__(self, net: nn.Module, batches: list, steps: int, family: GPTFamily) -> None:
         self.family = family
         self.net = net.train()
-        self.model = torch.compile(net) if family.compile else net
+        self.model = torch.compile(net, backend=family.compile_backend) if family.compile else net
         self.optimizer = family.optimizer()(nanogpt_groups(net, family.weight_decay))
         warmup = min(to_steps(family.warmup_epochs, steps), steps - 1)
         self.get_lr = lr_factor(steps, warmup, family.min_lr_ratio, "cosine")

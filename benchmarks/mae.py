@@ -53,13 +53,18 @@ class MAEFamily:
 
     def template(self) -> nn.Module:
         torch.manual_seed(0)
-        return create_mae(self.name, img_size=self.image_size, norm_pix_loss=True, **self.net_kwargs).to(self.device)
+        return create_mae(self.name, img_size=self.image_size, norm_pix_loss=True, **self.net_kwargs).to(
+            self.device
+        )
 
     def batches(self) -> list:
         gen = torch.Generator().manual_seed(0)
         size = (self.batch, 3, self.image_size, self.image_size)
         return [
-            (torch.randn(size, generator=gen).to(self.device), torch.zeros(self.batch, dtype=torch.long).to(self.device))
+            (
+                torch.randn(size, generator=gen).to(self.device),
+                torch.zeros(self.batch, dtype=torch.long).to(self.device),
+            )
             for _ in range(self.unique)
         ]
 
@@ -152,9 +157,18 @@ def masked_vs_full(name: str, img_size: int, batch: int, reps: int, **overrides)
     }
 
 
-CPU_FAMILY = MAEFamily("mae_vit_tiny (encoder 192 wide, 6 deep; decoder 128 wide, 2 deep), 32 px, batch 64, fp32")
+CPU_FAMILY = MAEFamily(
+    "mae_vit_tiny (encoder 192 wide, 6 deep; decoder 128 wide, 2 deep), 32 px, batch 64, fp32"
+)
 CPU_SPEC = Spec(steps=40, warmup=5, repeats=3)
-TINY = {"embed_dim": 32, "depth": 1, "num_heads": 2, "decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2}
+TINY = {
+    "embed_dim": 32,
+    "depth": 1,
+    "num_heads": 2,
+    "decoder_embed_dim": 32,
+    "decoder_depth": 1,
+    "decoder_num_heads": 2,
+}
 FLOP_RATIO_GOAL = ">= 2.8"
 
 
@@ -168,7 +182,9 @@ def main(argv: list[str] | None = None) -> list[Ratio]:
         ratio_spec = dict(name="mae_vit_tiny", img_size=32, batch=4, reps=2)
     result = lockstep(family, spec)
     print(f"    {family.label}; mask 0.75, norm_pix_loss, AdamW (betas 0.9/0.95) + warmup_cosine, CPU")
-    print("    vitrain = Lightning Trainer fitting MAETask; plain = facebookresearch/mae engine_pretrain.py's loop")
+    print(
+        "    vitrain = Lightning Trainer fitting MAETask; plain = facebookresearch/mae engine_pretrain.py's loop"
+    )
     print("    (lr set per iteration, forward, backward, step, zero_grad) with its parameter groups")
     print_side_by_side(result, spec)
 
@@ -176,14 +192,21 @@ def main(argv: list[str] | None = None) -> list[Ratio]:
     print()
     print(f"    masked vs full tokens: {ratio_spec['name']} at {ratio_spec['img_size']} px, batch {ratio_spec['batch']}, "
           f"fp32, CPU; median of {ratio_spec['reps']} alternating steps each")  # fmt: skip
-    print("    masked = forward + backward of the MAE at mask ratio 0.75 (encoder on visible patches, decoder,")
+    print(
+        "    masked = forward + backward of the MAE at mask ratio 0.75 (encoder on visible patches, decoder,"
+    )
     print("    loss); full = forward + backward of the same encoder on all patches (no decoder)")
     print(f"    masked {mae['masked_ms']:.0f} ms/step, full tokens {mae['full_ms']:.0f} ms/step; "
           f"FLOP ratio full / masked {mae['flop_ratio']:.2f}")  # fmt: skip
     print(f"    full-token step / MAE step = {mae['speedup']:.2f}x (paper: about 3x; goal {FLOP_RATIO_GOAL})")
     return [
         Ratio("mae", result.ratio, "MAE step: vitrain / facebookresearch/mae loop", STEP_GOAL),
-        Ratio("mae_full/masked", mae["speedup"], f"{ratio_spec['name']} full-token / masked step time", FLOP_RATIO_GOAL),
+        Ratio(
+            "mae_full/masked",
+            mae["speedup"],
+            f"{ratio_spec['name']} full-token / masked step time",
+            FLOP_RATIO_GOAL,
+        ),
     ]
 
 

@@ -122,13 +122,24 @@ def main(argv: list[str] | None = None) -> list[Ratio]:
         pipeline = dict(per_class=4, image_size=64, batch=8, workers=(0, 2), repeats=2)
     print(f"    {pipeline['per_class'] * 10} random 128 px JPEGs, 10 classes, timm train transform at "
           f"{pipeline['image_size']} px, batch {pipeline['batch']}, {pipeline['repeats']} epochs")  # fmt: skip
-    print("    vitrain = ImageFolderDataModule.train_dataloader(); torchvision = ImageFolder + DataLoader with the")
+    print(
+        "    vitrain = ImageFolderDataModule.train_dataloader(); torchvision = ImageFolder + DataLoader with the"
+    )
     print("    same transform object and loader settings")
     ratios = []
     for workers, r in compare_pipeline(**pipeline).items():
-        print(f"    num_workers={workers}: vitrain {r['vitrain']:.0f} images/s, torchvision {r['plain']:.0f} images/s")
+        print(
+            f"    num_workers={workers}: vitrain {r['vitrain']:.0f} images/s, torchvision {r['plain']:.0f} images/s"
+        )
         print(f"    num_workers={workers}: vitrain / torchvision images/s = {r['ratio']:.3f} ({r['how']})")
-        ratios.append(Ratio(f"pipeline_w{workers}", r["ratio"], f"images/s vitrain / torchvision, num_workers={workers}", ">= 1.0"))
+        ratios.append(
+            Ratio(
+                f"pipeline_w{workers}",
+                r["ratio"],
+                f"images/s vitrain / torchvision, num_workers={workers}",
+                ">= 1.0",
+            )
+        )
     return ratios
 
 

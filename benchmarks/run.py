@@ -79,7 +79,9 @@ def table(ratios: list[Ratio]) -> list[str]:
     lines = []
     for r in ratios:
         met = r.meets_goal()
-        mark = "" if met is None else ("  ok" if met else "  ABOVE GOAL" if "<=" in r.goal else "  BELOW GOAL")
+        mark = (
+            "" if met is None else ("  ok" if met else "  ABOVE GOAL" if "<=" in r.goal else "  BELOW GOAL")
+        )
         goal = f" (goal {r.goal}{mark})" if r.goal else ""
         lines.append(f"    {r.key:<{width}}  {r.value:7.3f}{goal}  {r.what}")
     return lines

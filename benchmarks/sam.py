@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import random
 import statistics
-import time
 from dataclasses import dataclass, field, replace
 from functools import partial
 
@@ -34,6 +33,7 @@ from benchmarks.common import (
     Spec,
     lockstep,
     module_args,
+    now,
     print_side_by_side,
     restore_rng,
     seeded_state,
@@ -64,6 +64,7 @@ class SAMFamily:
     label: str
     name: str = "sam_tiny"
     image_size: int = 64
+    render_size: int | None = None  # the shapes are drawn at this size, then resized (None: image_size)
     batch: int = 4
     num_rounds: int = 11
     mask_only_rounds: int = 2
@@ -86,7 +87,10 @@ class SAMFamily:
         return create_sam(self.name, image_size=self.image_size, **self.net_kwargs).to(self.device)
 
     def batches(self) -> list:
-        data = ShapesMasksDataModule(image_size=self.image_size, train_size=self.batch * self.unique, val_size=1, test_size=0)
+        data = ShapesMasksDataModule(
+            image_size=self.image_size, render_size=self.render_size, train_size=self.batch * self.unique,
+            val_size=1, test_size=0,
+        )  # fmt: skip
         data.setup("fit")
         samples = [data.train_set[i] for i in range(self.batch * self.unique)]
         out = []
@@ -145,7 +149,9 @@ class SAMLoop:
             plan.insert(random.randint(0, len(plan)), False)
         return [True, *plan, False]
 
-    def decode(self, emb, coords, labels, boxes, use_box, prev, multimask: bool) -> tuple[Tensor, Tensor, Tensor]:
+    def decode(
+        self, emb, coords, labels, boxes, use_box, prev, multimask: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """One decoder pass: point-only and box-prompted objects in two groups (the box objects
         without the first point); ``(logits (N, M, h, w), iou (N, M), most confident (N, 1, h, w))``."""
         n, m, low = emb.shape[0], 3 if multimask else 1, self.net.low_res_size
@@ -222,23 +228,24 @@ class SAMLoop:
     def timed_step(self) -> dict[str, float]:
         """:meth:`step` split in phases (seconds): encoder forward, rounds forward, rounds backward
         (to the image embeddings), encoder backward, optimizer (clip, step, schedule, zero_grad)."""
-        marks = [time.perf_counter()]
+        device = self.family.device
+        marks = [now(device)]
         images, targets = next(self.batches)
         with self.ctx:
             embeddings = self.net.encode(images)
-            marks.append(time.perf_counter())
+            marks.append(now(device))
             leaf = embeddings.detach().requires_grad_()
             loss = self.rounds(leaf, images, targets)
-        marks.append(time.perf_counter())
+        marks.append(now(device))
         loss.backward()
-        marks.append(time.perf_counter())
+        marks.append(now(device))
         embeddings.backward(leaf.grad)
-        marks.append(time.perf_counter())
+        marks.append(now(device))
         torch.nn.utils.clip_grad_norm_(self.params, self.family.grad_clip)
         self.optimizer.step()
         self.schedule.step()
         self.optimizer.zero_grad()
-        marks.append(time.perf_counter())
+        marks.append(now(device))
         names = ("encoder forward", "rounds forward", "rounds backward", "encoder backward", "optimizer")
         return {name: b - a for name, a, b in zip(names, marks[:-1], marks[1:], strict=True)}
 
@@ -256,18 +263,33 @@ CPU_FAMILY = SAMFamily(
     "sam_tiny (encoder 192 wide, 6 deep, patch 4), shapes 64 px, batch 4 (1-3 objects each), 11 rounds, fp32"
 )
 CPU_SPEC = Spec(steps=30, warmup=4, repeats=3)
-TINY = {"encoder_embed_dim": 32, "encoder_depth": 2, "encoder_num_heads": 2, "encoder_global_attn_indexes": (1,)}
+TINY = {
+    "encoder_embed_dim": 32,
+    "encoder_depth": 2,
+    "encoder_num_heads": 2,
+    "encoder_global_attn_indexes": (1,),
+}
 
 
 def main(argv: list[str] | None = None) -> list[Ratio]:
     args = module_args(argv, __doc__)
     family, spec, phase_steps = CPU_FAMILY, CPU_SPEC, 10
     if args.quick:
-        family = replace(family, label="tiny SAM (quick)", image_size=32, batch=2, num_rounds=3, mask_only_rounds=1, net_kwargs=TINY)
+        family = replace(
+            family,
+            label="tiny SAM (quick)",
+            image_size=32,
+            batch=2,
+            num_rounds=3,
+            mask_only_rounds=1,
+            net_kwargs=TINY,
+        )
         spec, phase_steps = Spec(6, 2, 2), 2
     result = lockstep(family, spec)
     print(f"    {family.label}; AdamW + warmup_cosine, grad clip 1.0, CPU")
-    print("    vitrain = Lightning Trainer fitting SegmentationTask; plain = a hand-written loop of the same prompt rounds")
+    print(
+        "    vitrain = Lightning Trainer fitting SegmentationTask; plain = a hand-written loop of the same prompt rounds"
+    )
     print("    (the same network calls and loss helpers), its own random stream seeded as vitrain's")
     print_side_by_side(result, spec)
     split = phases(family, phase_steps)
@@ -276,7 +298,9 @@ def main(argv: list[str] | None = None) -> list[Ratio]:
           + ", ".join(f"{name} {seconds / total * 100:.1f}%" for name, seconds in split.items()))  # fmt: skip
     rounds = (split["rounds forward"] + split["rounds backward"]) / total
     print(f"    prompt rounds (forward + backward) = {rounds * 100:.1f}% of the step")
-    return [Ratio("sam", result.ratio, "SAM interactive step: vitrain / plain loop of the same rounds", STEP_GOAL)]
+    return [
+        Ratio("sam", result.ratio, "SAM interactive step: vitrain / plain loop of the same rounds", STEP_GOAL)
+    ]
 
 
 if __name__ == "__main__":

@@ -116,7 +116,9 @@ def main(argv: list[str] | None = None) -> list[Ratio]:
     print(f"    {stream_spec['per_class'] * 10} random 128 px JPEGs as litdata shards (vitrain.prepare images), timm "
           f"train transform at {stream_spec['image_size']} px, batch {stream_spec['batch']}, "
           f"num_workers={stream_spec['workers']}, {stream_spec['repeats']} alternating epochs")  # fmt: skip
-    print("    stream = data=imagenet_stream (StreamingDataLoader); folder = data=imagenet (ImageFolder) on the same files")
+    print(
+        "    stream = data=imagenet_stream (StreamingDataLoader); folder = data=imagenet (ImageFolder) on the same files"
+    )
     print(f"    stream {images['stream']:.0f} images/s, folder {images['folder']:.0f} images/s")
     print(f"    streaming / ImageFolder images/s = {images['ratio']:.3f} (goal >= 1 on local disk; epochs: "
           + ", ".join(f"{r:.3f}" for r in images["ratios"]) + ")")  # fmt: skip
@@ -124,7 +126,9 @@ def main(argv: list[str] | None = None) -> list[Ratio]:
     print(f"    text: {text['documents']} CPython help documents, GPT blocks of {text_spec['seq_len']} tokens, batch "
           f"{text_spec['batch']}; stream = data=text_stream loader, tokens delivered; encode = the shards' tokenizer")  # fmt: skip
     print("    (tokenizers Tokenizer.encode_batch, its Rust threads) on the same documents, tokens produced")
-    print(f"    stream {text['stream'] / 1e6:.2f} M tokens/s, encode_batch {text['encode'] / 1e6:.2f} M tokens/s")
+    print(
+        f"    stream {text['stream'] / 1e6:.2f} M tokens/s, encode_batch {text['encode'] / 1e6:.2f} M tokens/s"
+    )
     print(f"    text_stream / encode_batch tokens/s = {text['ratio']:.3f} (runs: "
           + ", ".join(f"{r:.3f}" for r in text["ratios"]) + ")")  # fmt: skip
     return [
