@@ -90,6 +90,19 @@ class BERTFamily:
         return MLMLoop(net, batches, steps, self)
 
 
+def task_mask_seed(mask_seed: int, epoch: int, batch: int, rank: int) -> int:
+    """The seed ``MaskedLMTask.training_step`` draws a training batch's masks from.
+
+    ``vitrain.seeding.derive_seed`` (issue 26) replaces the task's ``hash(tuple)``; this follows
+    whichever the checkout has, so the weight check holds on both sides of that change.
+    """
+    try:
+        from vitrain.seeding import derive_seed
+    except ImportError:
+        return hash((mask_seed, epoch, batch, rank)) % 2**62
+    return derive_seed(mask_seed, epoch, batch, rank, stream="mlm masks")
+
+
 class MLMLoop:
     """A plain masked-LM loop (Hugging Face ``run_mlm_no_trainer.py``'s order: forward, backward,
     clip, optimizer step, schedule step, zero_grad)."""
@@ -109,8 +122,7 @@ class MLMLoop:
     def step(self) -> torch.Tensor:
         batch = next(self.batches)
         ids = batch["input_ids"]
-        # the task's seed of (mask_seed, epoch 0, batch index, rank 0): the same masks
-        seed = hash((self.family.mask_seed, 0, self.index, 0)) % 2**62
+        seed = task_mask_seed(self.family.mask_seed, 0, self.index, 0)  # the same masks as the task
         generator = torch.Generator(device=ids.device).manual_seed(seed)
         inputs, labels = mask_tokens(
             ids,
