@@ -262,7 +262,7 @@ def phases(family: SAMFamily, steps: int) -> dict[str, float]:
 CPU_FAMILY = SAMFamily(
     "sam_tiny (encoder 192 wide, 6 deep, patch 4), shapes 64 px, batch 4 (1-3 objects each), 11 rounds, fp32"
 )
-CPU_SPEC = Spec(steps=30, warmup=4, repeats=3)
+CPU_SPEC = Spec(steps=24, warmup=4, repeats=3)
 TINY = {
     "encoder_embed_dim": 32,
     "encoder_depth": 2,
