@@ -374,6 +374,32 @@ def lockstep(family: Family, spec: Spec, seed: int = 0, hooks: Callable | None =
     )
 
 
+def noise_floor(family: Family, spec: Spec, seed: int = 0) -> tuple[float, list[float]]:
+    """The plain loop against a copy of itself, paired step by step as :func:`lockstep` pairs
+    vitrain and plain (alternating which runs first): the ratio two identical sides give on this
+    machine now, ideally 1.000. Returns the median paired ratio and the median of each fit."""
+    template, batches = family.template(), family.batches()
+    ratios, per_fit = [], []
+    for _ in range(spec.repeats):
+        sides = [
+            (family.plain(copy.deepcopy(template), batches, spec.steps), seeded_state(seed)) for _ in range(2)
+        ]
+        times: list[list[float]] = [[], []]
+        for index in range(spec.steps):
+            for which in (0, 1) if index % 2 == 0 else (1, 0):
+                loop, state = sides[which]
+                with rng_stream(state), torch.enable_grad():
+                    start = time.perf_counter()
+                    loop.step()
+                    times[which].append(time.perf_counter() - start)
+        pairs = [a / b for a, b in zip(times[0][spec.warmup :], times[1][spec.warmup :], strict=True)]
+        ratios += pairs
+        per_fit.append(statistics.median(pairs))
+        del sides
+        gc.collect()
+    return statistics.median(ratios), per_fit
+
+
 def run_plain(family: Family, template: nn.Module, batches: list, spec: Spec, seed: int = 0):
     """The plain side alone for ``spec.steps`` steps: ``(step end times, plain loop, losses)``."""
     loop = family.plain(copy.deepcopy(template), batches, spec.steps)

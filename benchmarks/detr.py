@@ -51,7 +51,7 @@ class DETRFamily:
     label: str
     name: str = "detr_tiny"
     image_size: int = 64
-    batch: int = 8
+    batch: int = 16  # as experiment=detr_shapes
     device: str = "cpu"
     bf16: bool = False
     net_kwargs: dict = field(default_factory=dict)
@@ -227,9 +227,9 @@ def matcher_variants(family: DETRFamily, batches: list, reps: int) -> dict:
 
 
 CPU_FAMILY = DETRFamily(
-    "detr_tiny (resnet10t to stride 16, width 128, 2 + 2 layers, 10 queries), shapes 64 px, batch 8, fp32"
+    "detr_tiny (resnet10t to stride 16, width 128, 2 + 2 layers, 10 queries), shapes 64 px, batch 16, fp32"
 )
-CPU_SPEC = Spec(steps=40, warmup=5, repeats=3)
+CPU_SPEC = Spec(steps=30, warmup=4, repeats=3)
 TINY = {
     "hidden_dim": 32,
     "num_heads": 2,
