@@ -33,7 +33,7 @@ def test_every_module_runs_quick_and_the_runner_prints_one_table(tmp_path, capsy
         r"full-token step / MAE step = \d+\.\d{2}x",
         r"FLOP ratio full / masked \d+\.\d{2}",
         r"matching: [\d.]+ ms per vitrain step .* = [\d.]+% of the step",
-        r"reference \(one batched cost matrix, split\) [\d.]+",
+        r"vitrain matcher / reference matcher = \d+\.\d{3}; per-image / batched \d+\.\d{2}x",
         r"prompt rounds \(forward \+ backward\) = [\d.]+% of the step",
         r"streaming / ImageFolder images/s = \d+\.\d{3}",
         r"text_stream / encode_batch tokens/s = \d+\.\d{3}",
