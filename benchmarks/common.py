@@ -24,6 +24,7 @@ import logging
 import os
 import platform
 import random
+import re
 import statistics
 import subprocess
 import time
@@ -560,22 +561,37 @@ def read_sections(path: Path) -> dict[str, list[str]]:
     return sections
 
 
-def history_rows(lines: list[str]) -> list[dict[str, str]]:
-    """The rows of the first markdown table in ``lines`` as dicts (column name -> cell)."""
+def table_rows(lines: list[str]) -> list[list[str]]:
+    """The cells of the first markdown table in ``lines``, header first (separator left out)."""
     table = [line for line in lines if line.startswith("|")]
-    if len(table) < 2:
-        return []
-    split = lambda line: [cell.strip() for cell in line.strip().strip("|").split("|")]  # noqa: E731
-    names = split(table[0])
-    return [dict(zip(names, split(line), strict=False)) for line in table[2:]]
+    return [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in table[:1] + table[2:]]
 
 
-def history_table(rows: list[dict[str, str]]) -> list[str]:
-    names: list[str] = []
-    for row in rows:
-        names += [name for name in row if name not in names]
-    out = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    return out + ["| " + " | ".join(row.get(name, "") for name in names) + " |" for row in rows]
+def history(lines: list[str]) -> tuple[list[str], dict[str, list[str]]]:
+    """The runs (column labels) of a section's table of headline numbers and, per number, its
+    ``[what, goal, value per run]``."""
+    rows = table_rows(lines)
+    if not rows or rows[0][:3] != HISTORY_COLUMNS:
+        return [], {}
+    runs = rows[0][3:]
+    return runs, {row[0].strip("`"): row[1:] + [""] * (len(runs) + 3 - len(row)) for row in rows[1:]}
+
+
+def history_table(runs: list[str], numbers: dict[str, list[str]]) -> list[str]:
+    out = ["| " + " | ".join(HISTORY_COLUMNS + runs) + " |", "|" + "---|" * (3 + len(runs))]
+    return out + [f"| `{key}` | " + " | ".join(cells) + " |" for key, cells in numbers.items()]
+
+
+HISTORY_COLUMNS = ["number", "what it compares", "goal"]
+REPORT_LINE = re.compile(
+    r"^(|    .*|\[\d+\] .*|vitrain bench.*|Headline numbers.*|bench time.*|bench-gpu time.*)$"
+)
+
+
+def report_lines(lines: list[str]) -> list[str]:
+    """The lines a bench printed for the report: blank, indented four spaces, section headings and
+    the runner's own; not what libraries print on the way (progress bars, logs)."""
+    return [line for line in lines if REPORT_LINE.match(line) and "\r" not in line]
 
 
 def git_commit() -> str:
@@ -591,14 +607,31 @@ def git_commit() -> str:
 
 def write_markdown(path: Path, kind: str, machine: list[str], ratios: list[Ratio], output: list[str]) -> None:
     """Replace the ``## <kind>`` section of ``path`` (keeping the others): the machine, the table
-    of the last runs' headline ratios (this run added), this run's whole output."""
+    of headline numbers with a column per run (this run added, the last ``HISTORY_RUNS`` kept),
+    this run's report lines."""
     sections = read_sections(path)
-    old = history_rows(sections.get(kind, []))
-    row = {"date": datetime.date.today().isoformat(), "commit": git_commit()}
-    row.update({r.key: f"{r.value:.3f}" for r in ratios})
-    rows = [*old, row][-HISTORY_RUNS:]
-    what = [f"- `{r.key}`: {r.what}" + (f" (goal {r.goal})" if r.goal else "") for r in ratios]
-    sections[kind] = ["", *machine, "", *history_table(rows), "", *what, "", "```", *output, "```", ""]
+    runs, numbers = history(sections.get(kind, []))
+    keep = runs[-(HISTORY_RUNS - 1) :] if HISTORY_RUNS > 1 else []
+    start = len(runs) - len(keep)
+    numbers = {key: cells[:2] + cells[2 + start :] for key, cells in numbers.items()}
+    label = f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} {git_commit()}"
+    for key in numbers:
+        numbers[key].append("")
+    for r in ratios:
+        cells = numbers.setdefault(r.key, ["", ""] + [""] * (len(keep) + 1))
+        cells[0], cells[1], cells[-1] = r.what, r.goal, f"{r.value:.3f}"
+    body = [
+        "",
+        *machine,
+        "",
+        *history_table([*keep, label], numbers),
+        "",
+        "```",
+        *report_lines(output),
+        "```",
+        "",
+    ]
+    sections[kind] = body
     out = list(HEADER)
     for name, lines in sections.items():
         while lines and not lines[-1].strip():

@@ -9,8 +9,8 @@ import re
 
 import torch
 
-from benchmarks import gpu, run
-from benchmarks.common import Ratio, history_rows, read_sections, write_markdown
+from benchmarks import common, gpu, run
+from benchmarks.common import Ratio, history, read_sections, write_markdown
 from tests.helpers import ROOT, process_state_restored
 
 SIDE_BY_SIDE = ("classification", "gpt", "bert", "mae", "detr", "sam")
@@ -61,18 +61,31 @@ def test_every_module_is_registered_and_follows_the_contract():
         assert callable(module.main) and isinstance(getattr(module, "TITLE", ""), str)
 
 
-def test_report_replaces_its_section_and_keeps_the_last_runs(tmp_path):
+def test_report_replaces_its_section_and_keeps_the_last_runs(tmp_path, monkeypatch):
     out = tmp_path / "benchmarks.md"
     out.write_text("# Benchmarks\n\n## NVIDIA H100 80GB HBM3\n\nkept as it was\n")
+    monkeypatch.setattr(common, "HISTORY_RUNS", 2)
+    printed = [
+        "[2] GPT",
+        "    vitrain step / plain step = 1.010",
+        "Worker 0 is done.",
+        "[vitrain.prepare] Wrote 4",
+    ]
     for value in (1.01, 0.99, 1.02):
-        write_markdown(
-            out, "cpu", ["- CPU: test"], [Ratio("gpt", value, "GPT step", "<= 1.03")], ["[2] GPT", "  line"]
-        )
+        ratios = [Ratio("gpt", value, "GPT step", "<= 1.03")]
+        if value == 0.99:
+            ratios.append(Ratio("mae", 2.9, "MAE full / masked", ">= 2.8"))
+        write_markdown(out, "cpu", ["- CPU: test"], ratios, printed)
     sections = read_sections(out)
     assert sections["NVIDIA H100 80GB HBM3"][1] == "kept as it was"
-    rows = history_rows(sections["cpu"])
-    assert [r["gpt"] for r in rows] == ["1.010", "0.990", "1.020"]  # one row per run, oldest first
-    assert "- `gpt`: GPT step (goal <= 1.03)" in sections["cpu"] and "  line" in sections["cpu"]
+    runs, numbers = history(sections["cpu"])
+    assert len(runs) == 2  # the last two runs, a column each
+    assert numbers == {
+        "gpt": ["GPT step", "<= 1.03", "0.990", "1.020"],
+        "mae": ["MAE full / masked", ">= 2.8", "2.900", ""],
+    }
+    assert "    vitrain step / plain step = 1.010" in sections["cpu"] and "[2] GPT" in sections["cpu"]
+    assert "Worker 0 is done." not in sections["cpu"] and "[vitrain.prepare] Wrote 4" not in sections["cpu"]
     assert out.read_text().count("## cpu") == 1
 
 
@@ -90,5 +103,5 @@ def test_gpu_script_writes_its_own_section_on_a_gpu(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.version, "cuda", "13.0")
     gpu.script(["--out", str(out)])
     section = read_sections(out)["bench-gpu: NVIDIA H100 80GB HBM3"]
-    assert history_rows(section)[0]["gpu_vit"] == "1.010"
+    assert history(section)[1]["gpu_vit"][-1] == "1.010"
     assert "    ViT-B/16 ...: vitrain step / plain step = 1.010" in section
