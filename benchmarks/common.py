@@ -13,6 +13,14 @@ schedule). A family describes both sides with a :class:`Family`; two ways to tim
 - :func:`alternate` (GPU): whole runs alternate (A B B A ...), each timed over its whole span
   with the device synchronised at the two ends only (per-step synchronisation would expose the
   framework's CPU time that asynchronous execution hides).
+
+The vitrain side is a bare Trainer (no logger, checkpoints, progress bar or vitrain's default
+callbacks): the framework itself, not the bookkeeping a run adds. The plain loops leave out what
+the reference loops do for logging only (``loss.item()`` every step, gradient norms, metric
+loggers, ``torch.cuda.synchronize()``), and where a reference's loss formula differs from the
+task's only in rounding they compute the task's, so that both sides end with identical weights;
+each module's docstring says which. :func:`noise_floor` pairs the plain loop with a copy of
+itself: the resolution of every ratio on this machine at the time.
 """
 
 from __future__ import annotations
@@ -528,19 +536,21 @@ class Ratio:
 HEADER = [
     "# Benchmarks",
     "",
-    "Written by `make bench` (`python -m benchmarks`, one module per measure under `benchmarks/`) and",
-    "`make bench-gpu` (`python -m benchmarks.gpu`): vitrain against plain PyTorch, measured side by",
-    "side in one process. Each run replaces the section of its machine kind (`cpu`, the GPU's name, or",
-    "`bench-gpu: <GPU name>`) and keeps the others; the table at the top of a section keeps the",
-    "headline numbers of the last runs, one row per run.",
+    "Written by `make bench` (`python -m benchmarks`: one module per measure under `benchmarks/`, listed",
+    "in `benchmarks/run.py` with the module contract) and `make bench-gpu` (`python -m benchmarks.gpu`):",
+    "vitrain against plain PyTorch, measured side by side in one process. Each run replaces the section",
+    "of its machine kind (`cpu`, the GPU's name, or `bench-gpu: <GPU name>`) and keeps the others; a",
+    "section's table keeps the headline numbers of the last runs, a column per run, and the report",
+    "below it is the latest run's. The section `Findings` is written by hand and kept.",
     "",
-    "Reading the numbers: on a shared machine absolute times drift (on the 2-core development VM",
-    "by up to 2x between runs, as other jobs take the cores); the ratios are measured with the two",
-    "sides interleaved (step by step in lockstep, or alternating runs) and are the numbers to",
-    "compare. In lockstep, two runs of the same code agree to about 2%; alternating epochs with",
-    "DataLoader workers scatter more (see the per-epoch ratios). With `num_workers=0` the",
-    "transforms run in the training process, where torch uses all its intra-op threads: on a busy",
-    "2-core machine a small tensor op (ToTensor, Normalize) then waits for the second thread, so",
+    "Reading the numbers: on a shared machine absolute times drift (on the 2-core development VM by",
+    "3-5x, as other jobs take the cores); the ratios pair the two sides a fraction of a second apart",
+    "(step by step in lockstep, or alternating runs) and are the numbers to compare. The",
+    "classification module also pairs the plain loop with a copy of itself: that ratio (ideally",
+    "1.000) and the scatter of its fits are the resolution of every other ratio at the time of the",
+    "run. Alternating epochs with DataLoader workers scatter more (see the per-epoch ratios). With",
+    "`num_workers=0` the transforms run in the training process, where torch uses all its intra-op",
+    "threads: on a busy 2-core machine a small tensor op then waits for the second thread, so",
     "images/s there swings with the load; DataLoader workers use one thread each.",
     "",
 ]

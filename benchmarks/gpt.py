@@ -4,10 +4,11 @@ vitrain = a Lightning ``Trainer`` fitting ``CausalLMTask``; plain = the loop of 
 ``train.py``: the learning rate of the step set on every group by hand, forward, backward,
 gradient clipping, ``optimizer.step()``, ``zero_grad(set_to_none=True)``; parameter groups as
 nanoGPT's ``configure_optimizers`` (decay on every tensor of 2+ dimensions). Same initial
-weights, token batches, AdamW settings and schedule (vitrain's ``warmup_cosine`` factor, which
-nanoGPT's ``get_lr`` differs from by one warm-up step); the loss is computed as the task does
-(per-token cross-entropy on float32 logits, then the mean: nanoGPT's ``F.cross_entropy`` mean
-reduction gives the same value up to rounding), so both sides end with the same weights.
+weights, token batches, AdamW settings and schedule (vitrain's ``warmup_cosine`` factor;
+nanoGPT's ``get_lr`` warms up as ``(it + 1) / (warmup_iters + 1)``, one step longer). The loss
+is computed as the task does (per-token cross-entropy on float32 logits, then the mean:
+nanoGPT's ``F.cross_entropy`` mean reduction gives the same value up to rounding), so both
+sides end with the same weights.
 """
 
 from __future__ import annotations
