@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> list[Ratio]:
         Ratio(
             "detr_matcher",
             ms["vitrain"] / ms["reference"],
-            "DETR matcher: vitrain (per image) / reference (batched)",
+            "DETR matcher time per call: vitrain / facebookresearch/detr",
         ),
     ]
 
