@@ -22,7 +22,7 @@ from torch import nn
 
 from benchmarks.common import STEP_GOAL, Ratio, Spec, lockstep, module_args, print_side_by_side, step_loader
 from vitrain.models import create_bert
-from vitrain.tasks import MaskedLMTask
+from vitrain.tasks import MaskedLMTask, language
 from vitrain.tasks.language import IGNORE_INDEX, mask_tokens
 from vitrain.tasks.optim import param_groups, warmup_linear
 
@@ -94,11 +94,10 @@ def task_mask_seed(mask_seed: int, epoch: int, batch: int, rank: int) -> int:
     """The seed ``MaskedLMTask.training_step`` draws a training batch's masks from.
 
     ``vitrain.seeding.derive_seed`` (issue 26) replaces the task's ``hash(tuple)``; this follows
-    whichever the checkout has, so the weight check holds on both sides of that change.
+    whichever the task module uses, so the weight check holds on both sides of that change.
     """
-    try:
-        from vitrain.seeding import derive_seed
-    except ImportError:
+    derive_seed = getattr(language, "derive_seed", None)
+    if derive_seed is None:
         return hash((mask_seed, epoch, batch, rank)) % 2**62
     return derive_seed(mask_seed, epoch, batch, rank, stream="mlm masks")
 
