@@ -63,7 +63,7 @@ class HungarianMatcher(nn.Module):
             labels = torch.cat([target["labels"] for target in targets])
             tgt_boxes = torch.cat([target["boxes"] for target in targets]).float()
             cost = self.cost_matrix(probs, boxes.float().flatten(0, 1), labels, tgt_boxes)
-            costs = cost.view(batch, queries, -1).cpu().split(sizes, -1)  # B blocks (B, Q, T_b)
+            costs = cost.view(batch, queries, cost.shape[-1]).cpu().split(sizes, -1)  # blocks (B, Q, T_b)
         out = []
         for b, block in enumerate(costs):
             rows, cols = linear_sum_assignment(block[b].numpy())
