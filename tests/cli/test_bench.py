@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import re
 
+import pytest
 import torch
 
 from benchmarks import common, gpu, run
@@ -16,6 +17,7 @@ from tests.helpers import ROOT, process_state_restored
 SIDE_BY_SIDE = ("classification", "gpt", "bert", "mae", "detr", "sam")
 
 
+@pytest.mark.slow  # every bench module once at toy sizes: ~25 CPU-seconds (make test runs it, test-fast not)
 def test_every_module_runs_quick_and_the_runner_prints_one_table(tmp_path, capsys):
     out = tmp_path / "benchmarks.md"
     loggers = {
