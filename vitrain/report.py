@@ -102,7 +102,8 @@ class Run:
 
     @property
     def samples_per_s(self) -> float | None:
-        """End-to-end training samples/s (Throughput callback), else compute-only (RunStats)."""
+        """End-to-end training samples/s (the Throughput callback's; summaries written before it
+        was the only definition may hold a compute-only ``train_samples_per_s`` instead)."""
         throughput = self.summary.get("throughput") or {}
         return throughput.get("samples_per_s") or self.summary.get("train_samples_per_s")
 

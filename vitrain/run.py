@@ -638,9 +638,9 @@ def make_summary(trainer, task, wall: float, params, config_path, choices) -> di
         "global_step": trainer.global_step,
         "epochs": trainer.current_epoch,
         "wall_time_s": round(max(wall, stats.fit_seconds), 2),
-        # samples over the time inside training batches (compute only); "throughput" below is
-        # end to end (data loading included), with step time, TFLOP/s and MFU
-        "train_samples_per_s": round(stats.samples_per_second, 2),
+        # one definition (the Throughput callback's, checkpointed): end to end, data loading
+        # included, validation excluded; "throughput" adds step time, TFLOP/s and MFU
+        "train_samples_per_s": rate(throughput, "samples_per_s"),
         "throughput": throughput.summary() if throughput else None,
         "checkpoints": {
             "best": (ckpt.best_model_path or None) if ckpt else None,
@@ -650,16 +650,24 @@ def make_summary(trainer, task, wall: float, params, config_path, choices) -> di
     }
 
 
+def rate(throughput: Throughput | None, key: str) -> float | None:
+    """``throughput.summary()[key]`` rounded to 2 decimals (None without the callback or a
+    measured batch)."""
+    value = throughput.summary()[key] if throughput else None
+    return None if value is None else round(value, 2)
+
+
 def report(summary: dict, run_dir: Path) -> None:
     """Log the final metrics and where the run lives."""
     for name in ("best", "last"):
         if summary[name]:
             metrics = ", ".join(f"{k}={v:.4f}" for k, v in summary[name].items() if k.startswith("val/"))
             log.info("%s (epoch %d): %s", name, summary[name]["epoch"], metrics)
+    samples = summary["train_samples_per_s"]
     log.info(
-        "%d steps in %.1f s (%.0f train samples/s). Run directory: %s",
+        "%d steps in %.1f s (%s train samples/s). Run directory: %s",
         summary["global_step"],
         summary["wall_time_s"],
-        summary["train_samples_per_s"],
+        "n/a" if samples is None else f"{samples:.0f}",
         run_dir,
     )

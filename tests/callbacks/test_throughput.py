@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import copy
 import csv
+import re
 from functools import partial
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from vitrain.callbacks import Throughput
 from vitrain.callbacks import throughput as throughput_module
-from vitrain.callbacks.throughput import flop_counter, gpu_peak_flops
+from vitrain.callbacks.throughput import compute_type, flop_counter, gpu_peak_flops
+from vitrain.errors import UserError
 from vitrain.models import create_vit
 from vitrain.tasks import ClassificationTask
 
@@ -42,7 +46,7 @@ def fit(task, callbacks, tmp_path, max_steps: int = 8, val_loader=None, **traine
         max_steps=max_steps,
         logger=CSVLogger(tmp_path, name="csv", version=0),
         callbacks=callbacks,
-        enable_checkpointing=False,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -120,19 +124,6 @@ def test_counting_leaves_training_unchanged(tmp_path):
         assert torch.equal(a, b)
 
 
-def test_cpu_without_peak_has_no_mfu_and_world_size_scales(tmp_path):
-    throughput = Throughput(warmup_steps=2, log_every_n_steps=100)
-    fit(tiny_task(), [throughput], tmp_path)
-    single = throughput.summary()
-    assert single["mfu"] is None and single["peak_flops"] is None
-    assert single["tflops"] > 0 and single["measured_steps"] == 6  # the partial window counts
-    throughput.world_size = 2  # what DDP over 2 ranks reports: global rates
-    double = throughput.summary()
-    assert double["samples_per_s"] == pytest.approx(2 * single["samples_per_s"])
-    assert double["flops_per_step"] == pytest.approx(2 * single["flops_per_step"])
-    assert double["step_time_ms"] == pytest.approx(single["step_time_ms"])
-
-
 class Clock:
     """A fake ``time`` module: time moves only when the task says so."""
 
@@ -159,6 +150,30 @@ class TimedTask(ClassificationTask):
 
     def tokens_in_batch(self, batch) -> int:
         return 2 * len(batch[0])
+
+
+class TwoRanks(Throughput):
+    """Reports as one of two DDP ranks would (every rank gets equal batches)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        self.world_size = 2
+
+
+def test_cpu_without_peak_has_no_mfu_and_world_size_scales(tmp_path, monkeypatch):
+    monkeypatch.setattr(throughput_module, "time", CLOCK)
+    single, double = (
+        Throughput(warmup_steps=2, log_every_n_steps=100),
+        TwoRanks(warmup_steps=2, log_every_n_steps=100),
+    )
+    fit(tiny_task(TimedTask), [single], tmp_path / "a")
+    fit(tiny_task(TimedTask), [double], tmp_path / "b")
+    one, two = single.summary(), double.summary()
+    assert one["mfu"] is None and one["peak_flops"] is None and one["peak"] is None
+    assert one["tflops"] > 0 and one["measured_steps"] == 6  # the partial window counts
+    assert two["samples_per_s"] == pytest.approx(2 * one["samples_per_s"])  # global rates
+    assert two["flops_per_step"] == pytest.approx(2 * one["flops_per_step"])
+    assert two["step_time_ms"] == pytest.approx(one["step_time_ms"]) == pytest.approx(10.0)
 
 
 def test_validation_time_is_excluded_and_tokens_counted(tmp_path, monkeypatch):
@@ -202,3 +217,73 @@ def test_flops_per_batch_hook_replaces_counting(tmp_path):
 )
 def test_gpu_peak_lookup(name, peak):
     assert gpu_peak_flops(name) == peak
+
+
+def test_peak_follows_the_precision(monkeypatch):
+    """MFU divides by the peak of the compute type the run uses (Lightning's
+    ``get_available_flops`` does the same by dtype), and says which."""
+    assert compute_type("bf16-mixed") == compute_type("16-mixed") == compute_type("bf16-true") == "bf16"
+    assert compute_type("64-true") is None
+    monkeypatch.setattr(
+        throughput_module.torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3"
+    )
+    cuda = SimpleNamespace(device=torch.device("cuda"))
+    previous = torch.get_float32_matmul_precision()
+    try:
+        for precision, matmul, peak, kind in [
+            ("bf16-mixed", "highest", 989e12, "bf16"),
+            ("32-true", "highest", 67e12, "fp32"),
+            ("32-true", "high", 494e12, "tf32"),
+        ]:
+            torch.set_float32_matmul_precision(matmul)
+            throughput = Throughput()
+            throughput._find_peak(SimpleNamespace(precision=precision), cuda)
+            assert throughput.peak_flops == peak
+            assert (
+                throughput.peak_source
+                == f"dense {kind} peak of NVIDIA H100 80GB HBM3, trainer.precision={precision}"
+            )
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    given = Throughput(peak_flops=1e12)
+    given._find_peak(SimpleNamespace(precision="32-true"), cuda)
+    assert given.peak_flops == 1e12 and given.peak_source == "callbacks.throughput.peak_flops"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"warmup_steps": -1}, "callbacks.throughput.warmup_steps=-1: must be a whole number >= 0"),
+        ({"warmup_steps": 1.5}, "callbacks.throughput.warmup_steps=1.5: must be a whole number >= 0"),
+        ({"log_every_n_steps": 0}, "callbacks.throughput.log_every_n_steps=0: must be a whole number >= 1"),
+        ({"peak_flops": -5.0}, "callbacks.throughput.peak_flops=-5.0: must be the device's peak FLOP/s"),
+    ],
+)
+def test_invalid_settings_are_user_errors(kwargs, message):
+    with pytest.raises(UserError, match=re.escape(message)):
+        Throughput(**kwargs)
+
+
+def test_totals_survive_a_resume_from_a_checkpoint_written_mid_window(tmp_path, monkeypatch):
+    """The checkpoint at step 5 holds the 2 steps timed so far in the open window; the resumed
+    fit adds its own measured steps (its first 3 are warm-up again)."""
+    monkeypatch.setattr(throughput_module, "time", CLOCK)
+    first = Throughput(warmup_steps=3, log_every_n_steps=100)
+    saver = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", every_n_train_steps=5, save_top_k=-1, filename="{step}"
+    )
+    fit(tiny_task(TimedTask), [first, saver], tmp_path, max_steps=6)
+    saved = torch.load(tmp_path / "ckpt" / "step=5.ckpt", weights_only=True)["callbacks"]["Throughput"][
+        "totals"
+    ]
+    assert saved["steps"] == 2 and saved["seconds"] == pytest.approx(0.020) and saved["samples"] == 2 * BATCH
+
+    resumed = Throughput(warmup_steps=3, log_every_n_steps=100)
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=10, logger=False, callbacks=[resumed], enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(tiny_task(TimedTask), train_dataloaders=loader(), ckpt_path=tmp_path / "ckpt" / "step=5.ckpt")
+    s = resumed.summary()
+    assert s["measured_steps"] == 2 + 2  # steps 4-5 of the first segment, 9-10 of the second
+    assert s["step_time_ms"] == pytest.approx(10.0) and s["samples_per_s"] == pytest.approx(BATCH / 0.010)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy.optimize import linear_sum_assignment
 from torchvision.ops import box_convert
 from torchvision.transforms import v2
 
@@ -114,6 +115,23 @@ def test_matcher_equals_brute_force_search():
             assert found == pytest.approx(
                 brute_force_cost(matcher, logits[b], boxes[b], targets[b]), abs=1e-5
             )
+
+
+def test_batched_costs_give_the_assignments_of_per_image_matrices():
+    """The matcher computes one cost matrix for the whole batch (as the reference); each image's
+    block holds exactly the per-image costs, so the assignments are those of per-image matching."""
+    generator = torch.Generator().manual_seed(1)
+    matcher = HungarianMatcher(cost_class=1, cost_bbox=5, cost_giou=2)
+    counts = [3, 0, 7, 1]
+    logits = torch.randn(len(counts), 10, 4, generator=generator)
+    boxes = torch.cat([torch.rand(len(counts), 10, 2, generator=generator), 0.05 + 0.4 * torch.rand(len(counts), 10, 2, generator=generator)], -1)  # fmt: skip
+    targets = random_targets(generator, counts)
+    for b, (queries, target_idx) in enumerate(matcher(logits, boxes, targets)):
+        cost = matcher.cost_matrix(logits[b].softmax(-1), boxes[b], targets[b]["labels"], targets[b]["boxes"])
+        rows, cols = linear_sum_assignment(cost.numpy())
+        assert queries.tolist() == rows.tolist() and target_idx.tolist() == cols.tolist()
+    empty = matcher(logits[:2], boxes[:2], random_targets(generator, [0, 0]))
+    assert [(len(q), len(t)) for q, t in empty] == [(0, 0), (0, 0)]
 
 
 def test_matcher_rejects_non_finite_predictions():

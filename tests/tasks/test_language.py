@@ -179,6 +179,26 @@ def test_bert_run_with_next_sentence_prediction(tmp_path, corpus):
     assert tokenizer.token_to_id("[MASK]") is not None
 
 
+def test_bert_training_skips_the_accuracy_that_validation_computes():
+    """The argmax over the vocabulary serves only val/acc: a training step does not pay for it."""
+    from functools import partial
+
+    from vitrain.tasks import MaskedLMTask
+
+    torch.manual_seed(0)
+    net = create_bert("bert_tiny", vocab_size=64, n_layer=1, n_embd=32, n_head=2, dropout=0.0)
+    task = MaskedLMTask(net, optimizer=partial(torch.optim.AdamW, lr=1e-3), mask_prob=0.5)
+    task.special_ids = {"pad": 0, "cls": 1, "sep": 2, "mask": 3}
+    batch = {"input_ids": torch.randint(4, 64, (2, 16))}
+    assert set(task.losses(batch, seed=0)) == {"mlm"}
+    out = task.losses(batch, seed=0, hits=True)
+    inputs, labels = task.mask(batch["input_ids"], 0)
+    selected = labels != IGNORE_INDEX
+    logits, _ = net(inputs, None, None, selected)
+    assert torch.equal(out["hits"], (logits.argmax(-1) == labels[selected]).float())
+    assert torch.equal(out["mlm"], task.losses(batch, seed=0)["mlm"])
+
+
 def test_cli_missing_corpus_is_one_clear_message(tmp_path):
     proc = run_train(tmp_path / "run", "model=gpt_tiny", "data=text", "data.files=/nonexistent")
     assert_user_error(proc, "data.files=/nonexistent: no such file or folder")

@@ -22,8 +22,8 @@ class HungarianMatcher(nn.Module):
 
     The cost of matching prediction ``q`` to target box ``t`` is
     ``cost_class * -p_q(class_t) + cost_bbox * |box_q - box_t|_1 + cost_giou * -GIoU(box_q, box_t)``
-    (boxes normalised cxcywh; the L1 distance on that format, GIoU on xyxy). Each image is
-    solved with ``scipy.optimize.linear_sum_assignment`` in float32 with autocast off.
+    (boxes normalised cxcywh; the L1 distance on that format, GIoU on xyxy), in float32 with
+    autocast off. Each image is solved with ``scipy.optimize.linear_sum_assignment``.
 
     Args:
         cost_class, cost_bbox, cost_giou: weights of the three costs (DETR: 1, 5, 2).
@@ -50,24 +50,32 @@ class HungarianMatcher(nn.Module):
         Returns:
             ``B`` pairs ``(query_indices, target_indices)``, int64 tensors of length
             ``min(Q, T_b)`` each: query ``query_indices[i]`` predicts target ``target_indices[i]``.
+
+        As the reference (facebookresearch/detr ``models/matcher.py``), the costs of every query
+        against every target of the batch are computed at once and copied to the CPU once, then
+        split per image (each entry is the value a per-image cost matrix would hold, so the
+        assignments are the same): one device round trip per call instead of one per image.
         """
+        sizes = [len(target["labels"]) for target in targets]
+        batch, queries = logits.shape[:2]
         with torch.autocast(device_type=logits.device.type, enabled=False):
-            probs = logits.float().softmax(-1)
-            boxes = boxes.float()
-            out = []
-            for b, target in enumerate(targets):
-                cost = self.cost_matrix(probs[b], boxes[b], target["labels"], target["boxes"].float())
-                rows, cols = linear_sum_assignment(cost.cpu().numpy())
-                out.append(
-                    (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
-                )
+            probs = logits.float().flatten(0, 1).softmax(-1)  # (B * Q, C + 1)
+            labels = torch.cat([target["labels"] for target in targets])
+            tgt_boxes = torch.cat([target["boxes"] for target in targets]).float()
+            cost = self.cost_matrix(probs, boxes.float().flatten(0, 1), labels, tgt_boxes)
+            costs = cost.view(batch, queries, cost.shape[-1]).cpu().split(sizes, -1)  # blocks (B, Q, T_b)
+        out = []
+        for b, block in enumerate(costs):
+            rows, cols = linear_sum_assignment(block[b].numpy())
+            out.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
         return out
 
     def cost_matrix(self, probs: Tensor, boxes: Tensor, labels: Tensor, tgt_boxes: Tensor) -> Tensor:
-        """``probs (Q, C + 1)``, ``boxes (Q, 4)``, ``labels (T,)``, ``tgt_boxes (T, 4)`` -> ``(Q, T)``."""
+        """``probs (N, C + 1)``, ``boxes (N, 4)``, ``labels (T,)``, ``tgt_boxes (T, 4)`` -> ``(N, T)``
+        (``N``: one image's queries, or every query of a batch)."""
         if len(labels) == 0:
             return probs.new_zeros(probs.shape[0], 0)
-        if not (torch.isfinite(probs).all() and torch.isfinite(boxes).all()):
+        if not (torch.isfinite(probs).all() & torch.isfinite(boxes).all()):  # one device sync
             raise UserError(f"Hungarian matching: {NON_FINITE_HINT}")
         cost = -self.cost_class * probs[:, labels]
         cost = cost + self.cost_bbox * torch.cdist(boxes, tgt_boxes, p=1)

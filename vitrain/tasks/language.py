@@ -216,8 +216,10 @@ class MaskedLMTask(_LanguageTask):
         vocab = self.net.vocab_size
         return mask_tokens(input_ids, special, vocab, ids["mask"], generator, self.mask_prob)
 
-    def losses(self, batch: dict[str, Tensor], seed: int) -> dict[str, Tensor]:
-        """Per-token MLM losses and hits ``(N,)`` of the N selected tokens, plus NSP losses/hits ``(B,)``."""
+    def losses(self, batch: dict[str, Tensor], seed: int, hits: bool = False) -> dict[str, Tensor]:
+        """Per-token MLM losses ``(N,)`` of the N selected tokens and NSP losses ``(B,)``; with
+        ``hits`` (validation) also whether each prediction is right (``hits``, ``nsp_hits``: the
+        argmax over the vocabulary costs as much as 2% of a small BERT's training step)."""
         inputs, labels = self.mask(batch["input_ids"], seed)
         selected = labels != IGNORE_INDEX
         # through forward (not net.encode) so that compile=true compiles all of it
@@ -226,14 +228,14 @@ class MaskedLMTask(_LanguageTask):
         )
         logits = logits.float()  # (N, V)
         target = labels[selected]
-        out = {
-            "mlm": F.cross_entropy(logits, target, reduction="none"),
-            "hits": (logits.argmax(dim=-1) == target).float(),
-        }
+        out = {"mlm": F.cross_entropy(logits, target, reduction="none")}
+        if hits:
+            out["hits"] = (logits.argmax(dim=-1) == target).float()
         if "next_sentence_label" in batch and nsp_logits is not None:
             nsp_logits = nsp_logits.float()
             out["nsp"] = F.cross_entropy(nsp_logits, batch["next_sentence_label"], reduction="none")
-            out["nsp_hits"] = (nsp_logits.argmax(dim=-1) == batch["next_sentence_label"]).float()
+            if hits:
+                out["nsp_hits"] = (nsp_logits.argmax(dim=-1) == batch["next_sentence_label"]).float()
         return out
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -252,7 +254,7 @@ class MaskedLMTask(_LanguageTask):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         seed = derive_seed(self.mask_seed, batch_idx, self.global_rank, stream="mlm validation masks")
-        out = self.losses(batch, seed)
+        out = self.losses(batch, seed, hits=True)
         if out["mlm"].numel():
             self.val_loss.update(out["mlm"])
             self.val_acc.update(out["hits"])

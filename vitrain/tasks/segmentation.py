@@ -301,7 +301,7 @@ class SegmentationTask(Task):
         chosen = logits[torch.arange(n, device=logits.device), best][:, None]
         return logits, iou, chosen
 
-    def round_loss(self, logits: Tensor, iou_pred: Tensor, gt: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def round_loss(self, logits: Tensor, iou_pred: Tensor, gt: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Loss of one round: per object the lowest-loss of its ``M`` masks (focal + dice) plus
         the IoU head's MSE on every mask; float32, autocast off."""
         focal_w, dice_w, iou_w = self.weights
@@ -316,10 +316,11 @@ class SegmentationTask(Task):
             actual = mask_iou(logits.detach() > 0, target > 0.5)  # (N, M)
             iou_loss = F.mse_loss(iou_pred, actual, reduction="none").mean(1)
             loss = (mask_loss[rows, best] + iou_w * iou_loss).mean()
+        # detached tensors, not floats: no host sync per round (the logger reads them once a step)
         parts = {
-            "focal": float(focal[rows, best].mean().detach()),
-            "dice": float(dice[rows, best].mean().detach()),
-            "iou": float(iou_loss.mean().detach()),
+            "focal": focal[rows, best].mean().detach(),
+            "dice": dice[rows, best].mean().detach(),
+            "iou": iou_loss.mean().detach(),
         }
         return loss, parts
 

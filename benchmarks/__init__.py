@@ -1,0 +1,1 @@
+"""vitrain's benchmarks: ``python -m benchmarks`` (``make bench``); see ``benchmarks/run.py``."""

@@ -1,0 +1,156 @@
+"""The image input pipeline: vitrain's ImageFolder training loader against torchvision's.
+
+vitrain = ``ImageFolderDataModule.train_dataloader()``; torchvision = ``ImageFolder`` + ``DataLoader``
+with the same transform object and loader settings, on a generated tree of random 128 px JPEGs
+(timm train transform). ``num_workers=0``: batches in lockstep; with workers, alternating epochs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from benchmarks.common import Ratio, module_args
+from vitrain.data import ImageFolderDataModule
+
+TITLE = "ImageFolder input pipeline: vitrain against torchvision"
+
+
+def write_tree(root: Path, per_class: int, classes: int = 10, size: int = 128) -> None:
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("val", 1)):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+                Image.fromarray(pixels, "RGB").save(folder / f"{i}.jpg", quality=90)
+
+
+def images_per_s(loader: DataLoader) -> float:
+    """Images/s after the first batch (worker start-up excluded)."""
+    iterator = iter(loader)
+    next(iterator)
+    start, count = time.perf_counter(), 0
+    for images, _ in iterator:
+        count += len(images)
+    return count / (time.perf_counter() - start)
+
+
+def batch_pairs(vitrain: DataLoader, plain: DataLoader) -> list[tuple[float, float]]:
+    """One epoch of both loaders in lockstep (a vitrain batch, then a plain batch): the seconds
+    each batch took, the first batch of each left out."""
+    pairs, iterators = [], (iter(vitrain), iter(plain))
+    for index in range(min(len(vitrain), len(plain))):
+        times = []
+        for iterator in iterators:
+            start = time.perf_counter()
+            next(iterator)
+            times.append(time.perf_counter() - start)
+        if index:
+            pairs.append((times[0], times[1]))
+    return pairs
+
+
+def epoch_loader(dm: ImageFolderDataModule, epoch: int):
+    """vitrain's training loader at ``epoch``, as Lightning sets it before every epoch: each timed
+    epoch draws fresh augmentations, as the torchvision loader's reshuffled epochs do."""
+    loader = dm.train_dataloader()
+    loader.batch_sampler.set_epoch(epoch)
+    return loader
+
+
+def compare_pipeline(
+    per_class: int, image_size: int, batch: int, workers: tuple[int, ...], repeats: int
+) -> dict:
+    """images/s of both pipelines per ``num_workers``.
+
+    ``num_workers=0``: batches in lockstep (a vitrain batch, then a plain one), ``repeats``
+    epochs; the ratio is the median of the paired batch-time ratios. With workers, whose
+    prefetching would overlap the two loaders, whole epochs alternate (A B B A ...); the ratio
+    is the median of the per-epoch ratios.
+    """
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_tree(root, per_class)
+        for num_workers in workers:
+            dm = ImageFolderDataModule(
+                str(root), num_classes=10, image_size=image_size, batch_size=batch, num_workers=num_workers
+            )
+            dm.setup("fit")
+            plain_set = torchvision.datasets.ImageFolder(
+                str(root / "train"), transform=dm.train_set.transform
+            )
+            plain = DataLoader(
+                plain_set, batch_size=batch, shuffle=True, drop_last=True, num_workers=num_workers,
+                generator=torch.Generator().manual_seed(0),
+            )  # fmt: skip
+            epochs = iter(range(repeats + 1))
+            images_per_s(plain), images_per_s(epoch_loader(dm, next(epochs)))  # untimed warm-up epochs
+            if num_workers == 0:
+                pairs = [p for _ in range(repeats) for p in batch_pairs(epoch_loader(dm, next(epochs)), plain)]
+                results[num_workers] = {
+                    "vitrain": batch / statistics.median(v for v, _ in pairs),
+                    "plain": batch / statistics.median(p for _, p in pairs),
+                    "ratio": statistics.median(p / v for v, p in pairs),
+                    "how": f"median of {len(pairs)} paired batch-time ratios, in lockstep",
+                }
+                continue
+            vitrain_rates, plain_rates, ratios = [], [], []
+            for repeat in range(repeats):
+                sides = ("vitrain", "plain") if repeat % 2 == 0 else ("plain", "vitrain")
+                rate = {
+                    side: images_per_s(epoch_loader(dm, next(epochs)) if side == "vitrain" else plain)
+                    for side in sides
+                }
+                vitrain_rates.append(rate["vitrain"])
+                plain_rates.append(rate["plain"])
+                ratios.append(rate["vitrain"] / rate["plain"])
+            results[num_workers] = {
+                "vitrain": statistics.median(vitrain_rates),
+                "plain": statistics.median(plain_rates),
+                "ratio": statistics.median(ratios),
+                "how": f"median of {repeats} alternating epochs: " + ", ".join(f"{r:.3f}" for r in ratios),
+            }
+    return results
+
+
+def main(argv: list[str] | None = None) -> list[Ratio]:
+    args = module_args(argv, __doc__)
+    pipeline = dict(per_class=32, image_size=224, batch=32, workers=(0, 2), repeats=5)
+    if args.quick:
+        pipeline = dict(per_class=4, image_size=64, batch=8, workers=(0, 2), repeats=2)
+    print(f"    {pipeline['per_class'] * 10} random 128 px JPEGs, 10 classes, timm train transform at "
+          f"{pipeline['image_size']} px, batch {pipeline['batch']}, {pipeline['repeats']} epochs")  # fmt: skip
+    print(
+        "    vitrain = ImageFolderDataModule.train_dataloader(); torchvision = ImageFolder + DataLoader with the"
+    )
+    print("    same transform object and loader settings")
+    ratios = []
+    for workers, r in compare_pipeline(**pipeline).items():
+        print(
+            f"    num_workers={workers}: vitrain {r['vitrain']:.0f} images/s, torchvision {r['plain']:.0f} images/s"
+        )
+        print(f"    num_workers={workers}: vitrain / torchvision images/s = {r['ratio']:.3f} ({r['how']})")
+        ratios.append(
+            Ratio(
+                f"pipeline_w{workers}",
+                r["ratio"],
+                f"images/s vitrain / torchvision, num_workers={workers}",
+                ">= 1.0",
+            )
+        )
+    return ratios
+
+
+if __name__ == "__main__":
+    main()
