@@ -97,7 +97,9 @@ def compare_pipeline(
             epochs = iter(range(repeats + 1))
             images_per_s(plain), images_per_s(epoch_loader(dm, next(epochs)))  # untimed warm-up epochs
             if num_workers == 0:
-                pairs = [p for _ in range(repeats) for p in batch_pairs(epoch_loader(dm, next(epochs)), plain)]
+                pairs = [
+                    p for _ in range(repeats) for p in batch_pairs(epoch_loader(dm, next(epochs)), plain)
+                ]
                 results[num_workers] = {
                     "vitrain": batch / statistics.median(v for v, _ in pairs),
                     "plain": batch / statistics.median(p for _, p in pairs),
