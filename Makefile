@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install train test test-fast bench lint format clean
+.PHONY: install train test test-fast bench docs docs-serve lint format clean
 
 install: $(STAMP)
 
@@ -31,14 +31,21 @@ test-fast: install
 bench: install
 	$(PY) benchmarks/bench.py $(ARGS)
 
+# the manual (mkdocs.yml, docs/) into site/; --strict: a broken link or a missing page fails
+docs: install
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: install
+	$(VENV)/bin/mkdocs serve
+
 lint: install
-	$(VENV)/bin/ruff check vitrain tests train.py
-	$(VENV)/bin/ruff format --check vitrain tests train.py
+	$(VENV)/bin/ruff check vitrain tests train.py docs/hooks
+	$(VENV)/bin/ruff format --check vitrain tests train.py docs/hooks
 
 format: install
-	$(VENV)/bin/ruff check --fix vitrain tests train.py
-	$(VENV)/bin/ruff format vitrain tests train.py
+	$(VENV)/bin/ruff check --fix vitrain tests train.py docs/hooks
+	$(VENV)/bin/ruff format vitrain tests train.py docs/hooks
 
 clean:
-	rm -rf $(VENV) logs outputs multirun wandb .pytest_cache .ruff_cache
+	rm -rf $(VENV) logs outputs multirun wandb site .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
