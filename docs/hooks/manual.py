@@ -6,7 +6,9 @@
   (``api_reference.py``);
 - ``experiments/``: the result pages and their figures from the top-level ``experiments/``
   folder, served as if they were in ``docs/``, so the manual links to them where they live;
-- a nav entry ``<folder>/*`` expands to that folder's generated pages, in order.
+- a nav entry ``<folder>/*`` expands to that folder's generated pages, in order;
+- links are written for the repository (they work on GitHub): a relative link that reaches
+  ``experiments/`` or ``docs/`` from where the page really lives is rewritten to the site's page.
 
 The build logs (level INFO, so ``--strict`` passes) every config key that no comment describes
 and every public function, class or method without a docstring.
@@ -15,6 +17,8 @@ and every public function, class or method without a docstring.
 from __future__ import annotations
 
 import logging
+import os
+import posixpath
 import re
 import sys
 from pathlib import Path
@@ -31,6 +35,8 @@ log = logging.getLogger("mkdocs.hooks.vitrain")
 GENERATED: dict[str, tuple[str, str]] = {}  # src_uri -> (nav title, Markdown)
 EXPERIMENT_FILES = (".md", ".png", ".jpg", ".svg", ".csv", ".yaml")
 RST_ROLE = re.compile(r":(?:meth|func|class|attr|mod|data|obj|exc):(<code>)")
+LINK = re.compile(r"(\]\()([^)\s#]+)(#[^)\s]*)?(\))")
+SITE_FOLDERS = {"docs": "", "experiments": "experiments/"}  # repository folder -> place in the site
 
 
 def _root(config) -> Path:
@@ -120,6 +126,30 @@ def on_files(files: Files, config) -> Files:
             uri = f"experiments/{path.relative_to(experiments).as_posix()}"
             files.append(File.generated(config, uri, abs_src_path=str(path)))
     return files
+
+
+def on_page_markdown(markdown: str, page, config, files) -> str:
+    """Rewrite repository-relative links (``../experiments/x.md`` from ``docs/``, ``../docs/x.md``
+    from ``experiments/``) to the pages' places in the site."""
+    root = _root(config)
+    uri = page.file.src_uri
+    real = root / uri if uri.startswith("experiments/") else Path(config.docs_dir) / uri
+    site_dir = posixpath.dirname(uri)
+
+    def rewrite(match: re.Match) -> str:
+        target = match[2]
+        if "://" in target or target.startswith(("/", "mailto:")):
+            return match[0]
+        resolved = Path(os.path.normpath(real.parent / target))
+        for folder, place in SITE_FOLDERS.items():
+            base = root / folder
+            if resolved.is_relative_to(base) and resolved.exists():
+                site_uri = place + resolved.relative_to(base).as_posix()
+                new = posixpath.relpath(site_uri, site_dir or ".")
+                return f"{match[1]}{new}{match[3] or ''}{match[4]}"
+        return match[0]
+
+    return LINK.sub(rewrite, markdown)
 
 
 def on_page_content(html: str, page, config, files) -> str:
