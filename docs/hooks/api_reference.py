@@ -129,9 +129,13 @@ def target_info(package: griffe.Module, target: str) -> tuple[str, dict[str, str
             obj = obj.final_target
     except (KeyError, griffe.AliasResolutionError, griffe.CyclicAliasError):
         return None
-    docstrings = [obj.docstring]
-    if obj.is_class and "__init__" in obj.members:
-        docstrings.append(obj.members["__init__"].docstring)
+    docstrings = []
+    # a class: its own docstrings first, then its vitrain base classes' (arguments they document
+    # once for every subclass, e.g. a DataModule's batch_size)
+    for cls in [obj, *_vitrain_bases(obj)] if obj.is_class else [obj]:
+        docstrings.append(cls.docstring)
+        if cls.is_class and "__init__" in cls.members:
+            docstrings.append(cls.members["__init__"].docstring)
     args: dict[str, str] = {}
     for docstring in docstrings:
         if docstring is None:
@@ -140,8 +144,15 @@ def target_info(package: griffe.Module, target: str) -> tuple[str, dict[str, str
             if section.kind is griffe.DocstringSectionKind.parameters:
                 for param in section.value:  # "mean, std: ..." documents both
                     for name in param.name.split(","):
-                        args[name.strip()] = plain_markdown(param.description)
+                        args.setdefault(name.strip(), plain_markdown(param.description))
     return obj.path, args
+
+
+def _vitrain_bases(cls: griffe.Class) -> list[griffe.Class]:
+    try:
+        return [base for base in cls.mro() if base.path.startswith(f"{cls.package.name}.")]
+    except (griffe.AliasResolutionError, griffe.CyclicAliasError, ValueError):
+        return []
 
 
 def plain_markdown(text: str) -> str:

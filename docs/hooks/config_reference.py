@@ -7,9 +7,12 @@ comments, which the configs put above the key they describe:
 - the file's first comment block describes the option;
 - the comment block directly above a key (and a comment at the end of its line) describes the key;
 - a key without its own comment is still described when a comment covers it by name: the comment
-  of the key that starts its run of uncommented keys (``re_prob`` above ``re_mode``), of the
-  mapping that holds it, or the file's description (``mean/std/interpolation/crop_pct ...``);
-- the ``Args:`` of a vitrain ``_target_``'s docstring describe that mapping's remaining keys.
+  of the key that starts its run of uncommented keys (a comment above ``a`` that names ``b``
+  describes ``b`` right below ``a``), of the mapping that holds it, or the file's description (``mean/std/interpolation/crop_pct ...``);
+- the ``Args:`` of a vitrain ``_target_``'s docstring (or of its vitrain base classes') describe
+  that mapping's remaining keys;
+- a key an option sets over the option it extends is described there (``trainer/ddp`` sets
+  ``strategy`` of ``trainer/default``), and so is a key of a ``_global_`` option (``debug``).
 
 What is left undescribed is returned by :func:`undocumented` (the build lists it). ``_target_``,
 ``_partial_`` and ``defaults`` are structure, not options; keys of a non-vitrain ``_target_``

@@ -153,3 +153,29 @@ def test_comments_describe_keys(tmp_path: Path) -> None:
     assert any(entry.endswith(" data.re_mode") for entry in missing)
     assert not any(entry.endswith(" data.root") for entry in missing)
     assert not any("_target_" in entry for entry in missing)
+
+
+def test_target_docstrings_describe_their_arguments(tmp_path: Path) -> None:
+    _write(
+        tmp_path,
+        "callbacks/toy.yaml",
+        """
+        # Toy callbacks.
+        mine:
+          _target_: vitrain.callbacks.Mine
+          every: 2
+          other: 1
+        theirs:
+          _target_: lightning.pytorch.callbacks.LearningRateMonitor
+          logging_interval: step
+        """,
+    )
+    option = config_reference.option_files(tmp_path)["callbacks"][0]
+    documented = {"vitrain.callbacks.Mine": ("vitrain.callbacks.mine.Mine", {"every": "how often"})}
+    config_reference.describe_targets(option, documented.get)
+    keys = {key.path: key for key in option.keys}
+    assert keys["mine._target_"].target == "vitrain.callbacks.mine.Mine"  # linked to the API reference
+    assert keys["mine.every"].how == config_reference.DOCSTRING and "how often" in keys["mine.every"].see
+    assert keys["mine.other"].how == config_reference.NONE  # the docstring does not name it
+    assert keys["theirs.logging_interval"].how == config_reference.UPSTREAM
+    assert config_reference.undocumented({"callbacks": [option]}) == [f"{option.path}:5 callbacks.mine.other"]
