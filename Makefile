@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install train test test-fast bench bench-gpu lint format clean
+.PHONY: install train test test-fast bench bench-gpu docs docs-serve lint format clean
 
 install: $(STAMP)
 
@@ -37,14 +37,21 @@ bench: install
 bench-gpu: install
 	$(PY) -m benchmarks.gpu $(ARGS)
 
+# the manual (mkdocs.yml, docs/) into site/; --strict: a broken link or a missing page fails
+docs: install
+	$(VENV)/bin/mkdocs build --strict
+
+docs-serve: install
+	$(VENV)/bin/mkdocs serve
+
 lint: install
-	$(VENV)/bin/ruff check vitrain tests train.py benchmarks
-	$(VENV)/bin/ruff format --check vitrain tests train.py benchmarks
+	$(VENV)/bin/ruff check vitrain tests train.py benchmarks docs/hooks
+	$(VENV)/bin/ruff format --check vitrain tests train.py benchmarks docs/hooks
 
 format: install
-	$(VENV)/bin/ruff check --fix vitrain tests train.py benchmarks
-	$(VENV)/bin/ruff format vitrain tests train.py benchmarks
+	$(VENV)/bin/ruff check --fix vitrain tests train.py benchmarks docs/hooks
+	$(VENV)/bin/ruff format vitrain tests train.py benchmarks docs/hooks
 
 clean:
-	rm -rf $(VENV) logs outputs multirun wandb .pytest_cache .ruff_cache
+	rm -rf $(VENV) logs outputs multirun wandb site .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
