@@ -3,6 +3,7 @@
 from vitrain.data.cifar import CIFARDataModule
 from vitrain.data.coco import COCODataModule
 from vitrain.data.digits import DigitsDataModule
+from vitrain.data.glue import GlueDataModule
 from vitrain.data.imagefolder import ImageFolderDataModule
 from vitrain.data.segmentation import (
     COCOMasksDataModule,
@@ -17,6 +18,7 @@ from vitrain.data.stream import (
     StreamingTextDataModule,
 )
 from vitrain.data.text import TextDataModule
+from vitrain.data.text_classification import TextClassificationDataModule
 
 __all__ = [
     "CIFARDataModule",
@@ -28,6 +30,8 @@ __all__ = [
     "StreamingImageDataModule",
     "StreamingTextDataModule",
     "TextDataModule",
+    "GlueDataModule",
+    "TextClassificationDataModule",
     "ShapesMasksDataModule",
     "COCOMasksDataModule",
     "SA1BDataModule",

@@ -97,6 +97,17 @@ def load_tokenizer(path: str | Path, packing: str, lowercase: bool = True) -> To
     return tok
 
 
+def tokenizer_files(spec: str | Path | None) -> list[Path]:
+    """The files whose content defines the tokenizer ``spec`` (a file, with a GPT-2 ``merges.txt``
+    beside it, or a folder's tokenizer files; not a model folder's weights); [] for None."""
+    if not spec:
+        return []
+    path = Path(spec)
+    if path.is_dir():
+        return [path / name for name in ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt")]
+    return [path, path.with_name("merges.txt")]
+
+
 def check_special_tokens(tok: Tokenizer, packing: str, where: str) -> None:
     """Fail when the tokens ``packing`` needs are missing from ``tok``'s vocabulary."""
     missing = [t for t in SPECIAL_TOKENS[packing] if tok.token_to_id(t) is None]

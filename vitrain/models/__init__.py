@@ -6,6 +6,7 @@ from vitrain.models.gpt import GPT, create_gpt
 from vitrain.models.mae import MaskedAutoencoderViT, create_mae
 from vitrain.models.sam import SAM, create_sam
 from vitrain.models.t2t_vit import create_t2t_vit
+from vitrain.models.text_classifier import create_bert_classifier, create_gpt_classifier
 from vitrain.models.timm_net import create_timm
 from vitrain.models.vit import create_vit, load_encoder
 
@@ -22,6 +23,8 @@ __all__ = [
     "GPT",
     "create_bert",
     "create_gpt",
+    "create_bert_classifier",
+    "create_gpt_classifier",
     "SAM",
     "create_sam",
 ]

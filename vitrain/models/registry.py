@@ -50,4 +50,6 @@ MODEL_FAMILIES = {
     "gpt": "vitrain.models.create_gpt",
     "bert": "vitrain.models.create_bert",
     "sam": "vitrain.models.create_sam",
+    "bert_classifier": "vitrain.models.create_bert_classifier",
+    "gpt_classifier": "vitrain.models.create_gpt_classifier",
 }

@@ -6,6 +6,7 @@ from vitrain.tasks.detection import DetectionTask
 from vitrain.tasks.language import CausalLMTask, MaskedLMTask
 from vitrain.tasks.mae import MAETask
 from vitrain.tasks.segmentation import SegmentationTask
+from vitrain.tasks.text_classification import GPTSequenceClassificationTask, SequenceClassificationTask
 
 __all__ = [
     "Task",
@@ -15,4 +16,6 @@ __all__ = [
     "CausalLMTask",
     "MaskedLMTask",
     "SegmentationTask",
+    "SequenceClassificationTask",
+    "GPTSequenceClassificationTask",
 ]
