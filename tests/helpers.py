@@ -208,6 +208,65 @@ def write_jsonl_corpus(path: Path, count: int = 40, sentences: int = 12, seed: i
     return path
 
 
+# ---------------------------------------------------------------- tagging and instruction data, as distributed
+PEOPLE = [["Peter", "Blackburn"], ["Ada", "Lovelace"], ["Alan", "Turing"], ["Grace", "Hopper"]]
+PLACES = ["Spain", "Brussels", "Baghdad", "Italy", "Germany", "Lyon"]
+
+
+def conll_sentence(rng: np.random.Generator) -> list[tuple[str, str, str, str]]:
+    """Rows ``(token, POS, chunk, NER)`` of a sentence, IOB1 tags as CoNLL-2003 writes them: a
+    two-word person (I-PER I-PER), then one place or two adjacent places (I-LOC B-LOC)."""
+    person = PEOPLE[int(rng.integers(len(PEOPLE)))]
+    verb = ["visits", "leaves", "calls"][int(rng.integers(3))]
+    places = [PLACES[int(i)] for i in rng.choice(len(PLACES), size=int(rng.integers(1, 3)), replace=False)]
+    rows = [(w, "NNP", "I-NP", "I-PER") for w in person] + [(verb, "VBZ", "I-VP", "O")]
+    rows += [(p, "NNP", "I-NP", "I-LOC" if i == 0 else "B-LOC") for i, p in enumerate(places)]
+    return [*rows, (".", ".", "O", "O")]
+
+
+def write_conll_distribution(root: Path, sizes: tuple[int, int, int] = (48, 12, 12), seed: int = 0) -> Path:
+    """``root/eng.train``, ``eng.testa``, ``eng.testb`` as CoNLL-2003 ships them: 4 space-separated
+    columns, ``-DOCSTART- -X- O O`` and a blank line before each document (4 sentences each),
+    a blank line after each sentence, IOB1 tags."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for name, count in zip(("eng.train", "eng.testa", "eng.testb"), sizes, strict=True):
+        lines = []
+        for i in range(count):
+            if i % 4 == 0:
+                lines += ["-DOCSTART- -X- O O", ""]
+            lines += [" ".join(row) for row in conll_sentence(rng)] + [""]
+        (root / name).write_text("\n".join(lines) + "\n")
+    return root
+
+
+def instruction_records(count: int, seed: int = 0) -> list[dict[str, str]]:
+    """Alpaca records whose response follows from the instruction (and the input)."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(count):
+        a, b = (int(x) for x in rng.integers(0, 20, size=2))
+        if i % 2:
+            records.append({"instruction": "Add the two numbers.", "input": f"{a} {b}", "output": f"{a + b}"})
+        else:
+            word = SUBJECTS[int(rng.integers(len(SUBJECTS)))]
+            records.append({"instruction": f"Repeat: {word}", "input": "", "output": word})
+    return records
+
+
+def write_instruction_files(folder: Path, count: int = 24) -> dict[str, Path]:
+    """``folder/alpaca_data.json`` (a JSON list with indent 4, one key per line, as
+    tatsu-lab/stanford_alpaca ships it) and ``folder/val.jsonl`` (prompt / response records)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path = folder / "alpaca_data.json"
+    json_path.write_text(json.dumps(instruction_records(count), indent=4))
+    jsonl = folder / "val.jsonl"
+    records = instruction_records(8, seed=1)
+    jsonl.write_text("".join(json.dumps({"prompt": r["instruction"], "input": r["input"], "response": r["output"]})
+                             + "\n" for r in records))  # fmt: skip
+    return {"json": json_path, "jsonl": jsonl}
+
+
 class SignalAtStep(L.Callback):
     """Sends ``signal`` to this process after training step ``step`` of rank ``rank`` (-1: every
     rank), as SLURM or a user would: a deterministic point to interrupt a run from the CLI

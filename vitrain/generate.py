@@ -50,7 +50,9 @@ def load_generator(path: str | Path):
             "give a checkpoint of a model=gpt* run."
         )
     if TOKENIZER_KEY not in checkpoint:
-        raise UserError(f"checkpoint={path}: holds no tokenizer; it was not written by a data=text or data=sft run.")
+        raise UserError(
+            f"checkpoint={path}: holds no tokenizer; it was not written by a data=text or data=sft run."
+        )
     if GPT_CONFIG_KEY in checkpoint:  # the architecture as built (from init_from / hf_weights)
         net = GPT(GPTConfig(**checkpoint[GPT_CONFIG_KEY]))
     else:
@@ -128,12 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vitrain.generate", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", help="a .ckpt of a GPT run (e.g. <run_dir>/checkpoints/last.ckpt)")
     parser.add_argument(
-        "--prompt", default="", help="text to continue (default: start of a document); an instruction-tuned "
-        "checkpoint: the instruction"
+        "--prompt",
+        default="",
+        help="text to continue (default: start of a document); an instruction-tuned "
+        "checkpoint: the instruction",
     )
     parser.add_argument("--input", default="", help="an instruction-tuned checkpoint: the record's input")
     parser.add_argument(
-        "--raw", action="store_true", help="an instruction-tuned checkpoint: continue --prompt without the template"
+        "--raw",
+        action="store_true",
+        help="an instruction-tuned checkpoint: continue --prompt without the template",
     )
     parser.add_argument("--max-new-tokens", type=int, default=100)
     parser.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
@@ -147,12 +153,16 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError("--max-new-tokens and --top-k must be positive integers.")
         net, tokenizer, template = load_generator(args.checkpoint)
         if args.input and (template is None or args.raw):
-            raise UserError("--input is the input of an instruction: it needs an instruction-tuned checkpoint.")
+            raise UserError(
+                "--input is the input of an instruction: it needs an instruction-tuned checkpoint."
+            )
         net.to(args.device)
         sampling = (args.max_new_tokens, args.temperature, args.top_k)
         for i in range(args.num_samples):
             if template is not None and not args.raw:
-                text = respond(net, tokenizer, template, args.prompt, args.input, *sampling, seed=args.seed + i)
+                text = respond(
+                    net, tokenizer, template, args.prompt, args.input, *sampling, seed=args.seed + i
+                )
             else:
                 text = generate_text(net, tokenizer, args.prompt, *sampling, seed=args.seed + i)
             print(text if args.num_samples == 1 else f"--- sample {i}\n{text}")

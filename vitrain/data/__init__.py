@@ -11,12 +11,14 @@ from vitrain.data.segmentation import (
     ShapesImagesDataModule,
     ShapesMasksDataModule,
 )
+from vitrain.data.sft import SFTDataModule
 from vitrain.data.shapes import ShapesDataModule
 from vitrain.data.stream import (
     StreamingDetectionDataModule,
     StreamingImageDataModule,
     StreamingTextDataModule,
 )
+from vitrain.data.tagging import ConllDataModule
 from vitrain.data.text import TextDataModule
 from vitrain.data.text_classification import TextClassificationDataModule
 
@@ -32,6 +34,8 @@ __all__ = [
     "TextDataModule",
     "GlueDataModule",
     "TextClassificationDataModule",
+    "ConllDataModule",
+    "SFTDataModule",
     "ShapesMasksDataModule",
     "COCOMasksDataModule",
     "SA1BDataModule",

@@ -12,7 +12,8 @@ What every fine-tuning DataModule shares (sequence classification ``data=glue`` 
   texts (``data.vocab_size``; for runs from scratch). A GPT tokenizer gets GPT-1's start,
   delimiter and extract tokens (:data:`GPT1_TOKENS`) when it lacks them: ids at the end of the
   vocabulary, so a pretrained network's token embedding grows by those rows
-  (``vitrain.models.pretrained_lm``);
+  (``vitrain.models.pretrained_lm``); a subclass whose sequences do not use them (instruction
+  tuning) sets ``gpt1_tokens = False``;
 * **a cache** (:class:`vitrain.data.cache.NodeCache`): the examples are read, tokenized and
   stored once per node under ``cache_dir/<name>-<fingerprint>/`` (the fingerprint covers the
   source files, the tokenizer, ``max_length`` and the subclass's settings); a second run
@@ -298,6 +299,8 @@ class FinetuneDataModule(ShardedDataModule):
 
     # network sizes the data decides when the config leaves them null (see run.data_before_task)
     model_size_keys = ("vocab_size", "num_labels")
+    # GPT (causal): add GPT-1's start / delimiter / extract tokens to the tokenizer
+    gpt1_tokens = True
     cache_name = "finetune"
 
     def __init__(
@@ -437,7 +440,7 @@ class FinetuneDataModule(ShardedDataModule):
         """Read, tokenize and store every split in ``folder``; returns ``meta.json``'s content."""
         examples = self.read_examples()
         tok = self._load_tokenizer(examples)
-        added = add_gpt1_tokens(tok) if self.packing == "causal" else []
+        added = add_gpt1_tokens(tok) if self.packing == "causal" and self.gpt1_tokens else []
         if added:
             log.info(
                 "Added GPT-1's %s to the tokenizer (ids %d-%d): the network's token embedding gets %d new rows",

@@ -68,7 +68,9 @@ class PromptTemplate:
     def build(cls, name: str, no_input: str | None = None, with_input: str | None = None) -> PromptTemplate:
         """The named template (``alpaca``, ``plain``) with either string replaced when given."""
         if name not in TEMPLATES:
-            raise UserError(f"data.template={name!r}: choose one of {', '.join(TEMPLATES)} (or set data.template_*).")
+            raise UserError(
+                f"data.template={name!r}: choose one of {', '.join(TEMPLATES)} (or set data.template_*)."
+            )
         template = cls(no_input or TEMPLATES[name]["no_input"], with_input or TEMPLATES[name]["with_input"])
         for key, text, fields in (("template_no_input", template.no_input, ("instruction",)),
                                   ("template_with_input", template.with_input, ("instruction", "input"))):  # fmt: skip
@@ -100,7 +102,9 @@ class Record:
 def record_from(obj, where: str) -> Record:
     """A :class:`Record` from one JSON value of a file (either layout)."""
     if not isinstance(obj, dict):
-        raise UserError(f"{where}: not a JSON object (a record has instruction/input/output or prompt/response).")
+        raise UserError(
+            f"{where}: not a JSON object (a record has instruction/input/output or prompt/response)."
+        )
     layout = ("prompt", "response") if "prompt" in obj or "response" in obj else ("instruction", "output")
     keys = ", ".join(obj) or "none"
     instruction, response = obj.get(layout[0]), obj.get(layout[1])
@@ -149,7 +153,9 @@ def json_array(text: str, path: Path) -> list[tuple[int, object]]:
     decoder = json.JSONDecoder()
     position = _skip_space(text, 0)
     if text[position : position + 1] != "[":
-        raise UserError(f"{path}: a .json file of records is one JSON list ([{{...}}, ...]); use .jsonl for one per line.")
+        raise UserError(
+            f"{path}: a .json file of records is one JSON list ([{{...}}, ...]); use .jsonl for one per line."
+        )
     position, line, counted, out = _skip_space(text, position + 1), 1, 0, []
     while position < len(text) and text[position] != "]":
         line += text.count("\n", counted, position)
@@ -189,6 +195,7 @@ class SFTDataModule(FinetuneDataModule):
     kind = "instructions"
     cache_name = "sft"
     gpt1_tokens = False  # instruction tuning adds no token to the tokenizer
+    model_size_keys = ("vocab_size",)  # a language model: no label count
 
     def __init__(
         self,
@@ -213,6 +220,9 @@ class SFTDataModule(FinetuneDataModule):
         self.prompt_template = PromptTemplate.build(template, template_no_input, template_with_input)
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
 
+    def model_sizes(self) -> dict[str, int]:
+        return {"vocab_size": self.vocab_size}
+
     def source_settings(self) -> tuple[list, list[Path]]:
         given = {split: Path(f).expanduser() for split, f in self.files.items() if f}
         settings = [sorted(self.files.items(), key=str), self.prompt_template.to_dict(), self.val_fraction,
@@ -236,7 +246,9 @@ class SFTDataModule(FinetuneDataModule):
         if "val" not in examples:
             train, examples["val"] = split_off(train, self.val_fraction, self.split_seed, "data.val_fraction")
         if "test" not in examples and self.test_fraction > 0:
-            train, examples["test"] = split_off(train, self.test_fraction, self.split_seed + 1, "data.test_fraction")
+            train, examples["test"] = split_off(
+                train, self.test_fraction, self.split_seed + 1, "data.test_fraction"
+            )
         examples["train"] = train
         return examples
 
@@ -246,25 +258,29 @@ class SFTDataModule(FinetuneDataModule):
 
     def encode(self, tok, examples: list[Record], labels: list[str]) -> tuple[EncodedSplit, int]:
         """``prompt + response + <|endoftext|>`` ids with labels on the response (see the module
-        docstring); a sequence over ``max_length`` loses the end of its response. A record whose
-        prompt leaves no room for a response token is an error naming it."""
+        docstring); a sequence over ``max_length`` loses the end of its response (counted as
+        truncated). A record whose prompt alone fills ``max_length`` keeps no response token: it
+        adds nothing to the loss, and the build logs how many there are, naming the first."""
         eot = special_token_ids(tok, "causal")["eot"]
         prompts = tok.encode_batch(
             [self.prompt_template.format(r.instruction, r.input) for r in examples], add_special_tokens=False
         )
         responses = tok.encode_batch([r.response for r in examples], add_special_tokens=False)
         tokens: dict[str, list] = {"input_ids": [], "labels": []}
-        cut = 0
+        cut, no_response = 0, []
         for record, prompt, response in zip(examples, prompts, responses, strict=True):
             answer = [*response.ids, eot]
             ids = (prompt.ids + answer)[: self.max_length]
-            if len(prompt.ids) >= len(ids):
-                raise UserError(
-                    f"{record.where}: the prompt alone has {len(prompt.ids)} tokens, data.max_length="
-                    f"{self.max_length} leaves no room for the response: raise data.max_length or shorten the record."
-                )
             cut += len(prompt.ids) + len(answer) > self.max_length
+            if len(prompt.ids) >= len(ids):
+                no_response.append(record.where)
             tokens["input_ids"].append(ids)
             tokens["labels"].append([IGNORE_INDEX] * len(prompt.ids) + ids[len(prompt.ids) :])
+        if no_response:
+            log.warning(
+                "data: %d of %d records keep no response token within data.max_length=%d (the prompt fills it; "
+                "first: %s): they add nothing to the loss. Raise data.max_length or shorten them.",
+                len(no_response), len(examples), self.max_length, no_response[0],
+            )  # fmt: skip
         sequences = {"index": np.arange(len(examples), dtype=np.int64)}
         return EncodedSplit.from_lists(tokens, sequences), cut

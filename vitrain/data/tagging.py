@@ -15,7 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from vitrain.data.conll import SCHEMES, Sentence, find_layout, read_conll, tag_names
+from vitrain.data.conll import (
+    OUTSIDE,
+    SCHEMES,
+    Sentence,
+    find_layout,
+    from_iob2,
+    read_conll,
+    tag_names,
+    write_conll,
+)
 from vitrain.data.finetune import IGNORE_INDEX, EncodedSplit, FinetuneDataModule, special_token_ids
 from vitrain.errors import UserError
 
@@ -73,7 +82,9 @@ class ConllDataModule(FinetuneDataModule):
         if scheme not in SCHEMES:
             raise UserError(f"data.scheme={scheme!r}: choose one of {', '.join(SCHEMES)}.")
         if root is None and train is None and (val or test or predict):
-            raise UserError("data.val / data.test / data.predict need data.root or data.train (null: the embedded task).")
+            raise UserError(
+                "data.val / data.test / data.predict need data.root or data.train (null: the embedded task)."
+            )
         self.root = root
         self.given = {"train": train, "val": val, "test": test, "predict": predict}
         self.reading = dict(token_column=token_column, tag_column=tag_column, columns=columns, scheme=scheme,
@@ -98,17 +109,26 @@ class ConllDataModule(FinetuneDataModule):
             if name:
                 path = Path(name).expanduser()
                 if not path.is_file():
-                    raise UserError(f"data.{split}={name}: no such file. Give a CoNLL file (token ... tag per line).")
+                    raise UserError(
+                        f"data.{split}={name}: no such file. Give a CoNLL file (token ... tag per line)."
+                    )
                 found[split] = path
         if "val" not in found:
-            raise UserError("data.val is required with data.train: the validation file (CoNLL-2003: eng.testa).")
+            raise UserError(
+                "data.val is required with data.train: the validation file (CoNLL-2003: eng.testa)."
+            )
         return found
 
     def source_settings(self) -> tuple[list, list[Path]]:
         files = self.files()
         settings = [sorted((k, str(v)) for k, v in files.items()), sorted(self.reading.items())]
         if self.embedded:
-            settings += [f"embedded help topics {sys.version}", self.val_fraction, self.test_fraction, self.split_seed]
+            settings += [
+                f"embedded help topics {sys.version}",
+                self.val_fraction,
+                self.test_fraction,
+                self.split_seed,
+            ]
         return settings, list(files.values())
 
     def read_examples(self) -> dict[str, list[Sentence]]:
@@ -116,7 +136,9 @@ class ConllDataModule(FinetuneDataModule):
             from vitrain.data.code_spans import code_span_sentences
             from vitrain.data.text import embedded_documents, held_out_split
 
-            held = held_out_split(len(embedded_documents()), self.val_fraction, self.test_fraction, self.split_seed)
+            held = held_out_split(
+                len(embedded_documents()), self.val_fraction, self.test_fraction, self.split_seed
+            )
             examples = code_span_sentences(held)
         else:
             examples = {}
@@ -152,7 +174,9 @@ class ConllDataModule(FinetuneDataModule):
         ids = special_token_ids(tok, "masked")
         index = {name: i for i, name in enumerate(labels)}
         budget = self.max_length - 2
-        encodings = tok.encode_batch([s.words for s in examples], is_pretokenized=True, add_special_tokens=False)
+        encodings = tok.encode_batch(
+            [s.words for s in examples], is_pretokenized=True, add_special_tokens=False
+        )
         tokens: dict[str, list] = {"input_ids": [], "token_type_ids": [], "labels": []}
         lost, cut = [], 0
         for sentence, encoding in zip(examples, encodings, strict=True):
@@ -168,7 +192,10 @@ class ConllDataModule(FinetuneDataModule):
             tokens["input_ids"].append([ids["cls"], *encoding.ids[:budget], ids["sep"]])
             tokens["token_type_ids"].append([0] * (len(word_ids) + 2))
             tokens["labels"].append([IGNORE_INDEX, *targets, IGNORE_INDEX])
-        sequences = {"lost": np.asarray(lost, dtype=np.int64), "index": np.arange(len(examples), dtype=np.int64)}
+        sequences = {
+            "lost": np.asarray(lost, dtype=np.int64),
+            "index": np.arange(len(examples), dtype=np.int64),
+        }
         return EncodedSplit.from_lists(tokens, sequences), cut
 
     def setup(self, stage: str | None = None) -> None:
@@ -185,3 +212,29 @@ class ConllDataModule(FinetuneDataModule):
                     "sentences): they get no label in training and evaluation, and are predicted O.",
                     words, split, self.max_length,
                 )  # fmt: skip
+
+    def write_predictions(self, header: list[str], rows: list[list], out_dir: Path) -> list[Path]:
+        """Write ``out_dir/predictions.conll``: every line of the predict file (all its columns)
+        followed by the predicted tag in the files' scheme (``data.scheme``), a blank line after
+        each sentence: with a gold tag column, the input ``conlleval`` reads. Words without a
+        sub-word within ``max_length`` are predicted ``O`` (counted in the log)."""
+        sentences = self.sentences.get("predict") or self.read_examples()["predict"]
+        column = {name: i for i, name in enumerate(header)}
+        predicted = {int(row[column["index"]]): row[column["tags"]].split() for row in rows}
+        out, lost = [], 0
+        for index, sentence in enumerate(sentences):
+            tags = predicted.get(index, [])
+            lost += len(sentence.words) - len(tags)
+            tags = from_iob2(tags + [OUTSIDE] * (len(sentence.words) - len(tags)), self.scheme)
+            columns = sentence.columns or [[word] for word in sentence.words]
+            out.append([[*row, tag] for row, tag in zip(columns, tags, strict=True)])
+        path = Path(out_dir) / "predictions.conll"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_conll(path, out)
+        if lost:
+            log.warning(
+                "mode=predict: %d words past data.max_length=%d sub-words were predicted O.",
+                lost,
+                self.max_length,
+            )
+        return [path]

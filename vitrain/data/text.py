@@ -67,6 +67,19 @@ def embedded_documents() -> list[str]:
     return [topics[name] for name in sorted(topics)]
 
 
+def held_out_split(count: int, val_fraction: float, test_fraction: float, seed: int) -> dict[int, str]:
+    """``{document index: "val" or "test"}`` of ``count`` documents (at least 2 + the test ones): a
+    ``seed`` permutation holds out ``val_fraction`` of them for validation (at least one), then
+    ``test_fraction`` for the test split (at least one when > 0); the others are training documents.
+    ``data=conll``'s embedded task splits the same help topics with it."""
+    n_test = max(1, int(round(test_fraction * count))) if test_fraction > 0 else 0
+    order = np.random.default_rng(seed).permutation(count).tolist()
+    n_val = min(max(1, int(round(val_fraction * count))), count - 1 - n_test)
+    held = {i: "val" for i in order[:n_val]}
+    held.update({i: "test" for i in order[n_val : n_val + n_test]})
+    return held
+
+
 def corpus_files(files: str | list[str] | tuple[str, ...]) -> list[Path]:
     """The ``.txt`` / ``.jsonl`` files named by ``data.files`` (files or folders, searched recursively)."""
     entries = [files] if isinstance(files, str | Path) else list(files)
@@ -424,11 +437,7 @@ class TextDataModule(ShardedDataModule):
                 f"{'/test' if n_test else ''} split by document: give several files, a .jsonl file, "
                 "or data.txt_documents=paragraphs" + (", or data.test_fraction=0." if n_test else ".")
             )
-        order = np.random.default_rng(self.split_seed).permutation(count).tolist()
-        n_val = min(max(1, int(round(self.val_fraction * count))), count - 1 - n_test)
-        held = {i: "val" for i in order[:n_val]}
-        held.update({i: "test" for i in order[n_val : n_val + n_test]})
-        return held
+        return held_out_split(count, self.val_fraction, self.test_fraction, self.split_seed)
 
     def _split_documents(self, held: dict[int, str], split: str) -> Iterator[str]:
         return (doc for i, doc in enumerate(self._documents()) if held.get(i, "train") == split)

@@ -12,6 +12,7 @@ monitored metric.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -92,8 +93,8 @@ class TokenClassificationTask(FinetuneTask):
     Loss: cross-entropy over the labelled sub-words (the first of each word). Metrics:
     ``train/loss``; ``val/loss``, ``val/acc`` (word accuracy), ``val/precision``, ``val/recall``,
     ``val/f1`` (entity level, conlleval's rules) and ``val/f1_<TYPE>`` per entity type; ``test/*``
-    the same on the test split. ``mode=predict`` gives the tag of every word
-    (:meth:`predict_step`; the data writes the file).
+    the same on the test split. ``mode=predict`` tags every word of the data's predict file
+    (:meth:`predict_rows`; ``data=conll`` writes the CoNLL file of predictions).
 
     Args:
         net: the tagger.
@@ -170,8 +171,22 @@ class TokenClassificationTask(FinetuneTask):
             self.log(f"val/{name}", value)
         self.entities.reset()
 
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> list[list[str]]:
-        """The predicted tag of each labelled word, one list per sentence of the batch."""
-        labels = batch["labels"]
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict:
+        """``{"index": (B,), "tags": [[tag of each word with a sub-word] per sentence]}``."""
         predicted = self(batch).argmax(dim=-1)
-        return word_tags(labels, predicted, self.tag_names)[1]
+        return {
+            "index": batch["index"].tolist(),
+            "tags": word_tags(batch["labels"], predicted, self.tag_names)[1],
+        }
+
+    def predict_rows(
+        self, outputs: Sequence[dict], files: Sequence[Path] | None, class_names: Sequence[str]
+    ) -> tuple[list[str], list[list]]:
+        """``(["index", "tags"], rows)``: each sentence's index in the predict file and its words'
+        predicted tags (IOB2, space-separated; ``data=conll`` writes them back as a CoNLL file)."""
+        rows = [
+            [index, " ".join(tags)]
+            for out in outputs
+            for index, tags in zip(out["index"], out["tags"], strict=True)
+        ]
+        return ["index", "tags"], rows
