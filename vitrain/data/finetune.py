@@ -62,7 +62,14 @@ from torch.utils.data import Dataset
 
 from vitrain.data.base import ShardedDataModule
 from vitrain.data.cache import NodeCache, fingerprint
-from vitrain.data.tokenizer import EOT, PACKINGS, load_tokenizer, tokenizer_files, train_tokenizer
+from vitrain.data.tokenizer import (
+    EOT,
+    PACKINGS,
+    SPECIAL_TOKENS,
+    load_tokenizer,
+    tokenizer_files,
+    train_tokenizer,
+)
 from vitrain.errors import UserError
 from vitrain.hub import looks_like_hub_id, resolve_tokenizer
 
@@ -80,16 +87,27 @@ TOKEN_PADS = {"input_ids": None, "token_type_ids": 0, "labels": IGNORE_INDEX}
 
 
 # ------------------------------------------------------------------ the tokenizer
-def checkpoint_tokenizer(path: str | Path, key: str = "model.net.init_from") -> str:
-    """The ``tokenizer.json`` text a vitrain language checkpoint carries."""
-    from vitrain.checkpoints import load_checkpoint
+def checkpoint_tokenizer(
+    path: str | Path, packing: str | None = None, key: str = "model.net.init_from"
+) -> str:
+    """The ``tokenizer.json`` text a vitrain language checkpoint carries; with ``packing``, a
+    tokenizer without the special tokens that packing needs (a checkpoint of the other family) is
+    a :class:`UserError` naming the network the checkpoint holds."""
+    from vitrain.checkpoints import checkpoint_network, load_checkpoint
 
     checkpoint = load_checkpoint(path, key=key)
     text = checkpoint.get(TOKENIZER_KEY) if isinstance(checkpoint, dict) else None
     if not text:
         raise UserError(
-            f"{key}={path} carries no tokenizer (not a checkpoint of a vitrain language run): give the "
-            "tokenizer its network was trained with, data.tokenizer=<that run's tokenizer.json>."
+            f"{key}={path} holds {checkpoint_network(checkpoint)} and carries no tokenizer (not a checkpoint of a "
+            "vitrain language run): give the tokenizer its network was trained with, data.tokenizer=<tokenizer.json>."
+        )
+    missing = [t for t in SPECIAL_TOKENS.get(packing, ()) if Tokenizer.from_str(text).token_to_id(t) is None]
+    if missing:
+        family = "BERT" if packing == "masked" else "GPT"
+        raise UserError(
+            f"{key}={path} holds {checkpoint_network(checkpoint)}, whose tokenizer lacks {', '.join(missing)}: it "
+            f"is not a {family} checkpoint. A {family} model starts from a {family} pretraining or fine-tuning run."
         )
     return text
 
@@ -334,6 +352,7 @@ class FinetuneDataModule(ShardedDataModule):
             )
         self.packing, self.max_length, self.num_labels = packing, max_length, num_labels
         self.tokenizer_source = resolve_tokenizer_source(tokenizer, init_from, hf_weights)
+        self.init_from = init_from
         self.vocab_size_wanted, self.lowercase = vocab_size, lowercase
         self.cache_dir, self.cache_wait_s = Path(cache_dir), cache_wait_s
         self.tokenizer: Tokenizer | None = None
@@ -412,7 +431,7 @@ class FinetuneDataModule(ShardedDataModule):
         if kind == "file":
             return [kind, self.lowercase], tokenizer_files(spec)
         if kind == "checkpoint":
-            return [kind, checkpoint_tokenizer(spec)], []
+            return [kind, checkpoint_tokenizer(spec, self.packing)], []
         return [kind, self.vocab_size_wanted, self.lowercase], []
 
     def _key(self) -> str:
@@ -426,15 +445,28 @@ class FinetuneDataModule(ShardedDataModule):
     def _load_tokenizer(self, examples: dict[str, list]) -> Tokenizer:
         kind, spec = self.tokenizer_source
         if kind == "file":
-            return load_tokenizer(spec, self.packing, self.lowercase)
-        if kind == "checkpoint":
-            tok = Tokenizer.from_str(checkpoint_tokenizer(spec))
-            from vitrain.data.tokenizer import check_special_tokens
-
-            check_special_tokens(tok, self.packing, f"the tokenizer of model.net.init_from={spec}")
+            tok = load_tokenizer(spec, self.packing, self.lowercase)
+            if self.init_from and str(self.init_from).endswith(".ckpt"):
+                self._check_same_tokenizer(tok, spec)
             return tok
+        if kind == "checkpoint":
+            return Tokenizer.from_str(checkpoint_tokenizer(spec, self.packing))
         texts = self.training_texts(examples["train"])
         return train_tokenizer(texts, self.packing, self.vocab_size_wanted, self.lowercase)
+
+    def _check_same_tokenizer(self, tok: Tokenizer, spec: str) -> None:
+        """``data.tokenizer`` must be the tokenizer the ``init_from`` network was trained with (GPT-1's
+        tokens aside): same tokens, same ids."""
+        theirs = Tokenizer.from_str(checkpoint_tokenizer(self.init_from, self.packing)).get_vocab()
+        ours = {t: i for t, i in tok.get_vocab().items() if t not in GPT1_TOKENS}
+        theirs = {t: i for t, i in theirs.items() if t not in GPT1_TOKENS}
+        if ours != theirs:
+            differ = sorted(set(ours.items()) ^ set(theirs.items()), key=lambda item: item[1])[:3]
+            raise UserError(
+                f"data.tokenizer={spec} ({len(ours)} tokens) is not the tokenizer model.net.init_from="
+                f"{self.init_from} was trained with ({len(theirs)} tokens; e.g. {differ}): its token embedding "
+                "would read the wrong rows. Set data.tokenizer=null (the checkpoint's tokenizer)."
+            )
 
     def _build(self, folder: Path) -> dict:
         """Read, tokenize and store every split in ``folder``; returns ``meta.json``'s content."""

@@ -33,7 +33,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from vitrain.checkpoints import load_checkpoint, net_state_dict, read_weights, shorten_keys
+from vitrain.checkpoints import (
+    checkpoint_network,
+    load_checkpoint,
+    net_state_dict,
+    read_weights,
+    shorten_keys,
+)
 from vitrain.errors import UserError
 from vitrain.hub import arch_from_hf_config, check_state_fits, resolve_hf_model
 from vitrain.models import bert, gpt
@@ -154,10 +160,8 @@ def _checkpoint_source(fam: Family, path: str) -> tuple[dict, dict[str, Tensor],
     elif fam.embedding in state:
         head = {}
     else:
-        model = (meta.get("config") or {}).get("choices", {}).get("model")
-        held = f"{net_cfg.get('_target_', 'a network')} (name={net_cfg.get('name')}, model={model})"
         raise UserError(
-            f"{key}={path} holds {held}, not a {fam.title}: this model (a {fam.title} fine-tuning network) starts "
+            f"{key}={path} holds {checkpoint_network(checkpoint)}, not a {fam.title}: this model (a {fam.title} fine-tuning network) starts "
             f"from a {fam.title} checkpoint: a pretraining run (model={'bert_tiny' if fam.title == 'BERT' else 'gpt_tiny'}"
             " / ... with data=text) or a fine-tuning run of the same family."
         )

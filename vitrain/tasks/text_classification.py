@@ -141,6 +141,8 @@ class SequenceClassificationTask(FinetuneTask):
         if "subset" in batch:
             for index, subset in enumerate(self.subsets):
                 chosen = batch["subset"] == index
+                if not chosen.any():
+                    continue
                 for name in self.metric_names:
                     self.metrics[f"{name}_{subset}"].update(outputs[chosen], labels[chosen])
 
