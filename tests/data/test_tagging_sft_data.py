@@ -102,6 +102,13 @@ def test_alpaca_files_and_their_bad_records(tmp_path, caplog):
     bad.write_text('{"prompt": "Say hi."}\n')
     with pytest.raises(UserError, match=rf"{bad}:1: the record has no response \('response' missing"):
         read_records(bad, "data.train")
+    bad.write_text('{"input": "x", "output": "y"}\n')
+    with pytest.raises(UserError, match=rf"{bad}:1: the record has no 'instruction'"):
+        read_records(bad, "data.train")
+    with pytest.raises(UserError, match="data.train is required here"):
+        sft(tmp_path, require_files=True)
+    with pytest.raises(UserError, match="data.root is required here"):
+        conll(tmp_path, None, require_files=True)
     (tmp_path / "obj.json").write_text('{"instruction": "x", "output": "y"}')
     with pytest.raises(UserError, match="is one JSON list"):
         read_records(tmp_path / "obj.json", "data.train")

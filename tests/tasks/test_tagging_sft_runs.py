@@ -72,6 +72,22 @@ def test_tagging_scores_entities_and_writes_a_conlleval_file(conll_run):
     # the file is IOB1 again, and conlleval's F1 of it is the test F1 of the same checkpoint
     assert any(tag.startswith("I-") for tags in predicted for tag in tags)
     assert f1_score(gold, predicted) == pytest.approx(test["test/f1"], abs=1e-5)
+    # a file of words alone (one column) is tagged too
+    words = run_dir.parent / "words.txt"
+    words.write_text("Ada\nLovelace\nvisits\nSpain\n.\n\nAlan\nTuring\ncalls\nLyon\nItaly\n.\n")
+    proc = run_train(
+        run_dir.parent / "predict_words",
+        "mode=predict",
+        f"ckpt_path={ckpt}",
+        "data=conll",
+        f"data.predict={words}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [
+        line.split()
+        for line in (run_dir.parent / "predict_words" / "predictions.conll").read_text().splitlines()
+    ]
+    assert [r[0] for r in rows if r] == (words.read_text().split()) and all(len(r) == 2 for r in rows if r)
 
 
 @pytest.fixture(scope="module")

@@ -188,6 +188,7 @@ class SFTDataModule(FinetuneDataModule):
             ``split_seed`` (``test_fraction: 0``: no test split).
         template: the prompt template, ``alpaca`` or ``plain`` (see :data:`TEMPLATES`);
             ``template_no_input`` / ``template_with_input`` replace its strings.
+        require_files: fail unless ``train`` is given (recipes for real data set it).
         **kwargs: see :class:`vitrain.data.finetune.FinetuneDataModule` (``max_length``: prompt +
             response + end-of-text; longer sequences lose the end of their response, counted).
     """
@@ -209,9 +210,15 @@ class SFTDataModule(FinetuneDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         split_seed: int = 0,
+        require_files: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(packing, **kwargs)
+        if require_files and train is None:
+            raise UserError(
+                "data.train is required here (a recipe for a real instruction set): data.train=<.json / .jsonl "
+                "file, e.g. alpaca_data_cleaned_archive.json>. Without it the embedded set is used."
+            )
         if packing != "causal":
             raise UserError(f"data.packing={packing}: instruction tuning is for GPT models (packing causal).")
         if train is None and (val or test):

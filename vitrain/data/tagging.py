@@ -54,6 +54,7 @@ class ConllDataModule(FinetuneDataModule):
         val_fraction, test_fraction, split_seed: the embedded task's split of the help topics,
             the same as ``data=text``'s defaults, so its held-out topics are the ones a BERT
             pretrained there never saw.
+        require_files: fail unless ``root`` or ``train`` is given (recipes for the real data set it).
         **kwargs: see :class:`vitrain.data.finetune.FinetuneDataModule`.
     """
 
@@ -76,9 +77,15 @@ class ConllDataModule(FinetuneDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         split_seed: int = 0,
+        require_files: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(packing, **kwargs)
+        if require_files and root is None and train is None:
+            raise UserError(
+                "data.root is required here (a recipe for CoNLL-2003): data.root=<folder with eng.train, "
+                "eng.testa, eng.testb (or train.txt, valid.txt, test.txt)>. Without it the embedded task is used."
+            )
         if scheme not in SCHEMES:
             raise UserError(f"data.scheme={scheme!r}: choose one of {', '.join(SCHEMES)}.")
         if root is None and train is None and (val or test or predict):
