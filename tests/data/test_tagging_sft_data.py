@@ -18,7 +18,7 @@ from vitrain.errors import UserError
 
 def conll(tmp_path, root, **kwargs) -> ConllDataModule:
     args = dict(vocab_size=150, max_length=32, batch_size=4, cache_dir=str(tmp_path / "cache"))
-    return ConllDataModule("masked", root=str(root), **{**args, **kwargs})
+    return ConllDataModule("masked", root=str(root) if root else None, **{**args, **kwargs})
 
 
 def sft(tmp_path, **kwargs) -> SFTDataModule:
@@ -42,12 +42,19 @@ def test_first_sub_word_labels_and_lost_words(tmp_path, caplog):
         assert sum(label != IGNORE_INDEX for label in labels) == len(words)
         assert [data.classes[label] for label in labels if label != IGNORE_INDEX] == sentence.tags
         assert item["lost"] == 0
+    # a word the normaliser empties (a control character) is [UNK]: the words after it keep their labels
+    sentence = data.sentences["train"][0]
+    sentence.words[1], sentence.tags[1] = "\x07", "O"
+    encoded, _ = data.encode(tok, [sentence], data.classes)
+    item = {k: v[: encoded.offsets[1]] for k, v in encoded.tokens.items()}
+    assert tok.id_to_token(int(item["input_ids"][2])) == "[UNK]" and int(encoded.sequences["lost"][0]) == 0
+    assert [data.classes[t] for t in item["labels"] if t != IGNORE_INDEX] == sentence.tags
     # a sentence longer than max_length loses its last words: counted per split, logged once
     caplog.set_level(logging.WARNING)
     short = conll(tmp_path, root, max_length=6)
     short.setup()
     lost = sum(int(item["lost"]) for item in short.train_set)
-    assert lost > 0 and f"{lost} words of the train split have no sub-word" in caplog.text
+    assert lost > 0 and f"{lost} words of the train split are past data.max_length=6" in caplog.text
     short.setup()
     assert caplog.text.count("words of the train split") == 1
     batch = next(iter(short.train_dataloader()))
@@ -132,9 +139,7 @@ def test_embedded_sets_split_like_the_pretraining_corpus(tmp_path):
     from vitrain.data.text import TextDataModule
 
     held = TextDataModule(cache_dir=str(tmp_path / "text"))._held_out_documents()  # bert_cpu's split
-    tagging = conll(tmp_path, None)
-    tagging.root = None
-    splits = tagging.read_examples()
+    splits = conll(tmp_path, None).read_examples()
     assert {s.document for s in splits["test"]} == {i for i, split in held.items() if split == "test"}
     assert {s.document for s in splits["val"]} == {i for i, split in held.items() if split == "val"}
     assert (

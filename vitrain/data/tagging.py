@@ -39,7 +39,8 @@ class ConllDataModule(FinetuneDataModule):
     transformers' ``run_ner.py`` with ``label_all_tokens=False``). A sentence longer than
     ``max_length`` sub-words is cut: its last words get no label (training) and are predicted
     ``O`` (``mode=predict``); the words lost are counted per split and logged once. Batches add
-    ``lost`` ``(B,)``: the words of each sentence that have no labelled sub-word.
+    ``lost`` ``(B,)``: the words of each sentence past ``max_length``. A word the tokenizer's
+    normaliser empties (a control character) is ``[UNK]``, so every other word keeps its label.
 
     Args:
         root: a folder of the distribution in one of the layouts of :data:`vitrain.data.conll.LAYOUTS`
@@ -187,17 +188,20 @@ class ConllDataModule(FinetuneDataModule):
         tokens: dict[str, list] = {"input_ids": [], "token_type_ids": [], "labels": []}
         lost, cut = [], 0
         for sentence, encoding in zip(examples, encodings, strict=True):
-            word_ids = encoding.word_ids[:budget]
-            targets = [IGNORE_INDEX] * len(word_ids)
-            seen: set[int] = set()
-            for position, word in enumerate(word_ids):
-                if word is not None and word not in seen:
-                    seen.add(word)
-                    targets[position] = index.get(sentence.tags[word], 0)
-            cut += len(encoding.ids) > budget
-            lost.append(len(sentence.words) - len(seen))
-            tokens["input_ids"].append([ids["cls"], *encoding.ids[:budget], ids["sep"]])
-            tokens["token_type_ids"].append([0] * (len(word_ids) + 2))
+            pieces: list[list[int]] = [[] for _ in sentence.words]
+            for token, word in zip(encoding.ids, encoding.word_ids, strict=True):
+                if word is not None:
+                    pieces[word].append(token)
+            input_ids, targets = [], []
+            for tag, piece in zip(sentence.tags, pieces, strict=True):
+                piece = piece or [ids["unk"]]  # a word the normaliser empties (a control character)
+                input_ids += piece
+                targets += [index.get(tag, 0)] + [IGNORE_INDEX] * (len(piece) - 1)
+            cut += len(input_ids) > budget
+            input_ids, targets = input_ids[:budget], targets[:budget]
+            lost.append(len(sentence.words) - sum(t != IGNORE_INDEX for t in targets))
+            tokens["input_ids"].append([ids["cls"], *input_ids, ids["sep"]])
+            tokens["token_type_ids"].append([0] * (len(input_ids) + 2))
             tokens["labels"].append([IGNORE_INDEX, *targets, IGNORE_INDEX])
         sequences = {
             "lost": np.asarray(lost, dtype=np.int64),
@@ -215,8 +219,8 @@ class ConllDataModule(FinetuneDataModule):
             words = int(np.sum(dataset.split.sequences["lost"])) if dataset is not None else 0
             if words:
                 log.warning(
-                    "data: %d words of the %s split have no sub-word within data.max_length=%d tokens (cut "
-                    "sentences): they get no label in training and evaluation, and are predicted O.",
+                    "data: %d words of the %s split are past data.max_length=%d sub-words (cut sentences): "
+                    "they get no label in training and evaluation, and are predicted O.",
                     words, split, self.max_length,
                 )  # fmt: skip
 
