@@ -38,7 +38,9 @@ token_type_ids    (B, T) int64  BERT only (0: first segment with its [CLS]/[SEP]
 labels            (B,) int64    sequence classification: class index
                   (B,) float32  regression (``num_labels == 1``)
                   (B, T) int64  tagging: a label per token, -100 on ignored sub-words and pads
-                  (B, T) int64  instruction tuning: next tokens, -100 on prompt and pads
+                  (B, T) int64  instruction tuning: ``input_ids`` on the response and its
+                                end-of-text, -100 on prompt and pads (the task shifts them:
+                                position t predicts label t + 1)
 subset            (B,) int64    only where a split has named parts (MNLI's matched and
                                 mismatched test sets): the index into ``subsets``
 index             (B,) int64    the example's row in its source (GLUE test files' ``index``)
