@@ -146,6 +146,13 @@ def test_embedded_sets_split_like_the_pretraining_corpus(tmp_path):
         splits["predict"] is splits["test"]
         and code_span_sentences(held)["test"][0].words == splits["test"][0].words
     )
+    from vitrain.data.python_instructions import python_instructions
+
+    def names(records):  # the objects asked about, the type left out (bytes.split ~ str.split)
+        return {r["instruction"].split("`")[1].split(".")[-1] for r in records if "`" in r["instruction"]}
+
+    records = python_instructions()
+    assert not names(records["train"]) & (names(records["val"]) | names(records["test"]))
     data = sft(tmp_path, vocab_size=1000, max_length=256)
     data.setup()
     assert len(data.train_set) > 300 and len(data.val_set) > 20 and len(data.test_set) > 20

@@ -12,9 +12,10 @@ text the interpreter ships or a fact it reports about itself:
   description." + the first line of an exception's docstring -> its name.
 
 The builtins that the ``site`` module adds (``help``, ``exit``, ``copyright``, ...) and aliases
-(``IOError`` is ``OSError``) are left out. Records are grouped by the object they are about, and
-the groups are split into train / validation / test with a seed, so the questions about one
-function are all in the same split.
+(``IOError`` is ``OSError``) are left out. Records are grouped by the name they are about, the type
+left out (``str.split``, ``bytes.split`` and ``bytearray.split`` share their docstrings almost word
+for word, so they form one group), and the groups are split into train / validation / test with a
+seed: the answers of the held-out splits are not near-copies of training answers.
 """
 
 from __future__ import annotations
@@ -94,8 +95,12 @@ def python_instructions(
     val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
 ) -> dict[str, list[dict[str, str]]]:
     """``{"train", "val", "test": records}`` in the Alpaca layout (``instruction``, optional
-    ``input``, ``output``); the subjects are split with ``seed`` (at least one per held-out split)."""
-    groups = [records for item in _subjects() if (records := _records_about(*item))]
+    ``input``, ``output``); the groups of records (see the module docstring) are split with
+    ``seed`` (at least one group per held-out split)."""
+    by_name: dict[str, list[dict[str, str]]] = {}
+    for item in _subjects():
+        by_name.setdefault(item[0].rsplit(".", 1)[-1], []).extend(_records_about(*item))
+    groups = [records for _, records in sorted(by_name.items()) if records]
     order = np.random.default_rng(seed).permutation(len(groups)).tolist()
     n_val = max(1, round(val_fraction * len(groups)))
     n_test = max(1, round(test_fraction * len(groups))) if test_fraction > 0 else 0

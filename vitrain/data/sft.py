@@ -235,7 +235,7 @@ class SFTDataModule(FinetuneDataModule):
         settings = [sorted(self.files.items(), key=str), self.prompt_template.to_dict(), self.val_fraction,
                     self.test_fraction, self.split_seed]  # fmt: skip
         if not given:
-            settings.append(f"embedded python instructions {sys.version}")
+            settings.append(f"embedded python instructions v2 {sys.version}")  # v2: grouped by name
         return settings, [p for p in given.values() if p.is_file()]
 
     def read_examples(self) -> dict[str, list[Record]]:
