@@ -201,7 +201,9 @@ def test_tokenizer_sources(tmp_path):
         and "token_type_ids" not in dm.train_set[0]
     )
     torch.save({"state_dict": {}}, tmp_path / "bare.ckpt")
-    with pytest.raises(UserError, match=r"bare.ckpt holds a network .* and carries no tokenizer .* data.tokenizer="):
+    with pytest.raises(
+        UserError, match=r"bare.ckpt holds a network .* and carries no tokenizer .* data.tokenizer="
+    ):
         data(tmp_path, packing="causal", train=str(train), init_from=str(tmp_path / "bare.ckpt")).setup()
 
 
