@@ -227,6 +227,9 @@ def markdown(groups: list[Group], shared: list[str], title: str) -> str:
         )
     if shared:
         lines.append("Shared overrides: " + " ".join(f"`{o}`" for o in shared))
+    if monitor and len(groups) > 1 and (best := best_group(groups, monitor)) is not None:
+        value = best.mean_std(monitor)[0]
+        lines.append(f"Best on `{monitor}` (the selection split): `{best.label}` ({value:.4f}).")
     lines.append("")
     tests = [f"{test_monitor} (mean ± std)"] if test_monitor else []
     head = [
@@ -253,6 +256,17 @@ def markdown(groups: list[Group], shared: list[str], title: str) -> str:
         cells.append(_fmt(g.mean_of(lambda r: r.summary.get("wall_time_s")), 1))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def best_group(groups: list[Group], monitor: str) -> Group | None:
+    """The group whose mean best ``monitor`` is best (in the runs' monitor mode): a sweep's choice,
+    e.g. BERT's learning rate from its grid."""
+    scored = [(stats[0], g) for g in groups if (stats := g.mean_std(monitor))]
+    if not scored:
+        return None
+    mode = (groups[0].runs[0].summary.get("monitor") or {}).get("mode", "max")
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda item: item[0])[1]
 
 
 def plot(groups: list[Group], out: Path) -> list[Path]:

@@ -94,3 +94,22 @@ def test_bad_input_is_one_message_and_a_failed_summary(tmp_path, case):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and message in summary["error"]
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_resuming_with_another_tokenizer_is_refused(tmp_path, gpt_run):
+    """A rebuilt token cache may hold a retrained tokenizer (training is not reproducible bit for bit):
+    continuing a checkpoint with it would read the wrong embedding rows."""
+    from vitrain.data.text import embedded_documents
+
+    other = train_tokenizer([doc[::-1] for doc in embedded_documents()], "causal", 300)
+    other.save(str(tmp_path / "other.json"))
+    proc = run_train(tmp_path / "resume", "model=gpt_tiny", *SMALL, "data=text", f"data.tokenizer={tmp_path / 'other.json'}",
+                     "data.seq_len=32", "data.batch_size=8", "trainer.max_epochs=2", "trainer.limit_train_batches=4",
+                     "trainer.limit_val_batches=1", f"ckpt_path={gpt_run}")  # fmt: skip
+    written = tmp_path / "resume" / "checkpoint_tokenizer.json"
+    assert_user_error(
+        proc, "the checkpoint was trained with another tokenizer than the data's", f"data.tokenizer={written}"
+    )
+    assert json.loads(written.read_text()) == json.loads(
+        torch.load(gpt_run, weights_only=True)[TOKENIZER_KEY]
+    )

@@ -347,6 +347,45 @@ EXPECTED: dict[str, dict] = {
         "trainer.gradient_clip_val": 1.0,
         "trainer.precision": "bf16-mixed",  # deviation: fp32 on TPUs
     },
+    # Devlin et al. 2018, section 4.1 and A.3; google-research/bert run_classifier.py, optimization.py
+    "bert_base_glue": {
+        "model._target_": "vitrain.tasks.SequenceClassificationTask",
+        "model.net.hf_weights": "bert-base-uncased",
+        "model.net.dropout": 0.1,
+        "model.net.classifier_dropout": None,  # = dropout (0.1), as BertForSequenceClassification
+        "data.max_length": 128,
+        "global_batch": 32,
+        "optimizer._target_": "vitrain.tasks.bert_adam.BertAdam",
+        "optimizer.lr": 2e-5,  # the grid {5e-5, 4e-5, 3e-5, 2e-5} is a multirun; run_classifier's default
+        "optimizer.eps": 1e-6,
+        "optimizer.weight_decay": 0.01,
+        "optimizer.bias_correction": False,
+        "scheduler._target_": LINEAR,
+        "scheduler.warmup_epochs": 0.1 * 3,  # warmup_proportion 0.1
+        "scheduler.min_lr_ratio": 0.0,
+        "trainer.max_epochs": 3,
+        "trainer.gradient_clip_val": 1.0,
+    },
+    # Radford et al. 2018, section 4.1; openai/finetune-transformer-lm train.py
+    "gpt_finetune_cls": {
+        "model._target_": "vitrain.tasks.GPTSequenceClassificationTask",
+        "model.net.hf_weights": "gpt2",  # deviation: GPT-1's 117M model is not released in this format
+        "model.net.dropout": 0.1,
+        "model.net.classifier_dropout": 0.1,
+        "model.lm_weight": 0.5,
+        "data.max_length": 512,
+        "global_batch": 32,
+        "optimizer._target_": "torch.optim.AdamW",
+        "optimizer.lr": 6.25e-5,
+        "optimizer.betas": [0.9, 0.999],
+        "optimizer.eps": 1e-8,
+        "optimizer.weight_decay": 0.01,
+        "scheduler._target_": LINEAR,
+        "scheduler.warmup_epochs": 0.002 * 3,  # lr_warmup 0.002 of the 3 epochs
+        "scheduler.min_lr_ratio": 0.0,
+        "trainer.max_epochs": 3,
+        "trainer.gradient_clip_val": 1.0,
+    },
     "bert_base_512": {
         "data.seq_len": 512,
         "global_batch": 256,
@@ -454,6 +493,25 @@ EXPECTED: dict[str, dict] = {
         "optimizer.lr": 5e-4,
         "data.seq_len": 128,
         "trainer.max_epochs": 16,
+    },
+    "finetune_cpu_bert": {
+        "model.net.name": "bert_tiny",
+        "data.val_fraction": 0.15,
+        "data.test_fraction": 0.2,
+        "data.max_length": 128,
+        "data.batch_size": 16,
+        "optimizer.lr": 2e-4,
+        "trainer.max_epochs": 10,
+    },
+    "finetune_cpu_gpt": {
+        "model.net.name": "gpt_tiny",
+        "model.lm_weight": 0.5,
+        "data.val_fraction": 0.15,
+        "data.test_fraction": 0.2,
+        "data.max_length": 128,
+        "data.batch_size": 16,
+        "optimizer.lr": 2e-4,
+        "trainer.max_epochs": 10,
     },
     "tagging_cpu_bert": {
         "model.net.name": "bert_tiny",

@@ -61,6 +61,7 @@ def test_report_table_and_plots(sweep, tmp_path):
     assert text.startswith("# ViT vs T2T")
     assert "4 runs in 2 groups" in text  # the failed and the unfinished job are left out
     assert "Shared overrides: `trainer.max_epochs=3`" in text
+    assert "Best on `val/acc1` (the selection split): `model=t2t_vit_7` (0.9600)." in text  # a sweep's pick
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| `")}
     assert set(rows) == {"`model=vit_ti16`", "`model=t2t_vit_7`"}
     # mean ± sample std over the seeds: (0.9, 0.8) -> 0.85 ± 0.0707; (0.95, 0.97) -> 0.96 ± 0.0141

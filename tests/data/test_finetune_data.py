@@ -216,3 +216,18 @@ def test_embedded_help_topic_task_labels_are_true_of_the_text():
     for passage in passages[::25]:
         owners = [n for n in topics if passage.text in " ".join(topics[n].split())]
         assert owners == [passage.label]  # found in its topic, and in no other
+
+
+def test_bag_of_words_baseline_reads_the_words():
+    from vitrain.baseline import bag_of_words
+    from vitrain.data.text_classification import TextExample
+
+    def split(n, seed):
+        rows = sentences(n, seed, labels=("red", "green", "blue"))
+        return [
+            TextExample(f"{label} {text}", None, label, f"row {i}") for i, (text, label) in enumerate(rows)
+        ]
+
+    result = bag_of_words({"train": split(30, 0), "val": split(9, 1), "test": split(9, 2)})
+    assert result["val/acc"] == result["test/acc"] == 1.0  # the label word is in every text
+    assert result["test/loss"] < 1.0986 and result["sizes"] == {"train": 30, "val": 9, "test": 9}  # < ln 3

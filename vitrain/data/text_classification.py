@@ -285,7 +285,7 @@ class TextClassificationDataModule(ClassificationData):
     Args:
         train, val, test: ``.csv`` / ``.tsv`` / ``.jsonl`` / ``.parquet`` files. ``train: null``
             is the embedded task (:func:`help_topic_passages`). Without ``val`` (or ``test``) a
-            ``val_fraction`` (``test_fraction``) of the training examples is held out with
+            ``val_fraction`` (``test_fraction``) of the examples of ``train`` is held out with
             ``split_seed`` (``test_fraction: 0``: no test split).
         predict: a file of the same layout whose examples ``mode=predict`` labels (its label
             column may be absent).
@@ -339,12 +339,13 @@ class TextClassificationDataModule(ClassificationData):
             examples = {"train": help_topic_passages(self.classes_wanted)}
         else:
             examples = {s: self._read(s, Path(f).expanduser()) for s, f in self.files.items() if f}
-        train = examples["train"]
+        train, test_fraction = examples["train"], self.test_fraction
         if "val" not in examples:
             train, examples["val"] = split_off(train, self.val_fraction, self.split_seed, "data.val_fraction")
+            test_fraction = self.test_fraction / (1 - self.val_fraction)  # both fractions of the whole
         if "test" not in examples and self.test_fraction > 0:
             train, examples["test"] = split_off(
-                train, self.test_fraction, self.split_seed + 1, "data.test_fraction"
+                train, test_fraction, self.split_seed + 1, "data.test_fraction"
             )
         examples["train"] = train
         return examples

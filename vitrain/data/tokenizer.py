@@ -124,3 +124,28 @@ def special_ids(tok: Tokenizer, packing: str) -> dict[str, int]:
     if packing == "causal":
         return {"eot": tok.token_to_id(EOT)}
     return {t.strip("[]").lower(): tok.token_to_id(t) for t in BERT_SPECIALS}
+
+
+def check_checkpoint_tokenizer(stored: str | None, current: str | None, out_dir: str | Path) -> None:
+    """Refuse to continue a checkpoint trained with another tokenizer than the data's.
+
+    ``stored`` / ``current``: ``tokenizer.json`` texts of the checkpoint and of the data (None:
+    unknown, nothing to compare). Training a tokenizer is not reproducible bit for bit (ties between
+    merges), so a token cache that was rebuilt (deleted, moved, another vitrain version's cache key)
+    can hold a different tokenizer than the run's checkpoints: continuing would feed the embedding
+    rows of other tokens. The checkpoint's tokenizer is written to ``out_dir/checkpoint_tokenizer.json``
+    and the message says how to use it."""
+    if not stored or not current:
+        return
+    ours, theirs = Tokenizer.from_str(current).get_vocab(), Tokenizer.from_str(stored).get_vocab()
+    if ours == theirs:
+        return
+    path = Path(out_dir) / "checkpoint_tokenizer.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(stored)
+    differ = len(set(ours.items()) ^ set(theirs.items()))
+    raise UserError(
+        f"the checkpoint was trained with another tokenizer than the data's ({differ} token ids differ): its "
+        f"token cache was rebuilt or data.tokenizer changed. Continue with the checkpoint's tokenizer, written "
+        f"to {path}: add data.tokenizer={path}."
+    )

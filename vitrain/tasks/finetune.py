@@ -16,6 +16,7 @@ from pathlib import Path
 from torch import nn
 
 from vitrain.data.finetune import TOKENIZER_KEY
+from vitrain.data.tokenizer import check_checkpoint_tokenizer
 from vitrain.errors import UserError
 from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
 
@@ -56,6 +57,12 @@ class FinetuneTask(Task):
             checkpoint[TOKENIZER_KEY] = self.tokenizer_json
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if (
+            self._trainer is not None
+        ):  # a fit / test from the checkpoint: the data's tokenizer must be its own
+            check_checkpoint_tokenizer(
+                checkpoint.get(TOKENIZER_KEY), self.tokenizer_json, self.trainer.default_root_dir
+            )
         self.tokenizer_json = checkpoint.get(TOKENIZER_KEY, self.tokenizer_json)
 
 
