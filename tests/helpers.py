@@ -208,6 +208,65 @@ def write_jsonl_corpus(path: Path, count: int = 40, sentences: int = 12, seed: i
     return path
 
 
+# ---------------------------------------------------------------- tagging and instruction data, as distributed
+PEOPLE = [["Peter", "Blackburn"], ["Ada", "Lovelace"], ["Alan", "Turing"], ["Grace", "Hopper"]]
+PLACES = ["Spain", "Brussels", "Baghdad", "Italy", "Germany", "Lyon"]
+
+
+def conll_sentence(rng: np.random.Generator) -> list[tuple[str, str, str, str]]:
+    """Rows ``(token, POS, chunk, NER)`` of a sentence, IOB1 tags as CoNLL-2003 writes them: a
+    two-word person (I-PER I-PER), then one place or two adjacent places (I-LOC B-LOC)."""
+    person = PEOPLE[int(rng.integers(len(PEOPLE)))]
+    verb = ["visits", "leaves", "calls"][int(rng.integers(3))]
+    places = [PLACES[int(i)] for i in rng.choice(len(PLACES), size=int(rng.integers(1, 3)), replace=False)]
+    rows = [(w, "NNP", "I-NP", "I-PER") for w in person] + [(verb, "VBZ", "I-VP", "O")]
+    rows += [(p, "NNP", "I-NP", "I-LOC" if i == 0 else "B-LOC") for i, p in enumerate(places)]
+    return [*rows, (".", ".", "O", "O")]
+
+
+def write_conll_distribution(root: Path, sizes: tuple[int, int, int] = (48, 12, 12), seed: int = 0) -> Path:
+    """``root/eng.train``, ``eng.testa``, ``eng.testb`` as CoNLL-2003 ships them: 4 space-separated
+    columns, ``-DOCSTART- -X- O O`` and a blank line before each document (4 sentences each),
+    a blank line after each sentence, IOB1 tags."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for name, count in zip(("eng.train", "eng.testa", "eng.testb"), sizes, strict=True):
+        lines = []
+        for i in range(count):
+            if i % 4 == 0:
+                lines += ["-DOCSTART- -X- O O", ""]
+            lines += [" ".join(row) for row in conll_sentence(rng)] + [""]
+        (root / name).write_text("\n".join(lines) + "\n")
+    return root
+
+
+def instruction_records(count: int, seed: int = 0) -> list[dict[str, str]]:
+    """Alpaca records whose response follows from the instruction (and the input)."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(count):
+        a, b = (int(x) for x in rng.integers(0, 20, size=2))
+        if i % 2:
+            records.append({"instruction": "Add the two numbers.", "input": f"{a} {b}", "output": f"{a + b}"})
+        else:
+            word = SUBJECTS[int(rng.integers(len(SUBJECTS)))]
+            records.append({"instruction": f"Repeat: {word}", "input": "", "output": word})
+    return records
+
+
+def write_instruction_files(folder: Path, count: int = 24) -> dict[str, Path]:
+    """``folder/alpaca_data.json`` (a JSON list with indent 4, one key per line, as
+    tatsu-lab/stanford_alpaca ships it) and ``folder/val.jsonl`` (prompt / response records)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path = folder / "alpaca_data.json"
+    json_path.write_text(json.dumps(instruction_records(count), indent=4))
+    jsonl = folder / "val.jsonl"
+    records = instruction_records(8, seed=1)
+    jsonl.write_text("".join(json.dumps({"prompt": r["instruction"], "input": r["input"], "response": r["output"]})
+                             + "\n" for r in records))  # fmt: skip
+    return {"json": json_path, "jsonl": jsonl}
+
+
 class SignalAtStep(L.Callback):
     """Sends ``signal`` to this process after training step ``step`` of rank ``rank`` (-1: every
     rank), as SLURM or a user would: a deterministic point to interrupt a run from the CLI
@@ -242,3 +301,104 @@ def write_small_coco(root: Path) -> None:
         content = {"images": images, "annotations": annotations,
                    "categories": [{"id": 2, "name": "car"}, {"id": 5, "name": "dog"}]}  # fmt: skip
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(content))
+
+
+# ---------------------------------------------------------------- GLUE, laid out as the official distribution
+GLUE_HEADERS = {  # task folder -> (train/dev header or None, test header); columns as GLUE ships them
+    "CoLA": (None, ["index", "sentence"]),
+    "SST-2": (["sentence", "label"], ["index", "sentence"]),
+    "MRPC": (["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"], ["index", "#1 ID", "#2 ID", "#1 String", "#2 String"]),
+    "QQP": (["id", "qid1", "qid2", "question1", "question2", "is_duplicate"], ["id", "question1", "question2"]),
+    "STS-B": (["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2", "score"],
+              ["index", "genre", "filename", "year", "old_index", "source1", "source2", "sentence1", "sentence2"]),
+    "MNLI": (["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
+              "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "gold_label"],
+             ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
+              "sentence1_parse", "sentence2_parse", "sentence1", "sentence2"]),
+    "QNLI": (["index", "question", "sentence", "label"], ["index", "question", "sentence"]),
+    "RTE": (["index", "sentence1", "sentence2", "label"], ["index", "sentence1", "sentence2"]),
+    "WNLI": (["index", "sentence1", "sentence2", "label"], ["index", "sentence1", "sentence2"]),
+}  # fmt: skip
+GLUE_LABELS = {"CoLA": ["0", "1"], "SST-2": ["0", "1"], "MRPC": ["0", "1"], "QQP": ["0", "1"], "STS-B": None,
+               "MNLI": ["contradiction", "entailment", "neutral"], "QNLI": ["entailment", "not_entailment"],
+               "RTE": ["entailment", "not_entailment"], "WNLI": ["0", "1"]}  # fmt: skip
+
+
+def glue_row(folder: str, i: int, text: str, pair: str, label: str | None) -> list[str]:
+    """One row of ``folder``'s train/dev (``label`` given) or test file, in GLUE's column order."""
+    test = label is None
+    if folder == "CoLA":
+        return [str(i), text] if test else ["gj04", label, "" if label == "1" else "*", text]
+    if folder == "SST-2":
+        return [str(i), text] if test else [text, label]
+    if folder == "MRPC":
+        return [label if not test else str(i), str(1000 + i), str(2000 + i), text, pair]
+    if folder == "QQP":
+        return [str(i), text, pair] if test else [str(i), str(2 * i), str(2 * i + 1), text, pair, label]
+    if folder == "STS-B":
+        return [
+            str(i),
+            "main-news",
+            "2012",
+            "2012test",
+            str(i),
+            "none",
+            "none",
+            text,
+            pair,
+            *([] if test else [label]),
+        ]
+    if folder == "MNLI":
+        row = [str(i), str(100 + i), f"{100 + i}e", "fiction", f"( {text} )", f"( {pair} )", f"(ROOT {text})",
+               f"(ROOT {pair})", text, pair]  # fmt: skip
+        return row if test else [*row, label, label]
+    return [str(i), text, pair, *([] if test else [label])]
+
+
+def write_glue_task(
+    root: Path, folder: str, n_train: int = 24, n_dev: int = 8, n_test: int = 6, seed: int = 0
+) -> Path:
+    """``root/<folder>/`` with train.tsv, dev.tsv and test.tsv (MNLI: dev_matched / dev_mismatched /
+    test_matched / test_mismatched), headers and columns as the GLUE distribution has them. The label
+    is readable from the text (its first word names it), so a tiny network can learn it."""
+    rng = np.random.default_rng(seed)
+    labels = GLUE_LABELS[folder]
+    header, test_header = GLUE_HEADERS[folder]
+    out = root / folder
+    out.mkdir(parents=True, exist_ok=True)
+
+    def examples(n: int) -> list[tuple[str, str, str]]:
+        rows = []
+        for _ in range(n):
+            k = int(rng.integers(len(labels))) if labels else int(rng.integers(6))
+            label = labels[k] if labels else f"{k * 0.9:.3f}"
+            text = f"w{k} " + sentence(rng)  # a "its quotes" sentence: GLUE files are not quoted
+            rows.append((text.replace(".", ' "q".'), sentence(rng), label))
+        return rows
+
+    def write(name: str, rows: list[list[str]], head: list[str] | None) -> None:
+        lines = (["\t".join(head)] if head else []) + ["\t".join(r) for r in rows]
+        (out / name).write_text("\n".join(lines) + "\n")
+
+    devs = ["dev_matched.tsv", "dev_mismatched.tsv"] if folder == "MNLI" else ["dev.tsv"]
+    tests = ["test_matched.tsv", "test_mismatched.tsv"] if folder == "MNLI" else ["test.tsv"]
+    dev_header = header
+    if folder == "MNLI":  # dev files carry five annotator labels
+        dev_header = [*header[:-2], "label1", "label2", "label3", "label4", "label5", "gold_label"]
+    write(
+        "train.tsv",
+        [glue_row(folder, i, t, p, lab) for i, (t, p, lab) in enumerate(examples(n_train))],
+        header,
+    )
+    for name in devs:
+        rows = [glue_row(folder, i, t, p, lab) for i, (t, p, lab) in enumerate(examples(n_dev))]
+        if folder == "MNLI":
+            rows = [[*r[:-2], r[-1], r[-1], r[-1], r[-1], r[-1], r[-1]] for r in rows]
+        write(name, rows, dev_header)
+    for name in tests:
+        write(
+            name,
+            [glue_row(folder, i, t, p, None) for i, (t, p, _) in enumerate(examples(n_test))],
+            test_header,
+        )
+    return out

@@ -79,6 +79,14 @@ def load_task_weights(
     task.load_state_dict(state)
 
 
+def checkpoint_network(checkpoint: dict) -> str:
+    """What network a vitrain checkpoint holds, for messages: ``<factory> (name=..., model=...)``."""
+    meta = checkpoint.get("vitrain", {}) if isinstance(checkpoint, dict) else {}
+    net = meta.get("net", {})
+    model = (meta.get("config") or {}).get("choices", {}).get("model")
+    return f"{net.get('_target_', 'a network')} (name={net.get('name')}, model={model})"
+
+
 def task_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
     """The task's ``state_dict`` of ``checkpoint`` (``torch.compile`` runs in place: no key prefixes)."""
     return dict(checkpoint["state_dict"])

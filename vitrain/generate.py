@@ -5,6 +5,10 @@
 
 The checkpoint carries the network config (``checkpoint["vitrain"]["net"]``) and the tokenizer
 (``checkpoint["vitrain_tokenizer"]``), so no training data or config is needed.
+
+An instruction-tuned checkpoint (``model=gpt*_sft``) also carries its prompt template: the prompt
+is the instruction (``--input`` adds the record's input), formatted as in training, and the
+response alone is printed, up to the end-of-text token (``--raw`` continues the prompt as it is).
 """
 
 from __future__ import annotations
@@ -17,28 +21,48 @@ import torch
 
 from vitrain.checkpoints import load_checkpoint, net_state_dict
 from vitrain.errors import UserError
-from vitrain.models.gpt import GPT, create_gpt
+from vitrain.models.gpt import GPT, GPTConfig, create_gpt
+from vitrain.tasks.instruction import GPT_CONFIG_KEY, PROMPT_KEY
 from vitrain.tasks.language import TOKENIZER_KEY
+
+GPT_TARGETS = ("vitrain.models.create_gpt", "vitrain.models.create_gpt_sft")
 
 
 def load_gpt(path: str | Path):
-    """``(net, tokenizer)`` of a GPT checkpoint written by vitrain (``CausalLMTask``)."""
+    """``(net, tokenizer)`` of a GPT checkpoint written by vitrain (``CausalLMTask``,
+    ``InstructionTuningTask``)."""
+    net, tokenizer, _ = load_generator(path)
+    return net, tokenizer
+
+
+def load_generator(path: str | Path):
+    """``(net, tokenizer, template)`` of a GPT checkpoint written by vitrain; ``template`` is the
+    prompt template of an instruction-tuning run (:class:`vitrain.data.sft.PromptTemplate`), else None."""
     from tokenizers import Tokenizer
+
+    from vitrain.data.sft import PromptTemplate
 
     checkpoint = load_checkpoint(path, key="checkpoint")
     net_cfg = dict(checkpoint.get("vitrain", {}).get("net", {}))
-    if net_cfg.get("_target_") != "vitrain.models.create_gpt":
+    if net_cfg.get("_target_") not in GPT_TARGETS:
         raise UserError(
             f"checkpoint={path}: not a GPT checkpoint (its network is {net_cfg.get('_target_')}); "
             "give a checkpoint of a model=gpt* run."
         )
     if TOKENIZER_KEY not in checkpoint:
-        raise UserError(f"checkpoint={path}: holds no tokenizer; it was not written by a data=text run.")
-    net_cfg.pop("_target_")
-    net_cfg["hf_weights"] = None
-    net = create_gpt(**net_cfg)
+        raise UserError(
+            f"checkpoint={path}: holds no tokenizer; it was not written by a data=text or data=sft run."
+        )
+    if GPT_CONFIG_KEY in checkpoint:  # the architecture as built (from init_from / hf_weights)
+        net = GPT(GPTConfig(**checkpoint[GPT_CONFIG_KEY]))
+    else:
+        net_cfg.pop("_target_")
+        net_cfg["hf_weights"] = None
+        net = create_gpt(**net_cfg)
     net.load_state_dict(net_state_dict(checkpoint), strict=False)
-    return net.eval(), Tokenizer.from_str(checkpoint[TOKENIZER_KEY])
+    prompt = checkpoint.get(PROMPT_KEY)
+    template = PromptTemplate(**prompt) if prompt else None
+    return net.eval(), Tokenizer.from_str(checkpoint[TOKENIZER_KEY]), template
 
 
 def generate_text(
@@ -55,6 +79,36 @@ def generate_text(
     The same ``seed`` gives the same text; ``top_k=1`` (or ``temperature=0``) is greedy. An
     empty prompt starts from the end-of-text token. Generation stops at end-of-text.
     """
+    return prompt + continuation(net, tokenizer, prompt, max_new_tokens, temperature, top_k, seed)
+
+
+def respond(
+    net: GPT,
+    tokenizer,
+    template,
+    instruction: str,
+    input: str = "",
+    max_new_tokens: int = 100,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+) -> str:
+    """The response of an instruction-tuned GPT to ``instruction`` (and ``input``), formatted with
+    its prompt ``template`` (a :class:`vitrain.data.sft.PromptTemplate`), up to end-of-text."""
+    prompt = template.format(instruction, input)
+    return continuation(net, tokenizer, prompt, max_new_tokens, temperature, top_k, seed)
+
+
+def continuation(
+    net: GPT,
+    tokenizer,
+    prompt: str,
+    max_new_tokens: int = 100,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int = 0,
+) -> str:
+    """Up to ``max_new_tokens`` tokens sampled after ``prompt``, decoded (see :func:`generate_text`)."""
     eot = tokenizer.token_to_id("<|endoftext|>")
     ids = tokenizer.encode(prompt, add_special_tokens=False).ids if prompt else []
     if not ids:
@@ -69,13 +123,24 @@ def generate_text(
     finally:
         net.train(was_training)
     new = [i for i in out[0, len(ids) :].tolist() if i != eot]
-    return prompt + tokenizer.decode(new, skip_special_tokens=True)
+    return tokenizer.decode(new, skip_special_tokens=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vitrain.generate", description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", help="a .ckpt of a GPT run (e.g. <run_dir>/checkpoints/last.ckpt)")
-    parser.add_argument("--prompt", default="", help="text to continue (default: start of a document)")
+    parser.add_argument(
+        "--prompt",
+        default="",
+        help="text to continue (default: start of a document); an instruction-tuned "
+        "checkpoint: the instruction",
+    )
+    parser.add_argument("--input", default="", help="an instruction-tuned checkpoint: the record's input")
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="an instruction-tuned checkpoint: continue --prompt without the template",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=100)
     parser.add_argument("--temperature", type=float, default=1.0, help="0: greedy")
     parser.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens")
@@ -86,12 +151,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.max_new_tokens < 1 or (args.top_k is not None and args.top_k < 1):
             raise UserError("--max-new-tokens and --top-k must be positive integers.")
-        net, tokenizer = load_gpt(args.checkpoint)
-        net.to(args.device)
-        for i in range(args.num_samples):
-            text = generate_text(
-                net, tokenizer, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed + i
+        net, tokenizer, template = load_generator(args.checkpoint)
+        if args.input and (template is None or args.raw):
+            raise UserError(
+                "--input is the input of an instruction: it needs an instruction-tuned checkpoint."
             )
+        net.to(args.device)
+        sampling = (args.max_new_tokens, args.temperature, args.top_k)
+        for i in range(args.num_samples):
+            if template is not None and not args.raw:
+                text = respond(
+                    net, tokenizer, template, args.prompt, args.input, *sampling, seed=args.seed + i
+                )
+            else:
+                text = generate_text(net, tokenizer, args.prompt, *sampling, seed=args.seed + i)
             print(text if args.num_samples == 1 else f"--- sample {i}\n{text}")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

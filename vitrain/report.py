@@ -333,6 +333,9 @@ def task_table(task: str, groups: list[Group], heading: bool, global_shared: lis
                 else "."
             )
         )
+        if len(groups) > 1 and (best := best_group(groups, monitor)) is not None:
+            value = best.mean_std(monitor)[0]
+            lines.append(f"Best on `{monitor}` (the selection split): `{best.label}` ({value:.4f}).")
         lines.append("")
     tests = [f"{test_monitor} (mean ± std)"] if test_monitor else []
     head = [
@@ -375,6 +378,17 @@ def task_table(task: str, groups: list[Group], heading: bool, global_shared: lis
 LEGEND_WIDTH = 60  # characters per line of a legend label
 PANEL = (5.5, 3.6)  # inches of one panel (width, height), whatever its legend holds
 LEGEND_LINE = 0.16  # inches per line of legend text (fontsize 7, with spacing)
+
+
+def best_group(groups: list[Group], monitor: str) -> Group | None:
+    """The group whose mean best ``monitor`` is best (in the runs' monitor mode): a sweep's choice,
+    e.g. BERT's learning rate from its grid."""
+    scored = [(stats[0], g) for g in groups if (stats := g.mean_std(monitor))]
+    if not scored:
+        return None
+    mode = (groups[0].runs[0].summary.get("monitor") or {}).get("mode", "max")
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda item: item[0])[1]
 
 
 def plot(groups: list[Group], out: Path) -> list[Path]:

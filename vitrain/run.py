@@ -243,9 +243,9 @@ def use_checkpoint(cfg: DictConfig, task: L.LightningModule, choices: Any, datam
     if cfg.mode == "test":
         return test_checkpoint(trainer, task, datamodule, str(cfg.ckpt_path), run_dir)
     classes = checkpoint.get("vitrain", {}).get("class_names", [])
-    out = run_dir / "predictions.csv"
-    count = predict(trainer, task, datamodule, classes, out)
-    write_summary(run_dir, {**record, "predictions": str(out), "files": count})
+    paths, count = predict(trainer, task, datamodule, classes, run_dir)
+    out = str(paths[0]) if len(paths) == 1 else [str(p) for p in paths]
+    write_summary(run_dir, {**record, "predictions": out, "files": count})
     return None
 
 
@@ -533,17 +533,25 @@ def evaluate(trainer, task, datamodule, cfg: DictConfig, run_dir: Path) -> float
     return metrics.get(task.monitor)
 
 
-def predict(trainer, task, datamodule, classes: list[str], out: Path) -> int:
-    """Write the task's predictions of each file under ``data.predict_dir`` to ``out`` (CSV);
-    returns the number of files."""
+def predict(trainer, task, datamodule, classes: list[str], run_dir: Path) -> tuple[list[Path], int]:
+    """Write the task's predictions of the data's predict split (images: the files under
+    ``data.predict_dir``); returns the files written and the number of predictions.
+
+    Default: ``run_dir/predictions.csv`` with the task's :meth:`predict_rows`; a DataModule with
+    ``write_predictions(header, rows, run_dir)`` writes its own files (GLUE's submission files)."""
     batches = trainer.predict(task, datamodule=datamodule)
-    header, rows = task.predict_rows(batches, datamodule.predict_set.files, classes)
-    with open(out, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(header)
-        writer.writerows(rows)
-    log.info("Wrote %d predictions to %s", len(rows), out)
-    return len(rows)
+    header, rows = task.predict_rows(batches, getattr(datamodule.predict_set, "files", None), classes)
+    writer = getattr(datamodule, "write_predictions", None)
+    if writer is not None:
+        paths = writer(header, rows, run_dir)
+    else:
+        paths = [run_dir / "predictions.csv"]
+        with open(paths[0], "w", newline="") as f:
+            csv_writer = csv.writer(f)
+            csv_writer.writerow(header)
+            csv_writer.writerows(rows)
+    log.info("Wrote %d predictions to %s", len(rows), ", ".join(str(p) for p in paths))
+    return paths, len(rows)
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:

@@ -23,6 +23,8 @@ CASES = [(g, o) for g in GROUPS for o in options(g)]
 MODEL_FOR_DATA = {
     "text": "gpt_tiny", "text_stream": "gpt_tiny", "coco": "detr_tiny", "shapes": "detr_tiny",
     "coco_stream": "detr_tiny", "shapes_masks": "sam_tiny", "coco_masks": "sam_tiny", "sa1b": "sam_tiny",
+    "glue": "bert_tiny_cls", "text_classification": "gpt_tiny_cls",
+    "conll": "bert_tiny_tagging", "sft": "gpt_tiny_sft",
 }  # fmt: skip
 
 

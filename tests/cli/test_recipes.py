@@ -413,6 +413,45 @@ EXPECTED: dict[str, dict] = {
         "trainer.gradient_clip_val": 1.0,
         "trainer.precision": "bf16-mixed",  # deviation: fp32 on TPUs
     },
+    # Devlin et al. 2018, section 4.1 and A.3; google-research/bert run_classifier.py, optimization.py
+    "bert_base_glue": {
+        "model._target_": "vitrain.tasks.SequenceClassificationTask",
+        "model.net.hf_weights": "bert-base-uncased",
+        "model.net.dropout": 0.1,
+        "model.net.classifier_dropout": None,  # = dropout (0.1), as BertForSequenceClassification
+        "data.max_length": 128,
+        "global_batch": 32,
+        "optimizer._target_": "vitrain.tasks.bert_adam.BertAdam",
+        "optimizer.lr": 2e-5,  # the grid {5e-5, 4e-5, 3e-5, 2e-5} is a multirun; run_classifier's default
+        "optimizer.eps": 1e-6,
+        "optimizer.weight_decay": 0.01,
+        "optimizer.bias_correction": False,
+        "scheduler._target_": LINEAR,
+        "scheduler.warmup_epochs": 0.1 * 3,  # warmup_proportion 0.1
+        "scheduler.min_lr_ratio": 0.0,
+        "trainer.max_epochs": 3,
+        "trainer.gradient_clip_val": 1.0,
+    },
+    # Radford et al. 2018, section 4.1; openai/finetune-transformer-lm train.py
+    "gpt_finetune_cls": {
+        "model._target_": "vitrain.tasks.GPTSequenceClassificationTask",
+        "model.net.hf_weights": "gpt2",  # deviation: GPT-1's 117M model is not released in this format
+        "model.net.dropout": 0.1,
+        "model.net.classifier_dropout": 0.1,
+        "model.lm_weight": 0.5,
+        "data.max_length": 512,
+        "global_batch": 32,
+        "optimizer._target_": "torch.optim.AdamW",
+        "optimizer.lr": 6.25e-5,
+        "optimizer.betas": [0.9, 0.999],
+        "optimizer.eps": 1e-8,
+        "optimizer.weight_decay": 0.01,
+        "scheduler._target_": LINEAR,
+        "scheduler.warmup_epochs": 0.002 * 3,  # lr_warmup 0.002 of the 3 epochs
+        "scheduler.min_lr_ratio": 0.0,
+        "trainer.max_epochs": 3,
+        "trainer.gradient_clip_val": 1.0,
+    },
     "bert_base_512": {
         "data.seq_len": 512,
         "global_batch": 256,
@@ -426,6 +465,62 @@ EXPECTED: dict[str, dict] = {
         "scheduler.min_lr_ratio": 0.0,
         "scheduler.decay_epochs": None,
         "trainer.max_epochs": -1,
+    },
+    # Devlin et al. 2018 section 5.3, A.3; google-research/bert run_classifier.py, optimization.py
+    "bert_base_conll03": {
+        "model._target_": "vitrain.tasks.TokenClassificationTask",
+        "model.net.name": "bert_base",
+        "model.net.hf_weights": "bert-base-cased",  # case-preserving WordPiece (5.3)
+        "model.net.dropout": 0.1,
+        "model.net.classifier_dropout": None,  # the encoder's 0.1
+        "data.lowercase": False,
+        "data.scheme": "iob1",  # CoNLL-2003 as distributed
+        "data.max_length": 128,
+        "data.require_files": True,
+        "optimizer._target_": "vitrain.tasks.bert_adam.BertAdam",
+        "optimizer.lr": 5e-5,
+        "optimizer.betas": [0.9, 0.999],
+        "optimizer.eps": 1e-6,
+        "optimizer.weight_decay": 0.01,
+        "optimizer.bias_correction": False,
+        "global_batch": 32,
+        "trainer.max_epochs": 3,
+        "scheduler._target_": LINEAR,
+        "scheduler.warmup_epochs": 0.1 * 3,
+        "scheduler.min_lr_ratio": 0.0,
+        "scheduler.decay_epochs": None,
+        "trainer.gradient_clip_val": 1.0,
+        "trainer.precision": "bf16-mixed",  # deviation: fp32 on TPUs
+    },
+    # litgpt finetune/full.py setup() defaults, args.py, data/alpaca.py, utils.py (torch's AdamW defaults)
+    "gpt2_sft": {
+        "model._target_": "vitrain.tasks.InstructionTuningTask",
+        "model.net.name": "gpt2_124m",
+        "model.net.hf_weights": "gpt2",
+        "model.net.dropout": 0.0,
+        "data.template": "alpaca",
+        "data.val_fraction": 0.03865,
+        "data.split_seed": 42,
+        "data.test_fraction": 0.0,
+        "data.max_length": 1024,
+        "data.require_files": True,
+        "global_batch": 16,
+        "trainer.max_epochs": 5,
+        "optimizer._target_": "torch.optim.AdamW",
+        "optimizer.lr": 1e-3,
+        "optimizer.betas": [0.9, 0.999],
+        "optimizer.eps": 1e-8,
+        "optimizer.weight_decay": 0.01,
+        # 100 warm-up steps; 51,760 records - 2,000 validation = 49,760 / 16 = 3,110 steps per epoch
+        "scheduler._target_": COSINE,
+        "scheduler.warmup_epochs": 100 / ((51760 - 2000) // 16),
+        "scheduler.min_lr_ratio": 0.0,
+        "scheduler.decay_epochs": None,
+        "trainer.gradient_clip_val": None,
+        "trainer.precision": "bf16-mixed",
+        "trainer.val_check_interval": 600 * 4,  # 600 optimizer steps x 4 accumulated micro-batches
+        "trainer.limit_val_batches": 100 // 4,  # 100 records
+        "seed": 1337,
     },
     # CPU-scale recipes (no paper): the values of their measured results
     "digits_vit_ti16": {
@@ -481,6 +576,48 @@ EXPECTED: dict[str, dict] = {
         "optimizer.lr": 5e-4,
         "data.seq_len": 128,
         "trainer.max_epochs": 16,
+    },
+    "finetune_cpu_bert": {
+        "model.net.name": "bert_tiny",
+        "data.val_fraction": 0.15,
+        "data.test_fraction": 0.2,
+        "data.max_length": 128,
+        "data.batch_size": 16,
+        "optimizer.lr": 2e-4,
+        "trainer.max_epochs": 10,
+    },
+    "finetune_cpu_gpt": {
+        "model.net.name": "gpt_tiny",
+        "model.lm_weight": 0.5,
+        "data.val_fraction": 0.15,
+        "data.test_fraction": 0.2,
+        "data.max_length": 128,
+        "data.batch_size": 16,
+        "optimizer.lr": 2e-4,
+        "trainer.max_epochs": 10,
+    },
+    "tagging_cpu_bert": {
+        "model.net.name": "bert_tiny",
+        "data.max_length": 128,
+        "data.batch_size": 16,
+        "optimizer.lr": 5e-4,
+        "optimizer.weight_decay": 0.01,
+        "scheduler._target_": LINEAR,
+        "scheduler.warmup_epochs": 1,
+        "trainer.max_epochs": 10,
+    },
+    "sft_cpu_gpt": {
+        "model.net.name": "gpt_tiny",
+        "data.template": "alpaca",
+        "data.max_length": 256,
+        "data.batch_size": 16,
+        "optimizer.lr": 5e-4,
+        "optimizer.betas": [0.9, 0.95],
+        "optimizer.weight_decay": 0.1,
+        "scheduler._target_": COSINE,
+        "scheduler.warmup_epochs": 1,
+        "scheduler.min_lr_ratio": 0.1,
+        "trainer.max_epochs": 10,
     },
     "sam_tiny_mae_pretrain": {
         "model.net.name": "mae_vit_tiny",

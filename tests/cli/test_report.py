@@ -67,6 +67,7 @@ def test_report_table_and_plots(sweep, tmp_path):
         f"`{sweep / '4'}` (status failed)" in text and f"`{sweep / '5'}` (no readable summary.json)" in text
     )
     assert "Shared overrides: `trainer.max_epochs=3`" in text
+    assert "Best on `val/acc1` (the selection split): `model=t2t_vit_7` (0.9600)." in text  # a sweep's pick
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| `")}
     assert set(rows) == {"`model=vit_ti16`", "`model=t2t_vit_7`"}
     # mean ± sample std over the seeds: (0.9, 0.8) -> 0.85 ± 0.0707; (0.95, 0.97) -> 0.96 ± 0.0141

@@ -22,15 +22,10 @@ and ``meta.json`` (written last: a cache without it is incomplete and rebuilt).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import re
-import shutil
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,11 +34,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vitrain.data.base import ShardedDataModule
+from vitrain.data.cache import NodeCache, fingerprint
 from vitrain.data.tokenizer import (
     PACKINGS,
     check_special_tokens,
     load_tokenizer,
     special_ids,
+    tokenizer_files,
     train_tokenizer,
 )
 from vitrain.errors import UserError
@@ -62,20 +59,25 @@ _MORE_TEXT = {
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
-def local_rank() -> int:
-    """This process's rank within its node, from the launcher's environment (0 when alone)."""
-    for variable in ("LOCAL_RANK", "SLURM_LOCALID", "JSM_NAMESPACE_LOCAL_RANK"):
-        if os.environ.get(variable, "").isdigit():
-            return int(os.environ[variable])
-    return 0
-
-
 # ------------------------------------------------------------------ reading documents
 def embedded_documents() -> list[str]:
     """The help texts that ship inside CPython (``pydoc_data.topics``): ~80 documents, ~0.5 MB."""
     from pydoc_data.topics import topics
 
     return [topics[name] for name in sorted(topics)]
+
+
+def held_out_split(count: int, val_fraction: float, test_fraction: float, seed: int) -> dict[int, str]:
+    """``{document index: "val" or "test"}`` of ``count`` documents (at least 2 + the test ones): a
+    ``seed`` permutation holds out ``val_fraction`` of them for validation (at least one), then
+    ``test_fraction`` for the test split (at least one when > 0); the others are training documents.
+    ``data=conll``'s embedded task splits the same help topics with it."""
+    n_test = max(1, int(round(test_fraction * count))) if test_fraction > 0 else 0
+    order = np.random.default_rng(seed).permutation(count).tolist()
+    n_val = min(max(1, int(round(val_fraction * count))), count - 1 - n_test)
+    held = {i: "val" for i in order[:n_val]}
+    held.update({i: "test" for i in order[n_val : n_val + n_test]})
+    return held
 
 
 def corpus_files(files: str | list[str] | tuple[str, ...]) -> list[Path]:
@@ -395,35 +397,16 @@ class TextDataModule(ShardedDataModule):
             yield doc
 
     def _fingerprint(self) -> str:
-        """Hash of everything the cache depends on."""
-        h = hashlib.sha256()
+        """Hash of everything the cache depends on (see :func:`vitrain.data.cache.fingerprint`)."""
         settings = [CACHE_VERSION, self.packing, self.vocab_size_wanted, self.lowercase, self.val_fraction,
                     self.test_fraction, self.split_seed, self.txt_documents, self.text_field,
                     self.max_chars]  # fmt: skip
         if self.packing == "masked":
             settings += [self.seq_len, self.nsp, self.seed]  # the packed spans depend on them
-        h.update(repr(settings).encode())
         if self.files is None:
-            h.update(f"embedded pydoc topics {sys.version}".encode())
-        else:
-            for path in corpus_files(self.files):
-                stat = path.stat()
-                h.update(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
-        if self.tokenizer_file:
-            tok_path = Path(self.tokenizer_file)
-            names = (
-                "tokenizer.json",
-                "vocab.json",
-                "merges.txt",
-                "vocab.txt",
-            )  # not a model folder's weights
-            for part in [
-                tok_path,
-                *([tok_path / n for n in names] if tok_path.is_dir() else [tok_path.with_name("merges.txt")]),
-            ]:
-                if part.is_file():
-                    h.update(part.read_bytes())
-        return h.hexdigest()[:20]
+            settings.append(f"embedded pydoc topics {sys.version}")
+        return fingerprint(settings, [] if self.files is None else corpus_files(self.files),
+                           tokenizer_files(self.tokenizer_file))  # fmt: skip
 
     def prepare(self) -> None:
         """Build (or find) the cache and load the tokenizer; cheap after the first call."""
@@ -431,32 +414,13 @@ class TextDataModule(ShardedDataModule):
             return
         if self.tokenizer_file:  # check the file before reading the corpus
             load_tokenizer(self.tokenizer_file, self.packing, self.lowercase)
-        path = self.cache_dir / f"{self.packing}-{self._fingerprint()}"
-        if (path / "meta.json").is_file():
-            log.info("Reusing the token cache %s", path)
-        elif local_rank() == 0:
-            self._build(path)
-            self.cache_built = True
-        else:
-            self._wait_for(path)
+        cache = NodeCache(self.cache_dir, f"{self.packing}-{self._fingerprint()}", self.cache_wait_s)
+        self.cache_built = cache.get(self._build)
         from tokenizers import Tokenizer
 
-        self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-        check_special_tokens(self.tokenizer, self.packing, str(path / "tokenizer.json"))
-        self.cache_path = path
-
-    def _wait_for(self, path: Path) -> None:
-        """Wait until the node's local rank zero has written ``path/meta.json``."""
-        log.info("Waiting for local rank 0 to build the token cache %s", path)
-        deadline = time.monotonic() + self.cache_wait_s
-        while not (path / "meta.json").is_file():
-            if time.monotonic() > deadline:
-                raise UserError(
-                    f"local rank {local_rank()} waited {self.cache_wait_s:g} s for local rank 0 to build the "
-                    f"token cache {path} (data.cache_dir={self.cache_dir}): check rank 0's log for an "
-                    "error, or build the cache first with one process and raise data.cache_wait_s."
-                )
-            time.sleep(0.5)
+        self.tokenizer = Tokenizer.from_file(str(cache.path / "tokenizer.json"))
+        check_special_tokens(self.tokenizer, self.packing, str(cache.path / "tokenizer.json"))
+        self.cache_path = cache.path
 
     def _held_out_documents(self) -> dict[int, str]:
         """``{document index: "val" or "test"}``: a ``split_seed`` permutation holds out
@@ -473,17 +437,13 @@ class TextDataModule(ShardedDataModule):
                 f"{'/test' if n_test else ''} split by document: give several files, a .jsonl file, "
                 "or data.txt_documents=paragraphs" + (", or data.test_fraction=0." if n_test else ".")
             )
-        order = np.random.default_rng(self.split_seed).permutation(count).tolist()
-        n_val = min(max(1, int(round(self.val_fraction * count))), count - 1 - n_test)
-        held = {i: "val" for i in order[:n_val]}
-        held.update({i: "test" for i in order[n_val : n_val + n_test]})
-        return held
+        return held_out_split(count, self.val_fraction, self.test_fraction, self.split_seed)
 
     def _split_documents(self, held: dict[int, str], split: str) -> Iterator[str]:
         return (doc for i, doc in enumerate(self._documents()) if held.get(i, "train") == split)
 
-    def _build(self, path: Path) -> None:
-        """Tokenize the corpus into ``path`` (written in a temporary folder, then renamed).
+    def _build(self, folder: Path) -> dict:
+        """Tokenize the corpus into the empty ``folder``; returns the cache's ``meta.json`` content.
 
         Documents are streamed: the corpus is read once to split it, once to train the
         tokenizer (when none is given) and once per split to tokenize it, in chunks."""
@@ -493,7 +453,7 @@ class TextDataModule(ShardedDataModule):
             "Tokenizing the corpus (%d validation, %d test documents) into %s",
             len(held) - n_test,
             n_test,
-            path,
+            self.cache_dir,
         )
         if self.tokenizer_file:
             tok = load_tokenizer(self.tokenizer_file, self.packing, self.lowercase)
@@ -501,29 +461,17 @@ class TextDataModule(ShardedDataModule):
             train_docs = self._split_documents(held, "train")
             tok = train_tokenizer(train_docs, self.packing, self.vocab_size_wanted, self.lowercase)
         dtype = np.uint16 if tok.get_vocab_size() <= 2**16 else np.uint32
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=self.cache_dir))
-        try:
-            tok.save(str(tmp / "tokenizer.json"))
-            sizes = {}
-            for split in ("train", "val", "test"):
-                if split == "test" and not n_test:
-                    continue
-                with open(tmp / f"{split}.bin", "wb") as out:
-                    docs = self._split_documents(held, split)
-                    count, tokens, index = self._tokenize(tok, docs, out, dtype)
-                np.save(tmp / f"{split}.idx.npy", index)
-                sizes[split] = {"documents": count, "tokens": tokens, "index_rows": int(len(index))}
-            meta = {"dtype": np.dtype(dtype).name, "vocab_size": tok.get_vocab_size(), "splits": sizes}
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-            try:
-                os.replace(tmp, path)
-            except OSError:  # another process (a DDP rank) finished the same cache first
-                if not (path / "meta.json").is_file():
-                    shutil.rmtree(path, ignore_errors=True)
-                    os.replace(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        tok.save(str(folder / "tokenizer.json"))
+        sizes = {}
+        for split in ("train", "val", "test"):
+            if split == "test" and not n_test:
+                continue
+            with open(folder / f"{split}.bin", "wb") as out:
+                docs = self._split_documents(held, split)
+                count, tokens, index = self._tokenize(tok, docs, out, dtype)
+            np.save(folder / f"{split}.idx.npy", index)
+            sizes[split] = {"documents": count, "tokens": tokens, "index_rows": int(len(index))}
+        return {"dtype": np.dtype(dtype).name, "vocab_size": tok.get_vocab_size(), "splits": sizes}
 
     def _tokenize(self, tok, docs: Iterator[str], out, dtype) -> tuple[int, int, np.ndarray]:
         """Write the tokens of ``docs`` to the open file ``out``; returns ``(documents, tokens,

@@ -97,6 +97,17 @@ def load_tokenizer(path: str | Path, packing: str, lowercase: bool = True) -> To
     return tok
 
 
+def tokenizer_files(spec: str | Path | None) -> list[Path]:
+    """The files whose content defines the tokenizer ``spec`` (a file, with a GPT-2 ``merges.txt``
+    beside it, or a folder's tokenizer files; not a model folder's weights); [] for None."""
+    if not spec:
+        return []
+    path = Path(spec)
+    if path.is_dir():
+        return [path / name for name in ("tokenizer.json", "vocab.json", "merges.txt", "vocab.txt")]
+    return [path, path.with_name("merges.txt")]
+
+
 def check_special_tokens(tok: Tokenizer, packing: str, where: str) -> None:
     """Fail when the tokens ``packing`` needs are missing from ``tok``'s vocabulary."""
     missing = [t for t in SPECIAL_TOKENS[packing] if tok.token_to_id(t) is None]
@@ -113,3 +124,28 @@ def special_ids(tok: Tokenizer, packing: str) -> dict[str, int]:
     if packing == "causal":
         return {"eot": tok.token_to_id(EOT)}
     return {t.strip("[]").lower(): tok.token_to_id(t) for t in BERT_SPECIALS}
+
+
+def check_checkpoint_tokenizer(stored: str | None, current: str | None, out_dir: str | Path) -> None:
+    """Refuse to continue a checkpoint trained with another tokenizer than the data's.
+
+    ``stored`` / ``current``: ``tokenizer.json`` texts of the checkpoint and of the data (None:
+    unknown, nothing to compare). Training a tokenizer is not reproducible bit for bit (ties between
+    merges), so a token cache that was rebuilt (deleted, moved, another vitrain version's cache key)
+    can hold a different tokenizer than the run's checkpoints: continuing would feed the embedding
+    rows of other tokens. The checkpoint's tokenizer is written to ``out_dir/checkpoint_tokenizer.json``
+    and the message says how to use it."""
+    if not stored or not current:
+        return
+    ours, theirs = Tokenizer.from_str(current).get_vocab(), Tokenizer.from_str(stored).get_vocab()
+    if ours == theirs:
+        return
+    path = Path(out_dir) / "checkpoint_tokenizer.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(stored)
+    differ = len(set(ours.items()) ^ set(theirs.items()))
+    raise UserError(
+        f"the checkpoint was trained with another tokenizer than the data's ({differ} token ids differ): its "
+        f"token cache was rebuilt or data.tokenizer changed. Continue with the checkpoint's tokenizer, written "
+        f"to {path}: add data.tokenizer={path}."
+    )

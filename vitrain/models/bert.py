@@ -57,6 +57,8 @@ class BertConfig:
     dropout: float = 0.1
     layer_norm_eps: float = 1e-12
     nsp: bool = False  # pooler + next-sentence-prediction head
+    pooler: bool = False  # the pooler alone (sequence classification reads it)
+    mlm_head: bool = True  # the masked-LM head (fine-tuning networks leave it out)
 
 
 BERT_VARIANTS: dict[str, dict] = {
@@ -125,10 +127,11 @@ class BERT(nn.Module):
         self.embed_drop = nn.Dropout(cfg.dropout)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.n_layer))
         # masked-LM head: transform, then the decoder tied to word_embeddings plus its own bias
-        self.mlm_dense = nn.Linear(C, C)
-        self.mlm_norm = nn.LayerNorm(C, eps=cfg.layer_norm_eps)
-        self.mlm_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
-        self.pooler = nn.Linear(C, C) if cfg.nsp else None
+        if cfg.mlm_head:
+            self.mlm_dense = nn.Linear(C, C)
+            self.mlm_norm = nn.LayerNorm(C, eps=cfg.layer_norm_eps)
+            self.mlm_bias = nn.Parameter(torch.zeros(cfg.vocab_size))
+        self.pooler = nn.Linear(C, C) if cfg.nsp or cfg.pooler else None
         self.nsp_head = nn.Linear(C, 2) if cfg.nsp else None
         self.grad_checkpointing = False
         self.apply(self._init_weights)
@@ -193,9 +196,15 @@ class BERT(nn.Module):
 
     def nsp_logits(self, hidden: Tensor) -> Tensor:
         """Hidden states ``(B, T, C)`` -> is-next / not-next logits ``(B, 2)`` from the [CLS] token."""
-        if self.pooler is None or self.nsp_head is None:
+        if self.nsp_head is None:
             raise RuntimeError("this BERT has no NSP head: build it with nsp=True")
-        return self.nsp_head(torch.tanh(self.pooler(hidden[:, 0])))
+        return self.nsp_head(self.pooled(hidden))
+
+    def pooled(self, hidden: Tensor) -> Tensor:
+        """Hidden states ``(B, T, C)`` -> the pooler's ``tanh(dense(h[CLS]))`` ``(B, C)``."""
+        if self.pooler is None:
+            raise RuntimeError("this BERT has no pooler: build it with pooler=True or nsp=True")
+        return torch.tanh(self.pooler(hidden[:, 0]))
 
     def forward(
         self,

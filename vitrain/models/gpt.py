@@ -169,6 +169,10 @@ class GPT(nn.Module):
 
     def forward(self, idx: Tensor) -> Tensor:
         """``idx (B, T)`` int64 -> logits ``(B, T, vocab_size)``."""
+        return self.lm_head(self.hidden_states(idx))
+
+    def hidden_states(self, idx: Tensor) -> Tensor:
+        """``idx (B, T)`` int64 -> the final LayerNorm's output ``(B, T, n_embd)``."""
         T = idx.shape[1]
         if idx.shape[1] > self.config.n_positions:
             raise ValueError(f"sequence of {T} tokens is longer than n_positions={self.config.n_positions}")
@@ -179,7 +183,7 @@ class GPT(nn.Module):
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        return self.lm_head(self.ln_f(x))
+        return self.ln_f(x)
 
     @torch.no_grad()
     def generate(

@@ -50,4 +50,8 @@ MODEL_FAMILIES = {
     "gpt": "vitrain.models.create_gpt",
     "bert": "vitrain.models.create_bert",
     "sam": "vitrain.models.create_sam",
+    "bert_classifier": "vitrain.models.create_bert_classifier",
+    "gpt_classifier": "vitrain.models.create_gpt_classifier",
+    "bert_tagger": "vitrain.models.create_bert_tagger",
+    "gpt_sft": "vitrain.models.create_gpt_sft",
 }

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from vitrain.data.tokenizer import check_checkpoint_tokenizer
 from vitrain.errors import UserError
 from vitrain.seeding import derive_seed
 from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
@@ -89,6 +90,12 @@ class _LanguageTask(Task):
             checkpoint[TOKENIZER_KEY] = self.tokenizer_json
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if (
+            self._trainer is not None
+        ):  # a fit / test from the checkpoint: the data's tokenizer must be its own
+            check_checkpoint_tokenizer(
+                checkpoint.get(TOKENIZER_KEY), self.tokenizer_json, self.trainer.default_root_dir
+            )
         self.tokenizer_json = checkpoint.get(TOKENIZER_KEY, self.tokenizer_json)
 
     def on_validation_epoch_end(self) -> None:

@@ -1,0 +1,250 @@
+"""The pretrained trunk of a fine-tuning network: a BERT or GPT built and loaded from its source.
+
+Fine-tuning networks (sequence classifiers, taggers, instruction-tuned GPTs) are a pretrained
+BERT or GPT (the *trunk*) plus a new head. :func:`build_trunk` builds the trunk from one of
+
+* ``model.net.init_from``: a vitrain checkpoint (``.ckpt``) of the same family: a pretraining run
+  (``model=bert_* data=text`` / ``model=gpt* data=text``) or a fine-tuning run (its ``trunk.*``
+  weights). The architecture (layers, width, heads, positions, ...) is the checkpoint's; the
+  language-model heads (BERT's masked-LM transform and bias, the NSP head) are dropped; the new
+  head starts fresh. A checkpoint of another network (a ViT, a GPT for a BERT model, ...) is one
+  :class:`UserError` naming both.
+* ``model.net.hf_weights``: Hugging Face weights (a hub id, a model folder, a weight file) as
+  ``create_bert`` / ``create_gpt`` read them; a ``BertForSequenceClassification`` /
+  ``GPT2ForSequenceClassification`` (or ``...ForTokenClassification``) file keeps its head's
+  tensors in :attr:`Trunk.head` (``classifier.*`` / ``score.*``) for the caller to load.
+* nothing: a freshly initialised trunk (training from scratch).
+
+The token embedding has ``vocab_size`` rows (the data's tokenizer). A GPT tokenizer gets GPT-1's
+start / delimiter / extract tokens appended when it lacks them (``vitrain.data.finetune``), so
+a GPT source's embedding (and the tied output layer) grows by up to that many rows: the
+pretrained rows are copied and the new ones keep the network's initialisation, N(0, 0.02) (as
+openai/finetune-transformer-lm ``train.py`` initialises the special tokens' embeddings with the
+rest). Any other difference between the tokenizer and the source's embedding is a
+:class:`UserError` naming both sizes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from vitrain.checkpoints import (
+    checkpoint_network,
+    load_checkpoint,
+    net_state_dict,
+    read_weights,
+    shorten_keys,
+)
+from vitrain.errors import UserError
+from vitrain.hub import arch_from_hf_config, check_state_fits, resolve_hf_model
+from vitrain.models import bert, gpt
+from vitrain.models.registry import variant_args
+
+log = logging.getLogger(__name__)
+
+# GPT-1 section 3.3's start, delimiter and extract tokens (vitrain.data.finetune.GPT1_TOKENS)
+GPT1_NEW_TOKENS = 3
+
+
+@dataclass(frozen=True)
+class Family:
+    """What :func:`build_trunk` needs to know of a network family."""
+
+    title: str  # for messages
+    variants: dict
+    config: type
+    network: type
+    convert_hf: Callable[[dict], dict]  # Hugging Face names -> ours
+    hf_keys: dict  # Hugging Face config.json keys -> ours
+    hf_model_type: str
+    embedding: str  # the token embedding's state-dict name
+    shape_keys: tuple[str, ...]  # config fields a checkpoint decides
+    dropped: tuple[str, ...]  # state-dict prefixes of language-model heads a trunk leaves out
+    new_tokens: int = 0  # embedding rows the tokenizer may add to a pretrained source
+    fresh_ok: tuple[str, ...] = field(default=())  # trunk tensors a source may lack
+
+
+FAMILIES = {
+    "bert": Family(
+        "BERT", bert.BERT_VARIANTS, bert.BertConfig, bert.BERT, bert.convert_hf_state_dict, bert._HF_CONFIG_KEYS,
+        "bert", "word_embeddings.weight",
+        ("n_layer", "n_head", "n_embd", "n_positions", "type_vocab_size", "intermediate_size", "layer_norm_eps"),
+        ("mlm_dense.", "mlm_norm.", "mlm_bias", "nsp_head.", "pooler."), fresh_ok=("pooler.",),
+    ),
+    "gpt": Family(
+        "GPT", gpt.GPT_VARIANTS, gpt.GPTConfig, gpt.GPT, gpt.convert_hf_state_dict, gpt._HF_CONFIG_KEYS,
+        "gpt2", "wte.weight", ("n_layer", "n_head", "n_embd", "n_positions", "layer_norm_eps", "bias", "gelu"),
+        (), new_tokens=GPT1_NEW_TOKENS, fresh_ok=(),
+    ),
+}  # fmt: skip
+
+
+@dataclass
+class Trunk:
+    """A built (and loaded) trunk and what its source held besides it."""
+
+    net: nn.Module
+    head: dict[str, Tensor]  # the source's head tensors (HF: classifier.* / score.*; vitrain: non-trunk)
+    hf_config: dict | None = None  # the Hugging Face config.json, when there was one
+    source: str | None = None  # what the user named
+
+
+def build_trunk(
+    family: str,
+    name: str,
+    vocab_size: int | None,
+    init_from: str | None = None,
+    hf_weights: str | None = None,
+    trunk_args: dict | None = None,
+    overrides: dict | None = None,
+) -> Trunk:
+    """Build the ``family`` (``bert`` / ``gpt``) variant ``name`` and load its source.
+
+    Args:
+        vocab_size: the data's tokenizer size (None: the source's, else the variant's).
+        init_from, hf_weights: the source (at most one; see the module docstring).
+        trunk_args: config fields the caller fixes (``mlm_head=False``, ``pooler=True``).
+        overrides: the user's ``model.net`` architecture overrides (``n_layer``, ``dropout``, ...);
+            one that contradicts the source is a :class:`UserError` naming both values.
+    """
+    fam, overrides = FAMILIES[family], dict(overrides or {})
+    if init_from and hf_weights:
+        raise UserError(
+            f"model.net.init_from={init_from} and model.net.hf_weights={hf_weights} are both set: give one."
+        )
+    allowed = [k for k in fam.config.__dataclass_fields__ if k not in (trunk_args or {})]
+    arch = variant_args(fam.title, name, fam.variants, allowed, overrides)
+    state, head, hf_config, key = None, {}, None, None
+    if init_from:
+        key = "model.net.init_from"
+        found, state, head = _checkpoint_source(fam, init_from)
+        arch = _merge(arch, found, overrides, key, init_from)
+    elif hf_weights:
+        key = "model.net.hf_weights"
+        source = resolve_hf_model(str(hf_weights))
+        hf_config = source.config
+        if hf_config is not None:
+            found = arch_from_hf_config(
+                hf_config, fam.hf_keys, fam.hf_model_type, overrides, None, str(hf_weights)
+            )
+            arch = {**arch, **found}
+        state = fam.convert_hf(read_weights(source.weights, key))
+    rows = state[fam.embedding].shape[0] if state is not None and fam.embedding in state else None
+    arch["vocab_size"] = vocab_size or rows or arch.get("vocab_size", fam.config.vocab_size)
+    net = fam.network(fam.config(**{**arch, **(trunk_args or {})}))
+    if state is not None:
+        source_name = init_from or hf_weights
+        state = _grow_embedding(fam, net, state, key, source_name)
+        head.update(_load(fam, net, state, key, source_name))
+    return Trunk(net, head, hf_config, init_from or hf_weights)
+
+
+def _checkpoint_source(fam: Family, path: str) -> tuple[dict, dict[str, Tensor], dict[str, Tensor]]:
+    """A vitrain checkpoint's architecture fields, trunk weights and other (head) weights."""
+    key = "model.net.init_from"
+    checkpoint = load_checkpoint(path, key=key)
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(f"{key}={path}: not a Lightning checkpoint (it has no state_dict).")
+    meta = checkpoint.get("vitrain", {})
+    net_cfg = dict(meta.get("net", {}))
+    state = net_state_dict(checkpoint)
+    if f"trunk.{fam.embedding}" in state:  # a fine-tuning network: its trunk
+        trunk = {k[len("trunk.") :]: v for k, v in state.items() if k.startswith("trunk.")}
+        head = {k: v for k, v in state.items() if not k.startswith("trunk.")}
+        state = trunk
+    elif fam.embedding in state:
+        head = {}
+    else:
+        raise UserError(
+            f"{key}={path} holds {checkpoint_network(checkpoint)}, not a {fam.title}: this model (a {fam.title} fine-tuning network) starts "
+            f"from a {fam.title} checkpoint: a pretraining run (model={'bert_tiny' if fam.title == 'BERT' else 'gpt_tiny'}"
+            " / ... with data=text) or a fine-tuning run of the same family."
+        )
+    found = {k: net_cfg[k] for k in fam.shape_keys if net_cfg.get(k) is not None}
+    variant = net_cfg.get("name")
+    if variant in fam.variants:
+        found = {**{k: v for k, v in fam.variants[variant].items() if k in fam.shape_keys}, **found}
+    return found, state, head
+
+
+def _merge(arch: dict, found: dict, overrides: dict, key: str, source: str) -> dict:
+    """``arch`` with the source's architecture ``found``; an override that differs is an error."""
+    clashes = [f"{k}={overrides[k]} vs {v}" for k, v in found.items() if k in overrides and overrides[k] != v]
+    if clashes:
+        raise UserError(
+            f"{key}={source} does not fit model.net (configured vs the checkpoint's): {'; '.join(clashes)}. "
+            "Drop the override: the architecture is the checkpoint's."
+        )
+    return {**arch, **found}
+
+
+def _grow_embedding(fam: Family, net: nn.Module, state: dict, key: str, source: str) -> dict:
+    """``state`` with its token embedding resized to ``net``'s: rows the tokenizer added (GPT-1's
+    tokens) keep ``net``'s initialisation; any other difference is a :class:`UserError`."""
+    own = net.state_dict()[fam.embedding]
+    theirs = state.get(fam.embedding)
+    if theirs is None or theirs.shape[0] == own.shape[0]:
+        return state
+    added = own.shape[0] - theirs.shape[0]
+    if not 0 < added <= fam.new_tokens or theirs.shape[1] != own.shape[1]:
+        raise UserError(
+            f"the tokenizer has {own.shape[0]} tokens but the token embedding of {key}={source} has "
+            f"{theirs.shape[0]} rows {tuple(theirs.shape)}: use the tokenizer that network was trained with "
+            "(data.tokenizer=null takes it from model.net.init_from or the hf_weights folder, or name it)."
+        )
+    grown = own.clone()
+    grown[: theirs.shape[0]] = theirs.to(own.dtype)
+    log.info("%s=%s: %d token embedding rows added for the new tokens (N(0, 0.02))", key, source, added)
+    return {**state, fam.embedding: grown}
+
+
+def _load(fam: Family, net: nn.Module, state: dict, key: str, source: str) -> dict[str, Tensor]:
+    """Load the trunk tensors of ``state`` into ``net`` (every one present with its shape, except
+    ``fam.fresh_ok``); returns the tensors that are neither trunk nor a dropped LM head."""
+    own = net.state_dict()
+    if isinstance(net, gpt.GPT):
+        own.pop("lm_head.weight", None)  # tied to wte
+        state = {k: v for k, v in state.items() if k != "lm_head.weight"}
+    trunk = {k: v for k, v in state.items() if k in own}
+    check_state_fits(own, trunk, key, source, new_ok=fam.fresh_ok, extra_ok=True)
+    rest = {k: v for k, v in state.items() if k not in own}
+    dropped = sorted(k for k in rest if k.startswith(fam.dropped))
+    head = {k: v for k, v in rest.items() if not k.startswith(fam.dropped)}
+    net.load_state_dict(trunk, strict=False)
+    fresh = sorted(set(own) - set(trunk))
+    log.info(
+        "%s=%s loaded into the %s trunk%s%s", key, source, fam.title,
+        f"; language-model head dropped: {shorten_keys(dropped)}" if dropped else "",
+        f"; fresh: {shorten_keys(fresh)}" if fresh else "",
+    )  # fmt: skip
+    return head
+
+
+@torch.no_grad()
+def load_head(
+    head: nn.Linear, tensors: dict[str, Tensor], prefixes: tuple[str, ...], source: str | None
+) -> bool:
+    """Load a source's head (``<prefix>weight`` / ``<prefix>bias`` of the first prefix present) into
+    ``head`` when the shapes fit; returns whether it did (else the head stays fresh, logged)."""
+    for prefix in prefixes:
+        weight = tensors.get(f"{prefix}weight")
+        if weight is None:
+            continue
+        bias = tensors.get(f"{prefix}bias")
+        if weight.shape != head.weight.shape or (head.bias is not None) != (bias is not None):
+            log.warning(
+                "%s: its head %s%s has shape %s, this network's %s: the head starts fresh",
+                source, prefix, "weight", tuple(weight.shape), tuple(head.weight.shape),
+            )  # fmt: skip
+            return False
+        head.weight.copy_(weight)
+        if bias is not None:
+            head.bias.copy_(bias)
+        log.info("%s: head loaded from %s*", source, prefix)
+        return True
+    return False

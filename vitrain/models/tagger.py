@@ -1,0 +1,98 @@
+"""Token classification on a pretrained BERT (Devlin et al. 2018, section 5.3: named entities).
+
+:class:`BertTagger` is transformers' ``BertForTokenClassification``
+(``models/bert/modeling_bert.py``): the encoder's final hidden state of every token, dropout, a
+linear layer to ``num_labels`` logits per token. No CRF: BERT section 5.3 feeds "the
+representation of the first sub-token as the input to the token-level classifier over the NER
+label set"; choosing the first sub-word of each word is the data's job (``data=conll``: the
+other sub-words carry the label -100).
+
+The encoder comes from :func:`vitrain.models.pretrained_lm.build_trunk` (``init_from``: a vitrain
+BERT checkpoint, its masked-LM head dropped; ``hf_weights``: Hugging Face weights; or fresh). A
+source that carries a token-classification head of the right shape (a Hugging Face
+``BertForTokenClassification`` folder, a vitrain tagger checkpoint) also gives the head.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from vitrain.errors import UserError
+from vitrain.models.pretrained_lm import build_trunk, load_head
+
+__all__ = ["BertTagger", "create_bert_tagger"]
+
+
+class BertTagger(nn.Module):
+    """``input_ids (B, T)`` (+ ``attention_mask``, ``token_type_ids``) -> logits ``(B, T, num_labels)``."""
+
+    family = "bert"
+
+    def __init__(self, trunk: nn.Module, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(trunk.config.n_embd, num_labels)
+        nn.init.normal_(self.classifier.weight, std=0.02)  # BERT's initializer_range
+        nn.init.zeros_(self.classifier.bias)
+        self.num_labels = num_labels
+
+    @property
+    def vocab_size(self) -> int:
+        return self.trunk.vocab_size
+
+    @property
+    def n_positions(self) -> int:
+        return self.trunk.n_positions
+
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.trunk.set_grad_checkpointing(enable)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        hidden = self.trunk.encode(input_ids, token_type_ids, attention_mask)  # (B, T, C)
+        return self.classifier(self.dropout(hidden))
+
+
+def create_bert_tagger(
+    name: str = "bert_base",
+    num_labels: int = 9,
+    vocab_size: int | None = None,
+    init_from: str | None = None,
+    hf_weights: str | None = None,
+    classifier_dropout: float | None = None,
+    **overrides,
+) -> BertTagger:
+    """A BERT token classifier (the ``bert_*_tagging`` models).
+
+    Args:
+        name: the BERT variant (``bert_base``, ``bert_large``, ``bert_tiny``); with ``init_from`` /
+            ``hf_weights`` the architecture is the source's.
+        num_labels: tags (``conf/model`` takes the count from the data: CoNLL-2003 has 9 in IOB2).
+        vocab_size: the data's tokenizer size.
+        init_from: a vitrain BERT checkpoint (``.ckpt``), see :mod:`vitrain.models.pretrained_lm`.
+        hf_weights: Hugging Face BERT weights (hub id, folder, file); a
+            ``BertForTokenClassification`` head of the right shape is loaded too.
+        classifier_dropout: dropout before the classifier (None: the encoder's ``dropout``, as
+            transformers' ``classifier_dropout=None``).
+        **overrides: :class:`vitrain.models.bert.BertConfig` fields (``dropout``, ``n_layer``, ...).
+    """
+    if not isinstance(num_labels, int) or num_labels < 1:
+        raise UserError(f"model.net.num_labels={num_labels}: must be a positive integer (the tag count).")
+    trunk = build_trunk(
+        "bert",
+        name,
+        vocab_size,
+        init_from,
+        hf_weights,
+        {"mlm_head": False, "pooler": False, "nsp": False},
+        overrides,
+    )
+    dropout = trunk.net.config.dropout if classifier_dropout is None else classifier_dropout
+    net = BertTagger(trunk.net, num_labels, dropout)
+    load_head(net.classifier, trunk.head, ("classifier.",), trunk.source)
+    return net

@@ -1,0 +1,192 @@
+"""Sequence classifiers on a pretrained BERT or GPT (the second stage of BERT and GPT).
+
+* :class:`BertClassifier` (Devlin et al. 2018, section 4.1): the pooler's ``tanh(dense(h[CLS]))``,
+  dropout, a linear layer to ``num_labels`` logits, as transformers'
+  ``BertForSequenceClassification`` (``models/bert/modeling_bert.py``).
+* :class:`GPTClassifier` (Radford et al. 2018, sections 3.2-3.3): the final hidden state of the
+  last real token (the extract token of GPT-1's input transformation), dropout, a linear layer
+  without bias (GPT-1 eq. 3: ``softmax(h W_y)``; transformers' ``GPT2ForSequenceClassification``
+  ``score``). The trunk's tied output layer gives the auxiliary language-model logits
+  (:meth:`GPTClassifier.lm_logits`).
+
+``num_labels == 1`` is regression (one output). The trunk comes from
+:func:`vitrain.models.pretrained_lm.build_trunk` (``init_from`` / ``hf_weights`` / fresh); a source
+that carries a classification head of the right shape (a Hugging Face
+``BertForSequenceClassification`` / ``GPT2ForSequenceClassification`` folder, a vitrain
+classifier checkpoint) also gives the head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from vitrain.errors import UserError
+from vitrain.models.pretrained_lm import build_trunk, load_head
+
+__all__ = ["BertClassifier", "GPTClassifier", "create_bert_classifier", "create_gpt_classifier", "last_token"]
+
+
+def last_token(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
+    """``hidden (B, T, C)`` -> the state of each row's last real token ``(B, C)`` (right padding;
+    no mask: the last position)."""
+    if attention_mask is None:
+        return hidden[:, -1]
+    last = attention_mask.long().sum(dim=1).clamp(min=1) - 1
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+class BertClassifier(nn.Module):
+    """``input_ids (B, T)`` (+ ``attention_mask``, ``token_type_ids``) -> logits ``(B, num_labels)``."""
+
+    family = "bert"
+
+    def __init__(self, trunk: nn.Module, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(trunk.config.n_embd, num_labels)
+        nn.init.normal_(self.classifier.weight, std=0.02)  # BERT's initializer_range
+        nn.init.zeros_(self.classifier.bias)
+        self.num_labels = num_labels
+
+    @property
+    def vocab_size(self) -> int:
+        return self.trunk.vocab_size
+
+    @property
+    def n_positions(self) -> int:
+        return self.trunk.n_positions
+
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.trunk.set_grad_checkpointing(enable)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        hidden = self.trunk.encode(input_ids, token_type_ids, attention_mask)
+        return self.classifier(self.dropout(self.trunk.pooled(hidden)))
+
+
+class GPTClassifier(nn.Module):
+    """``input_ids (B, T)`` (+ ``attention_mask``) -> logits ``(B, num_labels)`` from the last real
+    token; :meth:`hidden`, :meth:`classify` and :meth:`lm_logits` give the parts the auxiliary
+    language-model loss needs."""
+
+    family = "gpt"
+
+    def __init__(self, trunk: nn.Module, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(trunk.config.n_embd, num_labels, bias=False)
+        nn.init.normal_(self.classifier.weight, std=0.02)  # GPT-1 / GPT-2's initialisation
+        self.num_labels = num_labels
+
+    @property
+    def vocab_size(self) -> int:
+        return self.trunk.vocab_size
+
+    @property
+    def n_positions(self) -> int:
+        return self.trunk.n_positions
+
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.trunk.set_grad_checkpointing(enable)
+
+    def hidden(self, input_ids: Tensor) -> Tensor:
+        """``(B, T)`` -> final hidden states ``(B, T, C)`` (causal: padding after a row's text
+        never reaches its real tokens)."""
+        return self.trunk.hidden_states(input_ids)
+
+    def classify(self, hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
+        """Hidden states ``(B, T, C)`` -> logits ``(B, num_labels)`` of each row's last real token."""
+        return self.classifier(self.dropout(last_token(hidden, attention_mask)))
+
+    def lm_logits(self, hidden: Tensor) -> Tensor:
+        """Hidden states ``(..., C)`` -> next-token logits ``(..., vocab_size)`` (the tied output layer)."""
+        return self.trunk.lm_head(hidden)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        return self.classify(self.hidden(input_ids), attention_mask)
+
+
+def _check_labels(num_labels) -> None:
+    if not isinstance(num_labels, int) or num_labels < 1:
+        raise UserError(f"model.net.num_labels={num_labels}: must be a positive integer (1: regression).")
+
+
+def create_bert_classifier(
+    name: str = "bert_base",
+    num_labels: int = 2,
+    vocab_size: int | None = None,
+    init_from: str | None = None,
+    hf_weights: str | None = None,
+    classifier_dropout: float | None = None,
+    **overrides,
+) -> BertClassifier:
+    """A BERT sequence classifier (the ``bert_*_cls`` models).
+
+    Args:
+        name: the BERT variant (``bert_base``, ``bert_large``, ``bert_tiny``); with ``init_from`` /
+            ``hf_weights`` the architecture is the source's.
+        num_labels: classes (1: regression); ``conf/model`` takes it from the data.
+        vocab_size: the data's tokenizer size.
+        init_from: a vitrain BERT checkpoint (``.ckpt``), see :mod:`vitrain.models.pretrained_lm`.
+        hf_weights: Hugging Face BERT weights (hub id, folder, file); a
+            ``BertForSequenceClassification`` head of the right shape is loaded too.
+        classifier_dropout: dropout before the classifier (None: the trunk's ``dropout``, as
+            transformers' ``classifier_dropout=None``).
+        **overrides: :class:`vitrain.models.bert.BertConfig` fields (``dropout``, ``n_layer``, ...).
+    """
+    _check_labels(num_labels)
+    trunk = build_trunk(
+        "bert",
+        name,
+        vocab_size,
+        init_from,
+        hf_weights,
+        {"mlm_head": False, "pooler": True, "nsp": False},
+        overrides,
+    )
+    dropout = trunk.net.config.dropout if classifier_dropout is None else classifier_dropout
+    net = BertClassifier(trunk.net, num_labels, dropout)
+    load_head(net.classifier, trunk.head, ("classifier.",), trunk.source)
+    return net
+
+
+def create_gpt_classifier(
+    name: str = "gpt2_124m",
+    num_labels: int = 2,
+    vocab_size: int | None = None,
+    init_from: str | None = None,
+    hf_weights: str | None = None,
+    classifier_dropout: float = 0.1,
+    **overrides,
+) -> GPTClassifier:
+    """A GPT sequence classifier (the ``gpt*_cls`` models).
+
+    Args:
+        name: the GPT variant (``gpt2_124m``, ..., ``gpt_tiny``); with ``init_from`` /
+            ``hf_weights`` the architecture is the source's.
+        num_labels: classes (1: regression); ``conf/model`` takes it from the data.
+        vocab_size: the data's tokenizer size (GPT-1's added tokens included).
+        init_from: a vitrain GPT checkpoint (``.ckpt``), see :mod:`vitrain.models.pretrained_lm`.
+        hf_weights: Hugging Face GPT-2 weights (hub id, folder, file); a
+            ``GPT2ForSequenceClassification`` ``score`` of the right shape is loaded too.
+        classifier_dropout: dropout before the classifier (GPT-1 section 4.1: 0.1).
+        **overrides: :class:`vitrain.models.gpt.GPTConfig` fields (``dropout``, ``n_layer``, ...).
+    """
+    _check_labels(num_labels)
+    trunk = build_trunk("gpt", name, vocab_size, init_from, hf_weights, {}, overrides)
+    net = GPTClassifier(trunk.net, num_labels, classifier_dropout)
+    load_head(net.classifier, trunk.head, ("score.", "classifier."), trunk.source)
+    return net
