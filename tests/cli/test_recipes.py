@@ -407,7 +407,7 @@ EXPECTED: dict[str, dict] = {
         "trainer.max_epochs": 40,
     },
     "digits_patch_size": {"model.net.depth": 6, "trainer.max_epochs": 15, "scheduler.warmup_epochs": 1},
-    "digits_vit_vs_t2t": {"trainer.max_epochs": 10, "scheduler.warmup_epochs": 2},
+    "digits_vit_vs_t2t": {"trainer.max_epochs": 15, "scheduler.warmup_epochs": 2},
     "digits_mae_pretrain": {
         "model.net.name": "mae_vit_tiny",
         "model.net.mask_ratio": 0.75,
@@ -444,8 +444,8 @@ EXPECTED: dict[str, dict] = {
         "data.test_fraction": 0.2,
         "data.max_length": 128,
         "data.batch_size": 16,
-        "optimizer.lr": 2e-4,
-        "trainer.max_epochs": 10,
+        "optimizer.lr": 1e-3,
+        "trainer.max_epochs": 15,
     },
     "finetune_cpu_gpt": {
         "model.net.name": "gpt_tiny",
@@ -454,8 +454,8 @@ EXPECTED: dict[str, dict] = {
         "data.test_fraction": 0.2,
         "data.max_length": 128,
         "data.batch_size": 16,
-        "optimizer.lr": 2e-4,
-        "trainer.max_epochs": 10,
+        "optimizer.lr": 1e-3,
+        "trainer.max_epochs": 15,
     },
     "sam_tiny_mae_pretrain": {
         "model.net.name": "mae_vit_tiny",
