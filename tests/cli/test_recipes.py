@@ -407,7 +407,7 @@ EXPECTED: dict[str, dict] = {
         "trainer.max_epochs": 40,
     },
     "digits_patch_size": {"model.net.depth": 6, "trainer.max_epochs": 15, "scheduler.warmup_epochs": 1},
-    "digits_vit_vs_t2t": {"trainer.max_epochs": 15, "scheduler.warmup_epochs": 2},
+    "digits_vit_vs_t2t": {"trainer.max_epochs": 10, "scheduler.warmup_epochs": 2},
     "digits_mae_pretrain": {
         "model.net.name": "mae_vit_tiny",
         "model.net.mask_ratio": 0.75,

@@ -186,7 +186,9 @@ def test_tokenizer_sources(tmp_path):
         resolve_tokenizer_source(None, None, str(weights))
     folder = tmp_path / "hf_model"  # a Hugging Face model folder: its tokenizer files
     folder.mkdir()
-    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    (folder / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n"
+    )
     assert resolve_tokenizer_source(None, None, str(folder)) == ("file", str(folder))
     train = write_csv(tmp_path / "train.csv", sentences(12))
     dm = data(tmp_path, train=str(train), hf_weights=str(folder))
