@@ -3,8 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from vitrain.cli import launch
 from vitrain.run import main
+from vitrain.run.cli import launch
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

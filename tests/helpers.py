@@ -105,7 +105,7 @@ def run_train(run_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 def launch_cli(*args: str) -> subprocess.CompletedProcess:
     """Run ``python train.py *args`` through its real entry point (``@hydra.main`` inside
-    ``vitrain.cli.launch``, executed as ``__main__``) in this process, for command-line errors
+    ``vitrain.run.cli.launch``, executed as ``__main__``) in this process, for command-line errors
     and multiruns: stdout and stderr are captured, a ``sys.exit`` becomes the return code."""
     out, err, code = io.StringIO(), io.StringIO(), 0
     with process_state_restored():

@@ -1,4 +1,5 @@
-"""Reading checkpoints safely, finding the newest one, exporting the bare network."""
+"""Reading checkpoints and weight files safely, loading a checkpoint into a task, exporting the
+bare network. (Finding a run's newest checkpoint is the run layer's: ``vitrain.run.lifecycle``.)"""
 
 from __future__ import annotations
 
@@ -26,27 +27,6 @@ def load_checkpoint(path: str | Path, key: str = "ckpt_path") -> dict:
             f"{key}={path}: not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0]}). "
             "Point it at a .ckpt written by vitrain, e.g. <run_dir>/checkpoints/last.ckpt."
         ) from err
-
-
-def find_latest(checkpoint_dir: str | Path) -> Path | None:
-    """The most recently written ``*.ckpt`` in ``checkpoint_dir`` (None when there is none)."""
-    folder = Path(checkpoint_dir)
-    files = [p for p in folder.glob("*.ckpt") if p.is_file()] if folder.is_dir() else []
-    return max(files, key=lambda p: p.stat().st_mtime_ns, default=None)
-
-
-def intact_checkpoints(checkpoint_dir: str | Path) -> list[Path]:
-    """The ``*.ckpt`` files of ``checkpoint_dir`` that load, oldest first."""
-    folder = Path(checkpoint_dir)
-    files = sorted(folder.glob("*.ckpt"), key=lambda p: p.stat().st_mtime_ns) if folder.is_dir() else []
-    intact = []
-    for path in files:
-        try:
-            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # noqa: BLE001  (any unreadable file is simply not intact)
-            continue
-        intact.append(path)
-    return intact
 
 
 def load_task_weights(

@@ -2,8 +2,9 @@
 and a clean finish.
 
 ``CSVLogger`` is Lightning's, except that a restarted run keeps its ``metrics.csv`` and appends
-to it (Lightning's deletes the file when the log directory exists); ``trim_csv_history`` drops
-the rows a crashed segment logged after the checkpoint the run resumes from.
+to it (Lightning's deletes the file when the log directory exists); the run layer drops the rows
+a crashed segment logged after the checkpoint the run resumes from
+(``vitrain.run.lifecycle.trim_csv_history``).
 
 ``create_wandb_logger`` builds Lightning's ``WandbLogger`` so that
 
@@ -72,29 +73,6 @@ class CSVLogger(LightningCSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
-
-
-def trim_csv_history(path: str | os.PathLike, last_step: int) -> int:
-    """Drop the rows of ``metrics.csv`` at ``path`` logged after step ``last_step``.
-
-    A run resumed from a checkpoint at ``last_step`` logs the later steps again; rows a crashed
-    segment wrote after that checkpoint would otherwise appear twice. Returns the rows dropped.
-    """
-    path = Path(path)
-    if not path.is_file():
-        return 0
-    with open(path, newline="") as file:
-        reader = csv.DictReader(file)
-        fields, rows = reader.fieldnames or [], list(reader)
-    kept = [row for row in rows if not row.get("step") or int(float(row["step"])) <= last_step]
-    if len(kept) < len(rows):
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(kept)
-        os.replace(tmp, path)
-    return len(rows) - len(kept)
 
 
 def wandb_credentials_found() -> bool:

@@ -2,8 +2,8 @@
 library mkdocstrings uses, without importing vitrain).
 
 One page per package (``vitrain.models``, ``vitrain.tasks``, ``vitrain.data``,
-``vitrain.callbacks``) lists its modules; the modules at the package root (the run and the
-command-line tools) share one page. A new module appears without editing anything.
+``vitrain.callbacks``, ``vitrain.run``, ...) lists its modules; the modules at the package root
+(shared by the layers, and the command-line tools) share one page. A new module appears without editing anything.
 """
 
 from __future__ import annotations
@@ -66,10 +66,11 @@ def pages(package: griffe.Module) -> list[Page]:
     if root_modules:
         out.append(
             Page(
-                "run",
-                "The run and the tools",
-                "The modules at the package root: the orchestration of a run (the only code that "
-                "touches Hydra / OmegaConf) and the command-line tools.",
+                "shared",
+                "Shared modules and the tools",
+                "The modules at the package root: what every layer shares (errors, seeding, "
+                "checkpoints and weight files, the Hugging Face hub, loggers) and the command-line "
+                "tools.",
                 [m.path for m in root_modules],
             )
         )

@@ -16,7 +16,7 @@ from tests.helpers import TINY_VIT, compose_train, run_train
 from vitrain.checkpoints import load_task_weights, read_weights
 from vitrain.errors import UserError
 from vitrain.models import adapters
-from vitrain.run import build_task
+from vitrain.run.build import build_task
 
 
 def load(path) -> dict:

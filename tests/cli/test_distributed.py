@@ -13,7 +13,7 @@ from tests.helpers import QUIET, ROOT, TINY_VIT, compose_train, run_cli, run_tra
 from vitrain.data.base import EpochSampler
 from vitrain.errors import UserError
 from vitrain.models import create_vit
-from vitrain.run import derive_accumulation, scaled_lr, world_size
+from vitrain.run.scale import derive_accumulation, scaled_lr, world_size
 
 # no augmentation or drop path: two runs differ only in how the global batch is split
 DETERMINISTIC = [

@@ -9,9 +9,10 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 
 import vitrain.run
+import vitrain.run.build
 from tests.helpers import TINY_VIT, compose_train, run_train, write_image
 from vitrain.errors import UserError
-from vitrain.evaluation import checkpoint_config, use_checkpoint_config
+from vitrain.run.stored_config import checkpoint_config, use_checkpoint_config
 
 
 def stored_checkpoint(tmp_path, *overrides: str):
@@ -73,8 +74,8 @@ def test_data_errors_stop_the_run_before_any_logger_exists(image_tree, tmp_path,
         output_dir=str(tmp_path / "run"),
     )  # fmt: skip
     built = []
-    real = vitrain.run.build_all
-    monkeypatch.setattr(vitrain.run, "build_all", lambda group: built.append(group) or real(group))
+    real = vitrain.run.build.build_all
+    monkeypatch.setattr(vitrain.run.build, "build_all", lambda group: built.append(group) or real(group))
     with pytest.raises(UserError, match="train and val class folders differ"):
         vitrain.run.run(cfg)
     assert cfg.logger not in built and not (tmp_path / "run" / "wandb").exists()

@@ -12,7 +12,8 @@ from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 
 from tests.helpers import TINY_VIT, run_train
 from vitrain.callbacks import RunStats
-from vitrain.loggers import CSVLogger, trim_csv_history
+from vitrain.loggers import CSVLogger
+from vitrain.run.lifecycle import trim_csv_history
 
 SMALL = [*TINY_VIT, "data.image_size=16", "data.batch_size=32", "trainer.limit_train_batches=3",
          "trainer.limit_val_batches=1", "logger=[csv,tensorboard]"]  # fmt: skip

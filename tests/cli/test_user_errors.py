@@ -14,13 +14,15 @@ from omegaconf import OmegaConf
 import vitrain.run as vr
 from tests.helpers import QUIET, ROOT, TINY_VIT, assert_user_error, compose_train, launch_cli
 from vitrain.checkpoints import export_network, load_task_weights
-from vitrain.cli import config_groups, explain
-from vitrain.config_checks import check_value_ranges
 from vitrain.errors import UserError
-from vitrain.evaluation import checkpoint_config
 from vitrain.models.sizes import check_image_size, covers_input, nearest_valid, patch_stages
 from vitrain.models.t2t_vit import SOFT_SPLITS
 from vitrain.prepare import main as prepare
+from vitrain.run.checks import MODES, check_value_ranges
+from vitrain.run.cli import config_groups, explain
+from vitrain.run.lifecycle import resume_command, resume_from
+from vitrain.run.stored_config import checkpoint_config
+from vitrain.run.summary import stopping_limits
 from vitrain.tasks.detection import DetectionTask
 
 TINY = [*TINY_VIT, *QUIET, "logger=csv", "data.image_size=16", "trainer.max_epochs=1",
@@ -147,7 +149,7 @@ def test_image_folder_data_defaults_to_what_the_machine_has(data, monkeypatch):
 def test_readme_lists_every_mode():
     text = (ROOT / "README.md").read_text()
     listed = re.search(r"`mode`\s*\(([^)]*)\)", text).group(1)
-    assert re.findall(r"`(\w+)`", listed) == list(vr.MODES)
+    assert re.findall(r"`(\w+)`", listed) == list(MODES)
 
 
 def write_corrupt(path: Path) -> None:
@@ -211,7 +213,7 @@ def test_a_crash_leaves_a_failed_summary(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise RuntimeError("out of memory (simulated)")
 
-    monkeypatch.setattr(vr, "fit", crash)
+    monkeypatch.setattr("vitrain.run.train.train", crash)
     cfg = compose_train(*TINY, output_dir=str(tmp_path))
     with pytest.raises(RuntimeError, match="simulated"):
         vr.main(cfg)
@@ -263,7 +265,7 @@ def test_export_writes_files_readable_like_the_others(tmp_path):
 
 def test_resume_command_names_this_run(tmp_path):
     compose_train(*TINY, "optimizer.lr=0.01", output_dir=str(tmp_path))
-    command = vr.resume_command(tmp_path)
+    command = resume_command(tmp_path)
     assert "optimizer.lr=0.01" in command and f"hydra.run.dir={tmp_path}" in command
 
 
@@ -287,7 +289,7 @@ def vr_keys():
 
 
 def test_stopping_limits_are_plain_values():
-    limits = vr.stopping_limits(OmegaConf.create({"max_epochs": 3, "max_steps": -1}))
+    limits = stopping_limits(OmegaConf.create({"max_epochs": 3, "max_steps": -1}))
     assert limits == {"max_epochs": 3, "max_steps": -1, "max_time": None}
 
 
@@ -298,7 +300,7 @@ def test_corrupt_last_checkpoint_names_the_ways_out(tmp_path):
     (folder / "last.ckpt").write_bytes(b"truncated")  # newest: what resume=auto picks
     cfg = OmegaConf.create({"ckpt_path": None, "resume": "auto", "paths": {"checkpoint_dir": str(folder)}})
     with pytest.raises(UserError) as err:
-        vr.resume_from(cfg, {})
+        resume_from(cfg, {})
     text = str(err.value)
     assert f"resume=auto found={folder / 'last.ckpt'}: not a readable checkpoint" in text
     assert f"ckpt_path=<one of: {folder / 'epoch000.ckpt'}>" in text and "resume=never" in text
@@ -316,6 +318,6 @@ def test_resume_never_refuses_to_overwrite_a_run(tmp_path):
         }
     )
     with pytest.raises(UserError, match="would overwrite it. Pick a new run_name"):
-        vr.resume_from(cfg, {})
+        resume_from(cfg, {})
     cfg.paths.checkpoint_dir = str(tmp_path / "fresh")
-    assert vr.resume_from(cfg, {"status": "failed"}) == (None, None)
+    assert resume_from(cfg, {"status": "failed"}) == (None, None)

@@ -14,7 +14,7 @@ from tests.helpers import compose_train, write_image
 from vitrain.data import COCODataModule, DigitsDataModule, ImageFolderDataModule, ShapesDataModule
 from vitrain.data.text import TextDataModule
 from vitrain.errors import UserError
-from vitrain.run import data_before_task
+from vitrain.run.build import data_before_task
 
 
 def rows(dataset) -> set[bytes]:

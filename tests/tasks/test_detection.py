@@ -36,7 +36,7 @@ from vitrain.errors import UserError
 from vitrain.models import create_detr
 from vitrain.models.matcher import HungarianMatcher
 from vitrain.models.set_criterion import SetCriterion
-from vitrain.run import check_pairing
+from vitrain.run.checks import check_pairing
 from vitrain.tasks import ClassificationTask, DetectionTask
 from vitrain.tasks.detection import (
     detection_param_groups,

@@ -11,7 +11,7 @@ class CheckpointMetadata(L.Callback):
     ``net`` is the network's constructor config (``_target_`` plus arguments, primitives
     only) so exports and predictions can rebuild it; the class names come from the
     DataModule's ``classes``; ``config`` (optional) holds the composed model and data choices
-    and configs (``vitrain.evaluation.checkpoint_config``), so evaluation needs only the file.
+    and configs (``vitrain.run.stored_config.checkpoint_config``), so evaluation needs only the file.
     """
 
     def __init__(self, net_config: dict, config: dict | None = None) -> None:

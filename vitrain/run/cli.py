@@ -20,7 +20,7 @@ from pathlib import Path
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def launch(app: Callable[[], object], argv: list[str] | None = None) -> None:
@@ -54,7 +54,7 @@ def record_composition_failure(args: list[str], err: Exception, message: str) ->
     run_dir = failed_run_dir(args, offending_keys(err))
     if run_dir is None:
         return
-    from vitrain.run import record_failure
+    from vitrain.run.summary import record_failure
 
     if record_failure(run_dir, message):
         print(f"(status: failed recorded in {run_dir / 'summary.json'})", file=sys.stderr)

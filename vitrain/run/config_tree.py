@@ -1,4 +1,5 @@
-"""A rich tree of the composed config, printed at start and saved in the run directory."""
+"""A rich tree of the composed config, printed at start and saved in the run directory with the
+resolved config."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import rich
 import rich.syntax
 import rich.tree
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 ORDER = ("data", "model", "optimizer", "scheduler", "callbacks", "logger", "trainer", "paths")
@@ -31,3 +33,11 @@ def save_config_tree(cfg: DictConfig, run_dir: Path, show: bool = True) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "config_tree.log", "w") as f:
         rich.print(tree, file=f)
+
+
+def save_config(cfg: DictConfig, run_dir: Path) -> None:
+    """On rank zero: print the config tree, save it as ``config_tree.log`` and the fully resolved
+    config as ``resolved_config.yaml`` in ``run_dir``."""
+    if rank_zero_only.rank == 0:
+        save_config_tree(cfg, run_dir)
+        OmegaConf.save(cfg, run_dir / "resolved_config.yaml", resolve=True)

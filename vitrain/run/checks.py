@@ -1,19 +1,89 @@
 """Checks of a composed config that need no data and no network: values a run would otherwise
-trip over late (a traceback at the first step) or silently (a run that trains nothing).
+trip over late (a traceback at the first step) or silently (a run that trains nothing), and a
+model paired with data of another kind.
 
 Each check raises :class:`vitrain.errors.UserError` naming the key, its value and the fix;
-``vitrain.run.check_config`` calls them before anything is built.
+:func:`check_config` runs them all before anything is built.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import typing
 from collections.abc import Iterator
 from typing import Any
 
-from omegaconf import DictConfig
+import torch
+from hydra.utils import get_class
+from omegaconf import DictConfig, OmegaConf
 
 from vitrain.errors import UserError
+from vitrain.run.cli import CONF_DIR
+from vitrain.run.scale import world_size
+
+log = logging.getLogger("vitrain")
+
+MODES = ("train", "eval", "test", "export", "predict")
+
+
+def check_config(cfg: DictConfig, choices: Any) -> None:
+    """The checks that need no network or data: pairing, mode, seed, run length, value ranges,
+    precision, loader workers, CPU processes."""
+    check_pairing(cfg, choices)
+    if cfg.mode not in MODES:
+        raise UserError(f"mode={cfg.mode}: choose one of {', '.join(MODES)}.")
+    seed = cfg.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise UserError(f"seed={seed!r}: must be an integer (e.g. seed=42) or null (unseeded).")
+    if cfg.mode != "train" and not cfg.get("ckpt_path"):
+        raise UserError(f"mode={cfg.mode} needs ckpt_path=<checkpoint file>.")
+    if cfg.mode == "train":
+        check_run_length(cfg.trainer)
+    check_value_ranges(cfg)
+    check_precision(cfg.trainer)
+    check_loader_workers(cfg.data)
+    check_cpu_processes(cfg.trainer)
+
+
+def check_pairing(cfg: DictConfig, choices: Any) -> None:
+    """Fail before building anything when the model's task cannot use the chosen data."""
+    task_cls, data_cls = get_class(cfg.model._target_), get_class(cfg.data._target_)
+    needs, has = getattr(task_cls, "data_kind", None), getattr(data_cls, "kind", None)
+    if needs != has:
+        options = "|".join(data_options(needs)) or "<a data config of that kind>"
+        raise UserError(
+            f"model={choices.get('model')} ({task_cls.__name__}) needs {needs} data, but "
+            f"data={choices.get('data')} ({data_cls.__name__}) provides {has} data. Add "
+            f"data={options} (the data configs of kind {needs}), or choose another model."
+        )
+
+
+def data_options(kind: str) -> list[str]:
+    """The ``conf/data`` options whose DataModule provides data of ``kind``."""
+    options = []
+    for path in sorted((CONF_DIR / "data").glob("*.yaml")):
+        target = OmegaConf.load(path).get("_target_")
+        if target and getattr(get_class(target), "kind", None) == kind:
+            options.append(path.stem)
+    return options
+
+
+def check_cpu_processes(trainer_cfg: DictConfig) -> None:
+    """Refuse more CPU processes than cores unless a strategy was chosen explicitly."""
+    accelerator = trainer_cfg.get("accelerator", "auto")
+    if accelerator not in ("cpu", "auto") or (accelerator == "auto" and torch.cuda.is_available()):
+        return
+    processes, cores = world_size(trainer_cfg) // int(trainer_cfg.get("num_nodes", 1)), os.cpu_count() or 1
+    if processes <= cores:
+        return
+    if trainer_cfg.get("strategy", "auto") == "auto":
+        raise UserError(
+            f"trainer.devices={trainer_cfg.get('devices')} starts {processes} CPU processes on a machine "
+            f"with {cores} cores: lower trainer.devices to at most {cores} (trainer=ddp_cpu uses 2), or "
+            "choose trainer.strategy explicitly (e.g. trainer.strategy=ddp) if you mean it."
+        )
+    log.warning("%d CPU processes on %d cores: they will compete for the cores.", processes, cores)
 
 
 class Range(typing.NamedTuple):

@@ -3,8 +3,8 @@
 Why this module exists: Lightning's ``ddp`` strategy starts ranks 1..N-1 by running the same
 command line again (``lightning.fabric.strategies.launchers.subprocess_script``) with
 ``hydra.run.dir`` set to Hydra's *run* directory. In a multirun that command line holds ``-m``
-and the sweep lists, so every rank would start a sweep of its own (Lightning #11617, reverted in
-#15727; still open upstream). ``ddp_ranks_in_this_job`` rewrites, for the duration of one job,
+and the sweep lists, so every rank would start a sweep of its own (Lightning #11617, reverted
+in #15727; still open upstream). ``ddp_ranks_in_this_job`` rewrites, for the duration of one job,
 what the launcher reads: the command line becomes this job's own overrides and the run directory
 this job's directory. Outside a multirun it does nothing.
 """
