@@ -42,7 +42,7 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from vitrain.sweep import _fmt, _is_number, find_job_dirs
+from vitrain.results.sweep_table import _fmt, _is_number, find_job_dirs
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.profilers import SimpleProfiler
 
 from tests.helpers import QUIET, TINY_VIT, compose_train, launch_cli
-from vitrain.sweep import CSV_NAME, MD_NAME, cli, write_sweep_table
+from vitrain.results.sweep_table import CSV_NAME, MD_NAME, write_sweep_table
+from vitrain.tools.sweep import main as cli
 
 TINY_RUN = [
     *TINY_VIT,

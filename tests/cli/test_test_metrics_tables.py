@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from vitrain.report import write_report
-from vitrain.sweep import columns, read_job
+from vitrain.results.sweep_table import columns, read_job
 
 
 def make_job(root: Path, name: str, overrides: list[str], val: float, test: float | None) -> Path:

@@ -10,14 +10,15 @@ import pytest
 import torch
 from PIL import Image
 
-from vitrain import prepare, report, segment, sweep
+from vitrain import prepare, report, segment
 from vitrain.models.sam import create_sam
+from vitrain.tools import sweep
 
 TOOLS = {
     "prepare": lambda argv: prepare.build_parser().parse_args(argv),
     "report": report.cli,
     "segment": segment.main,
-    "sweep": sweep.cli,
+    "sweep": sweep.main,
 }
 
 

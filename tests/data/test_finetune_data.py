@@ -228,8 +228,8 @@ def test_embedded_help_topic_task_labels_are_true_of_the_text():
 
 
 def test_bag_of_words_baseline_reads_the_words():
-    from vitrain.baseline import bag_of_words
     from vitrain.data.text_classification import TextExample
+    from vitrain.results.baseline import bag_of_words
 
     def split(n, seed):
         rows = sentences(n, seed, labels=("red", "green", "blue"))
