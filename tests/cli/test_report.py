@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vitrain.report import PLOTS, cli, group_runs, read_curves, scan_runs, write_report
+from vitrain.results.report import PLOTS, group_runs, read_curves, scan_runs, write_report
+from vitrain.tools.report import main as cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -86,7 +87,7 @@ def test_curves_average_steps_within_an_epoch(sweep):
 
 
 def test_groups_ignore_only_the_seed(sweep):
-    from vitrain.report import find_runs
+    from vitrain.results.report import find_runs
 
     groups, shared = group_runs(find_runs([sweep]))
     assert [(g.label, len(g.runs)) for g in groups] == [("model=vit_ti16", 2), ("model=t2t_vit_7", 2)]
@@ -95,7 +96,7 @@ def test_groups_ignore_only_the_seed(sweep):
 
 
 def test_run_names_and_restated_values_do_not_split_a_group(tmp_path):
-    from vitrain.report import find_runs
+    from vitrain.results.report import find_runs
 
     root = tmp_path / "runs"
     # seed 1 restates data.test_size=100, which every run's resolved config holds anyway
@@ -195,7 +196,7 @@ def test_long_legends_leave_the_panels_their_size(tmp_path):
     """Each panel's legend sits in a band of its own below it, as tall as its wrapped labels
     need: 8 more groups with long labels (which used to squeeze the panels into slivers) leave
     every panel taller than 60% of a panel without a legend, and no legend covers a panel."""
-    from vitrain.report import PANEL, figures, find_runs
+    from vitrain.results.report import PANEL, figures, find_runs
 
     root = mixed_runs(tmp_path / "logs")
     for i in range(8):

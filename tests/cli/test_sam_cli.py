@@ -12,10 +12,11 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from tests.helpers import compose_train, run_cli
-from vitrain import segment
 from vitrain.errors import UserError
+from vitrain.inference.sam import load_network
 from vitrain.models.sam import create_sam
 from vitrain.run import run
+from vitrain.tools import segment
 
 TINY_NET = [
     "+model.net.encoder_embed_dim=32", "+model.net.encoder_depth=2", "+model.net.encoder_num_heads=2",
@@ -133,7 +134,7 @@ def test_segment_reads_hugging_face_weights(tmp_path, capsys):
         vision_config=v.to_dict(), prompt_encoder_config=p.to_dict(), mask_decoder_config=m.to_dict()
     )
     transformers.SamModel(config).save_pretrained(tmp_path / "hf")  # the sam_tiny shape
-    net = segment.load_network(tmp_path / "hf" / "model.safetensors")
+    net = load_network(tmp_path / "hf" / "model.safetensors")
     assert net.variant == "sam_tiny" and net.image_size == 64
     image = tmp_path / "photo.png"
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(image)

@@ -21,10 +21,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from vitrain import segment
 from vitrain.data.shapes import render
-from vitrain.models.sam import create_sam
-from vitrain.segment_everything import (
+from vitrain.inference.segment_everything import (
     EverythingSettings,
     crop_boxes,
     point_grid,
@@ -32,6 +30,8 @@ from vitrain.segment_everything import (
     segment_everything,
     stability_score,
 )
+from vitrain.models.sam import create_sam
+from vitrain.tools import segment
 
 # a SAM small enough for tests (as tests/models/test_sam.py): 32 px, patch 8, 4x4 grid
 TINY = dict(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from vitrain.report import write_report
+from vitrain.results.report import write_report
 from vitrain.results.sweep_table import columns, read_job
 
 

@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from vitrain import prepare, report, segment
+from vitrain import prepare
 from vitrain.models.sam import create_sam
-from vitrain.tools import sweep
+from vitrain.tools import report, segment, sweep
 
 TOOLS = {
     "prepare": lambda argv: prepare.build_parser().parse_args(argv),
-    "report": report.cli,
+    "report": report.main,
     "segment": segment.main,
     "sweep": sweep.main,
 }

@@ -13,11 +13,11 @@ import torch
 from tests.helpers import assert_user_error, run_train, write_txt_corpus
 from vitrain.data.text import TextDataModule
 from vitrain.errors import UserError
-from vitrain.generate import generate_text, load_gpt
-from vitrain.generate import main as generate_main
+from vitrain.inference.text import generate_text, load_gpt
 from vitrain.models import create_bert, create_gpt
 from vitrain.tasks.language import IGNORE_INDEX, check_data_fits, mask_tokens
 from vitrain.tasks.optim import param_groups, warmup_decay
+from vitrain.tools.generate import main as generate_main
 
 pytestmark = pytest.mark.xdist_group("language")  # one worker builds the module-scoped gpt_run
 

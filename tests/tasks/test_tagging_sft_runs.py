@@ -16,9 +16,9 @@ from seqeval.metrics import f1_score
 from tests.helpers import assert_user_error, run_train, write_conll_distribution, write_instruction_files
 from vitrain.data.sft import ALPACA
 from vitrain.data.tokenizer import train_tokenizer
-from vitrain.generate import load_generator, respond
-from vitrain.generate import main as generate_main
+from vitrain.inference.text import load_generator, respond
 from vitrain.models import create_gpt
+from vitrain.tools.generate import main as generate_main
 
 pytestmark = pytest.mark.xdist_group("tagging_sft")
 

@@ -54,7 +54,7 @@ class TextSamples(L.Callback):
         tokenizer = getattr(trainer.datamodule, "tokenizer", None)
         if (epoch + 1) % self.every_n_epochs or tokenizer is None:
             return
-        from vitrain.generate import generate_text
+        from vitrain.inference.text import generate_text
 
         net = pl_module.net
         text = generate_text(
