@@ -24,7 +24,7 @@ def compare_streaming(per_class: int, image_size: int, batch: int, workers: int,
     """images/s of the streaming loader and of the ImageFolder loader, whole epochs alternating
     (A B B A ...), on the same JPEGs with the same transform settings; medians."""
     from vitrain.data import StreamingImageDataModule
-    from vitrain.prepare import main as prepare
+    from vitrain.tools.prepare import main as prepare
 
     with tempfile.TemporaryDirectory() as tmp:
         root, shards = Path(tmp) / "tree", Path(tmp) / "shards"
@@ -62,7 +62,7 @@ def compare_text(seq_len: int, batch: int, max_chars: int | None, repeats: int) 
 
     from vitrain.data import StreamingTextDataModule
     from vitrain.data.text import embedded_documents
-    from vitrain.prepare import main as prepare
+    from vitrain.tools.prepare import main as prepare
 
     docs = embedded_documents()
     if max_chars:

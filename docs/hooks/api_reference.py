@@ -2,8 +2,8 @@
 library mkdocstrings uses, without importing vitrain).
 
 One page per package (``vitrain.models``, ``vitrain.tasks``, ``vitrain.data``,
-``vitrain.callbacks``, ``vitrain.run``, ...) lists its modules; the modules at the package root
-(shared by the layers, and the command-line tools) share one page. A new module appears without editing anything.
+``vitrain.callbacks``, ``vitrain.run``, ``vitrain.tools``, ...) lists its modules; the modules at
+the package root (shared by the layers) share one page. A new module appears without editing anything.
 """
 
 from __future__ import annotations
@@ -67,10 +67,10 @@ def pages(package: griffe.Module) -> list[Page]:
         out.append(
             Page(
                 "shared",
-                "Shared modules and the tools",
+                "Shared modules",
                 "The modules at the package root: what every layer shares (errors, seeding, "
-                "checkpoints and weight files, the Hugging Face hub, loggers) and the command-line "
-                "tools.",
+                "checkpoints and weight files, the Hugging Face hub, loggers). The root's "
+                "`vitrain/<tool>.py` modules only run the command-line tools of `vitrain.tools`.",
                 [m.path for m in root_modules],
             )
         )

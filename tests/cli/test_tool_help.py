@@ -10,9 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vitrain import prepare
 from vitrain.models.sam import create_sam
-from vitrain.tools import report, segment, sweep
+from vitrain.tools import prepare, report, segment, sweep
 
 TOOLS = {
     "prepare": lambda argv: prepare.build_parser().parse_args(argv),

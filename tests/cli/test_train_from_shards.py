@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from tests.helpers import TINY_VIT, run_cli, run_train, write_small_coco, write_txt_corpus
-from vitrain.prepare import main as prepare
+from vitrain.tools.prepare import main as prepare
 
 TINY_GPT = ["model=gpt_tiny", "+model.net.n_layer=1", "+model.net.n_embd=32", "+model.net.n_head=2",
             "+model.net.n_positions=64"]  # fmt: skip

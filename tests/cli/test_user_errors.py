@@ -17,13 +17,13 @@ from vitrain.checkpoints import export_network, load_task_weights
 from vitrain.errors import UserError
 from vitrain.models.sizes import check_image_size, covers_input, nearest_valid, patch_stages
 from vitrain.models.t2t_vit import SOFT_SPLITS
-from vitrain.prepare import main as prepare
 from vitrain.run.checks import MODES, check_value_ranges
 from vitrain.run.cli import config_groups, explain
 from vitrain.run.lifecycle import resume_command, resume_from
 from vitrain.run.stored_config import checkpoint_config
 from vitrain.run.summary import stopping_limits
 from vitrain.tasks.detection import DetectionTask
+from vitrain.tools.prepare import main as prepare
 
 TINY = [*TINY_VIT, *QUIET, "logger=csv", "data.image_size=16", "trainer.max_epochs=1",
         "trainer.limit_train_batches=2", "trainer.limit_val_batches=1"]  # fmt: skip
@@ -175,7 +175,7 @@ def test_prepare_refuses_corrupt_images_naming_them_or_skips_them(image_tree, tm
 def test_a_shard_item_that_does_not_decode_names_itself(image_tree, tmp_path, monkeypatch, caplog):
     # shards written before prepare checked images (or a file corrupted since): the first val image
     write_corrupt(image_tree / "val" / "cat" / "0.jpg")
-    monkeypatch.setattr("vitrain.prepare.corrupt_images", lambda paths, workers: {})
+    monkeypatch.setattr("vitrain.data.write_shards.corrupt_images", lambda paths, workers: {})
     out = tmp_path / "shards"
     prepare(["images", "--root", str(image_tree), "--out", str(out), "--workers", "1"])
     code, summary = run_main(

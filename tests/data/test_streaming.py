@@ -11,7 +11,7 @@ import torch
 from tests.helpers import write_small_coco, write_txt_corpus
 from vitrain.data.stream import StreamingImageDataModule, StreamingTextDataModule
 from vitrain.errors import UserError
-from vitrain.prepare import main as prepare
+from vitrain.tools.prepare import main as prepare
 
 
 @pytest.fixture

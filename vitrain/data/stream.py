@@ -37,7 +37,7 @@ META_FILE = "vitrain.json"
 
 def read_meta(root: str, kind: str) -> dict:
     """The ``vitrain.json`` of a shard folder, checked to hold data of ``kind``."""
-    from vitrain.prepare import join, read_text
+    from vitrain.data.write_shards import join, read_text
 
     path = join(root, META_FILE)
     try:
@@ -78,7 +78,7 @@ def _streaming_dataset(root: str, split: str, train: bool, seed: int, cache_dir:
             transform.epoch = self.current_epoch
             return super().__getitem__(index)
 
-    from vitrain.prepare import join
+    from vitrain.data.write_shards import join
 
     return _Dataset(
         input_dir=join(root, split), cache_dir=cache_dir, shuffle=train, drop_last=train, seed=seed,
@@ -312,7 +312,7 @@ class StreamingTextDataModule(_StreamLoaders, L.LightningDataModule):
         if self._tokenizer is None:
             from tokenizers import Tokenizer
 
-            from vitrain.prepare import join, read_text
+            from vitrain.data.write_shards import join, read_text
 
             path = join(self.root, "tokenizer.json")
             self._tokenizer = Tokenizer.from_str(read_text(path))
