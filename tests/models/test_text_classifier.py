@@ -56,7 +56,8 @@ def test_hf_sequence_classification_heads_give_transformers_logits(tmp_path, cap
         create_bert_classifier("bert_tiny", num_labels=3, vocab_size=99, hf_weights=str(tmp_path / "bert"),
                                label_names=["a", "b", "c"])  # fmt: skip
     with pytest.raises(
-        UserError, match=r"model.net.num_labels=3 but model.net.label_names \(null: the data's labels\) has 2: a, b"
+        UserError,
+        match=r"model.net.num_labels=3 but model.net.label_names \(null: the data's labels\) has 2: a, b",
     ):
         create_bert_classifier("bert_tiny", num_labels=3, vocab_size=99, label_names=["a", "b"])
     # generic names (LABEL_0, LABEL_1): the order is kept, and the log says it was assumed
