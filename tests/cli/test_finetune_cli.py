@@ -139,3 +139,27 @@ def test_resuming_with_another_tokenizer_is_refused(tmp_path, gpt_run):
     assert json.loads(written.read_text()) == json.loads(
         torch.load(gpt_run, weights_only=True)[TOKENIZER_KEY]
     )
+
+
+def test_a_table_run_predicts_a_file_without_labels(tmp_path):
+    """data=text_classification: mode=predict labels data.predict (no label column) with the label
+    names, in the file's order (predictions.tsv)."""
+    rows = [f"{'yes' if i % 2 else 'no'} w{i % 5} x,{'pos' if i % 2 else 'neg'}\n" for i in range(24)]
+    (tmp_path / "train.csv").write_text("sentence,label\n" + "".join(rows))
+    (tmp_path / "new.csv").write_text("sentence\nyes w1 x\nno w2 x\nyes w3 x\n")
+    table = [f"data.train={tmp_path / 'train.csv'}", "data.text_column=sentence", "data.batch_size=8"]
+    proc = run_train(tmp_path / "fit", "model=gpt_tiny_cls", *SMALL, *CLS, *table)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = json.loads((tmp_path / "fit" / "summary.json").read_text())["checkpoints"]["last"]
+    out = tmp_path / "predict"
+    proc = run_train(
+        out,
+        "mode=predict",
+        f"ckpt_path={ckpt}",
+        "data=text_classification",
+        f"data.predict={tmp_path / 'new.csv'}",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = (out / "predictions.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and [line.split("\t")[0] for line in lines[1:]] == ["0", "1", "2"]
+    assert {line.split("\t")[1] for line in lines[1:]} <= {"neg", "pos"}
