@@ -280,7 +280,12 @@ def load_head(
         if weight is None:
             continue
         if trunk.head_kind is not None and trunk.head_kind not in kinds:
-            log.info("%s holds a %s head, not a %s: the head starts fresh", where, trunk.head_kind, kinds[0])
+            log.info(
+                "%s holds a %s head, not a %s one: the head starts fresh",
+                where,
+                trunk.head_kind,
+                " / ".join(kinds),
+            )
             return False
         bias = trunk.head.get(f"{prefix}bias")
         if weight.shape != head.weight.shape or (head.bias is not None) != (bias is not None):
