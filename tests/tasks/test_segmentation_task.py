@@ -10,7 +10,7 @@ import torch
 
 from vitrain.data.segmentation import ShapesMasksDataModule
 from vitrain.errors import UserError
-from vitrain.models.sam import create_sam
+from vitrain.models.sam_weights import create_sam
 from vitrain.tasks.optim import step_decay
 from vitrain.tasks.segmentation import (
     SegmentationTask,
