@@ -2,31 +2,47 @@
 
 Both sides train the same BERT classifier (``create_bert_classifier``, the same initial weights) on
 the same batches of the embedded classification task (``data=text_classification``: CPython help
-passages, a trained WordPiece tokenizer, ``max_length`` 128), in the same order; the only
+topics, a trained WordPiece tokenizer, ``max_length`` 128), in the same order; the only
 difference is the collate function: :class:`vitrain.data.finetune.PadCollate` pads each batch to
 its longest sequence (vitrain's default) or to ``max_length`` (``pad_to``, what a fixed-shape
 pipeline does). The sides alternate in rounds and each side's samples/s is the median of its
 rounds, so a drifting machine moves both alike. Prints the ratio (> 1: per-batch padding is
 faster) and the mean padded length of each side.
 
-    python -m benchmarks.finetune_padding [--quick]
+The examples are the first sentence of each help passage (GLUE-like lengths: single sentences and
+short pairs, where most of a 128-token batch is padding); ``--passages`` uses the whole passages
+(paragraphs, often near 128 tokens: there per-batch padding saves little).
+
+    python -m benchmarks.finetune_padding [--quick] [--passages]
 """
 
 from __future__ import annotations
 
-import argparse
+import csv
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks.common import Ratio, module_args
 from vitrain.data.finetune import PadCollate
-from vitrain.data.text_classification import TextClassificationDataModule
+from vitrain.data.text import sentences
+from vitrain.data.text_classification import TextClassificationDataModule, help_topic_passages
 from vitrain.models import create_bert_classifier
 
 TITLE = "fine-tuning (BERT classifier): per-batch padding against padding to max_length"
+
+
+def first_sentences(path: Path) -> Path:
+    """``path``: a CSV of the first sentence of every embedded help passage and its topic."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows((sentences(p.text)[0], p.label) for p in help_topic_passages())
+    return path
 
 
 def batches(dataset, collate: PadCollate, batch: int, count: int, seed: int = 0) -> list[dict]:
@@ -48,21 +64,21 @@ def train_rate(net, optimizer, data: list[dict]) -> float:
     return sum(len(b["labels"]) for b in data) / (time.perf_counter() - start)
 
 
-def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=TITLE)
-    parser.add_argument("--quick", action="store_true", help="toy sizes (smoke test)")
+def _arguments(parser) -> None:
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args(argv)
+    parser.add_argument("--passages", action="store_true", help="whole passages instead of first sentences")
+
+
+def main(argv: list[str] | None = None) -> list[Ratio]:
+    args = module_args(argv, TITLE, _arguments)
     quick = args.quick
     max_length, batch, steps = (64, 8, 2) if quick else (128, 32, 8)
     net_args = dict(n_layer=1, n_embd=32, n_head=2) if quick else {}
     with tempfile.TemporaryDirectory() as cache:
+        train = None if args.passages else str(first_sentences(Path(cache) / "sentences.csv"))
+        vocab = 1000 if quick else 4096
         data = TextClassificationDataModule(
-            "masked",
-            max_length=max_length,
-            vocab_size=1000 if quick else 4096,
-            cache_dir=cache,
-            test_fraction=0,
+            "masked", train=train, max_length=max_length, vocab_size=vocab, cache_dir=cache, test_fraction=0
         )
         data.setup()
         pad = data.special_ids["pad"]
@@ -84,15 +100,21 @@ def main(argv: list[str] | None = None) -> float:
             rates[side].append(train_rate(net, optimizer, side_batches))
     per_batch, fixed = (statistics.median(rates[s]) for s in sides)
     lengths = {s: statistics.mean(b["input_ids"].shape[1] for b in sides[s]) for s in sides}
-    print(TITLE)
+    what = "whole passages" if args.passages else "first sentences"
+    size = " (quick: 1 layer, 32 wide)" if quick else ""
+    rounds = len(rates["per-batch"])
     print(
-        f"  bert_tiny{' (quick: 1 layer, 32 wide)' if quick else ''}, batch {batch}, max_length {max_length}, {steps} steps x {len(rates['per-batch'])} rounds"
+        f"    bert_tiny{size} on the help passages' {what}, batch {batch}, max_length {max_length}, {steps} steps x {rounds} rounds"
     )
-    print(f"  per-batch padding: {per_batch:.1f} samples/s (mean padded length {lengths['per-batch']:.1f})")
-    print(f"  padding to max_length: {fixed:.1f} samples/s (length {lengths['max_length']:.0f})")
+    print(f"    per-batch padding: {per_batch:.1f} samples/s (mean padded length {lengths['per-batch']:.1f})")
+    print(f"    padding to max_length: {fixed:.1f} samples/s (length {lengths['max_length']:.0f})")
     ratio = per_batch / fixed
-    print(f"per-batch padding / max_length padding samples/s = {ratio:.3f}")
-    return ratio
+    print(f"    per-batch padding / max_length padding samples/s = {ratio:.3f}")
+    return [
+        Ratio(
+            "finetune_padding", ratio, f"BERT fine-tuning samples/s, per-batch / max_length padding ({what})"
+        )
+    ]
 
 
 if __name__ == "__main__":

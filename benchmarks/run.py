@@ -44,6 +44,7 @@ MODULES: list[str] = [
     "detr",
     "sam",
     "sam_cache",
+    "finetune_padding",
     "flops",
     "pipeline",
     "streaming",

@@ -16,17 +16,16 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import statistics
 import tempfile
 import time
-import warnings
 from functools import partial
 
 import lightning as L
 import torch
 
+from benchmarks.common import Ratio, module_args
 from vitrain.callbacks.throughput import flop_counter
 from vitrain.data.segmentation import ShapesMasksDataModule
 from vitrain.models.sam_weights import create_sam
@@ -133,12 +132,8 @@ def by_flops(name: str = "sam_vit_b", image_size: int = 1024) -> list[tuple[int,
 
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description=TITLE)
-    parser.add_argument("--quick", action="store_true", help="toy sizes: a smoke test of seconds")
-    args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "vitrain"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    args = module_args(argv, TITLE)
+    logging.getLogger("vitrain").setLevel(logging.ERROR)
     # the sam_tiny_shapes recipe's step (experiments/sam_tiny_shapes.yaml): 32 px, batch 8, 5 rounds
     sizes = dict(image_size=32, batch=8, rounds=5, train=64)
     if args.quick:
@@ -154,10 +149,6 @@ def main(argv: list[str] | None = None):
         )
         for o, r, v in loads
     ]
-    try:  # the runner's table (benchmarks/common.py), where it exists
-        from benchmarks.common import Ratio
-    except ImportError:
-        return None
     return [Ratio(key, value, what) for key, value, what in ratios]
 
 

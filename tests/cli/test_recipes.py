@@ -583,8 +583,8 @@ EXPECTED: dict[str, dict] = {
         "data.test_fraction": 0.2,
         "data.max_length": 128,
         "data.batch_size": 16,
-        "optimizer.lr": 2e-4,
-        "trainer.max_epochs": 10,
+        "optimizer.lr": 1e-3,
+        "trainer.max_epochs": 15,
     },
     "finetune_cpu_gpt": {
         "model.net.name": "gpt_tiny",
@@ -593,8 +593,8 @@ EXPECTED: dict[str, dict] = {
         "data.test_fraction": 0.2,
         "data.max_length": 128,
         "data.batch_size": 16,
-        "optimizer.lr": 2e-4,
-        "trainer.max_epochs": 10,
+        "optimizer.lr": 1e-3,
+        "trainer.max_epochs": 15,
     },
     "tagging_cpu_bert": {
         "model.net.name": "bert_tiny",

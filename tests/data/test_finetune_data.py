@@ -184,6 +184,15 @@ def test_tokenizer_sources(tmp_path):
     weights.write_bytes(b"x")
     with pytest.raises(UserError, match="is a weight file without tokenizer files: give data.tokenizer"):
         resolve_tokenizer_source(None, None, str(weights))
+    folder = tmp_path / "hf_model"  # a Hugging Face model folder: its tokenizer files
+    folder.mkdir()
+    (folder / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n"
+    )
+    assert resolve_tokenizer_source(None, None, str(folder)) == ("file", str(folder))
+    train = write_csv(tmp_path / "train.csv", sentences(12))
+    dm = data(tmp_path, train=str(train), hf_weights=str(folder))
+    assert dm.vocab_size == 5 + len(WORDS) and dm.tokenizer.encode("alpha beta").tokens == ["alpha", "beta"]
     # a pretraining checkpoint's tokenizer is the fine-tuning data's (GPT: plus GPT-1's tokens)
     tok = train_tokenizer([t for t, _ in sentences(40)], "causal", 300)
     ckpt = tmp_path / "gpt.ckpt"
