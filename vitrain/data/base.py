@@ -154,11 +154,6 @@ class SeededSamples(Dataset):
                 samples.append(self.dataset[index])
         return samples
 
-    def __getattr__(self, name: str):  # collate helpers and tests read attributes of the dataset
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
 
 class EpochBatchSampler(Sampler[list[tuple[int, int, int]]]):
     """Training batches of ``(index, epoch, copy)`` keys from an :class:`EpochSampler`, with a resumable position.
