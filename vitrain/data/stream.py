@@ -23,6 +23,7 @@ from torch.utils.data import get_worker_info
 from vitrain.data.detection import DetectionDataModule
 from vitrain.data.detection_transforms import detr_train_transform, detr_val_transform
 from vitrain.data.imagefolder import ImageFolderDataModule
+from vitrain.data.shards import META_FILE, join, read_text
 from vitrain.data.text import _PadCollate
 from vitrain.data.tokenizer import PACKINGS, check_special_tokens
 from vitrain.errors import UserError
@@ -32,13 +33,9 @@ log = logging.getLogger(__name__)
 # litdata logs its cache and mmap choices at INFO for every dataset it opens
 logging.getLogger("litdata").setLevel(logging.WARNING)
 
-META_FILE = "vitrain.json"
-
 
 def read_meta(root: str, kind: str) -> dict:
     """The ``vitrain.json`` of a shard folder, checked to hold data of ``kind``."""
-    from vitrain.prepare import join, read_text
-
     path = join(root, META_FILE)
     try:
         meta = json.loads(read_text(path))
@@ -77,8 +74,6 @@ def _streaming_dataset(root: str, split: str, train: bool, seed: int, cache_dir:
         def __getitem__(self, index):
             transform.epoch = self.current_epoch
             return super().__getitem__(index)
-
-    from vitrain.prepare import join
 
     return _Dataset(
         input_dir=join(root, split), cache_dir=cache_dir, shuffle=train, drop_last=train, seed=seed,
@@ -311,8 +306,6 @@ class StreamingTextDataModule(_StreamLoaders, L.LightningDataModule):
         """The shards' tokenizer (``ROOT/tokenizer.json``)."""
         if self._tokenizer is None:
             from tokenizers import Tokenizer
-
-            from vitrain.prepare import join, read_text
 
             path = join(self.root, "tokenizer.json")
             self._tokenizer = Tokenizer.from_str(read_text(path))
