@@ -41,7 +41,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
-from vitrain.errors import UserError
+from vitrain.errors import require_choice
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,7 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
     ``auto`` follows ``WANDB_MODE`` when it is set and otherwise picks ``online`` when
     credentials are found (``wandb_credentials_found``) and ``offline`` when not.
     """
-    if mode not in MODES:
-        raise UserError(f"logger.wandb.mode={mode!r}: choose one of {', '.join(MODES)}.")
+    require_choice("logger.wandb.mode", mode, MODES)
     if mode != "auto":
         return mode
     env_mode = os.environ.get("WANDB_MODE", "")

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vitrain.data.base import IMAGE_SUFFIXES, ImageClassificationDataModule, ShardedDataModule, open_image
 from vitrain.data.shapes import EXTRA_SHAPES, FILLS, SHAPES, SPLITS, render, shapes_layout
-from vitrain.errors import UserError, require_positive
+from vitrain.errors import UserError, require_int, require_positive
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +179,7 @@ class SegmentationDataModule(ShardedDataModule):
         seed: int | None = 0,
     ) -> None:
         super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
-        if not isinstance(image_size, int) or image_size < 1:
-            raise UserError(f"data.image_size={image_size}: must be a positive integer.")
+        require_int("data.image_size", image_size)
         if max_masks_per_image is not None and max_masks_per_image < 1:
             raise UserError(f"data.max_masks_per_image={max_masks_per_image}: must be >= 1, or null for all.")
         self.image_size = image_size

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vitrain.data.base import ShardedDataModule
+from vitrain.data.base import ShardedDataModule, check_held_out_fractions
 from vitrain.data.cache import NodeCache, fingerprint
 from vitrain.data.tokenizer import (
     PACKINGS,
@@ -43,7 +43,7 @@ from vitrain.data.tokenizer import (
     tokenizer_files,
     train_tokenizer,
 )
-from vitrain.errors import UserError
+from vitrain.errors import UserError, require_choice, require_int
 from vitrain.hub import resolve_tokenizer
 
 log = logging.getLogger(__name__)
@@ -329,20 +329,10 @@ class TextDataModule(ShardedDataModule):
                 "data.files is required here (a recipe for a real corpus): data.files=<.txt/.jsonl files or "
                 "folder>. Leave it out only with data.require_files=false (the embedded corpus)."
             )
-        if packing not in PACKINGS:
-            raise UserError(f"data.packing={packing!r}: choose one of {', '.join(PACKINGS)}.")
-        if txt_documents not in ("file", "paragraphs"):
-            raise UserError(f"data.txt_documents={txt_documents!r}: choose file or paragraphs.")
-        if not 0 < val_fraction < 1:
-            raise UserError(f"data.val_fraction={val_fraction}: must be between 0 and 1.")
-        if not (0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise UserError(
-                f"data.test_fraction={test_fraction}: must be >= 0 (0: no test split) with "
-                f"data.val_fraction + data.test_fraction < 1 (now {val_fraction + test_fraction})."
-            )
-        minimum = 2 if packing == "causal" else 8
-        if not isinstance(seq_len, int) or seq_len < minimum:
-            raise UserError(f"data.seq_len={seq_len}: must be an integer >= {minimum}.")
+        require_choice("data.packing", packing, PACKINGS, "it follows the model")
+        require_choice("data.txt_documents", txt_documents, ("file", "paragraphs"))
+        check_held_out_fractions(val_fraction, test_fraction)
+        require_int("data.seq_len", seq_len, minimum=2 if packing == "causal" else 8)
         if nsp and packing != "masked":
             raise UserError("data.nsp=true needs a BERT model (packing=masked); set data.nsp=false.")
         self.files = None if files in (None, "", []) else files

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from vitrain.errors import UserError
+from vitrain.errors import UserError, require_choice
 
 LayerMap = tuple[Callable[[str], int], int]
 """``(layer of a parameter name, num_layers)`` for layer decay (see :func:`layer_map`)."""
@@ -244,8 +244,7 @@ def warmup_decay(
     """What :func:`warmup_cosine`, :func:`warmup_linear` and :func:`constant` share: a linear
     warm-up (clipped to leave at least one step after it), then ``decay`` (``cosine``, ``linear``
     or ``none``) to ``min_lr_ratio`` of the peak at ``decay_epochs`` (None: ``total_steps``)."""
-    if decay not in DECAYS:
-        raise UserError(f"scheduler.decay={decay!r}: choose one of {', '.join(DECAYS)}.")
+    require_choice("scheduler.decay", decay, DECAYS)
     end = total_steps if decay_epochs is None else to_steps(decay_epochs, steps_per_epoch)
     warmup = min(to_steps(warmup_epochs, steps_per_epoch), max(end - 1, 0))
     return LambdaLR(optimizer, lr_factor(end, warmup, min_lr_ratio, decay))
