@@ -422,13 +422,10 @@ class ShardedDataModule(DataModule):
     def __init__(
         self,
         batch_size: int,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int | None = 0,
         repeated_aug: int = 1,
+        **loader_kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+        super().__init__(batch_size, **loader_kwargs)
         require_int("data.repeated_aug", repeated_aug, hint=REPEATED_AUG_HINT)
         self.repeated_aug = repeated_aug
 
@@ -512,15 +509,11 @@ class ImageClassificationDataModule(ShardedDataModule):
         image_size: int,
         in_chans: int,
         batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
         net_data_config: dict | None = None,
-        seed: int | None = 0,
         predict_dir: str | None = None,
-        repeated_aug: int = 1,
+        **loader_kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed, repeated_aug)
+        super().__init__(batch_size, **loader_kwargs)
         require_int("data.image_size", image_size)
         self.num_classes = num_classes
         self.image_size = image_size

@@ -314,7 +314,9 @@ class FinetuneDataModule(ShardedDataModule):
         vocab_size, lowercase: a tokenizer trained here (no tokenizer given): its size and
             whether WordPiece lower-cases.
         cache_dir, cache_wait_s: the encoded-example cache (:class:`vitrain.data.cache.NodeCache`).
-        batch_size, num_workers, pin_memory, persistent_workers, seed: the loaders.
+        batch_size: samples per batch and process.
+        **loader_kwargs: ``num_workers``, ``pin_memory``, ``persistent_workers``, ``seed`` (see
+            ``vitrain.data.base.DataModule``).
     """
 
     # network sizes the data decides when the config leaves them null (see run.data_before_task)
@@ -336,12 +338,9 @@ class FinetuneDataModule(ShardedDataModule):
         cache_dir: str = "data/finetune_cache",
         cache_wait_s: float = 3600.0,
         batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int | None = 0,
+        **loader_kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+        super().__init__(batch_size, **loader_kwargs)
         require_choice("data.packing", packing, PACKINGS, "it follows the model")
         require_int("data.max_length", max_length, minimum=4)
         if num_labels is not None:

@@ -173,12 +173,9 @@ class SegmentationDataModule(ShardedDataModule):
         hflip: bool = False,
         max_mask_area: float | None = None,
         batch_size: int = 2,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int | None = 0,
+        **loader_kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+        super().__init__(batch_size, **loader_kwargs)
         require_int("data.image_size", image_size)
         if max_masks_per_image is not None and max_masks_per_image < 1:
             raise UserError(f"data.max_masks_per_image={max_masks_per_image}: must be >= 1, or null for all.")

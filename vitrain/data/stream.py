@@ -278,12 +278,9 @@ class StreamingTextDataModule(_StreamLoaders, DataModule):
         packing: str = "causal",
         cache_dir: str | None = None,
         batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int | None = 0,
+        **loader_kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+        super().__init__(batch_size, **loader_kwargs)
         require_choice("data.packing", packing, PACKINGS, "it follows the model")
         self.meta = read_meta(str(root), "text")
         if self.meta["packing"] != packing:

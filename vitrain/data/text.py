@@ -290,8 +290,10 @@ class TextDataModule(ShardedDataModule):
         cache_dir: where token files and tokenizers are cached.
         cache_wait_s: how long the other processes of a node wait for its local rank zero to
             build a missing cache before they fail.
-        batch_size, num_workers, pin_memory, persistent_workers, seed: the loaders.
+        batch_size: samples per batch and process.
         require_files: fail unless ``files`` is given (recipes for real corpora set it).
+        **loader_kwargs: ``num_workers``, ``pin_memory``, ``persistent_workers``, ``seed`` (see
+            ``vitrain.data.base.DataModule``).
     """
 
     # network sizes the data decides when the config leaves them null (see model_sizes)
@@ -317,13 +319,10 @@ class TextDataModule(ShardedDataModule):
         cache_dir: str = "data/text_cache",
         cache_wait_s: float = 3600.0,
         batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int | None = 0,
         require_files: bool = False,
+        **loader_kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+        super().__init__(batch_size, **loader_kwargs)
         if require_files and files in (None, "", []):
             raise UserError(
                 "data.files is required here (a recipe for a real corpus): data.files=<.txt/.jsonl files or "
