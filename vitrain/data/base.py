@@ -379,6 +379,13 @@ class DataModule(L.LightningDataModule):
         """``{key: value}`` for each of ``model_size_keys``: network sizes the data decides."""
         return {}
 
+    def hold_out(self, val_fraction: float, test_fraction: float, split_seed: int) -> None:
+        """Keep the shares of the data held out for validation and testing (``data.val_fraction``,
+        ``data.test_fraction``: 0 for no test split) and the seed that picks them, checked
+        (:func:`check_held_out_fractions`)."""
+        check_held_out_fractions(val_fraction, test_fraction)
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+
     @property
     def has_test_split(self) -> bool:
         """Whether ``setup`` found a held-out test split (``test_set``)."""

@@ -8,7 +8,7 @@ from sklearn.datasets import load_digits
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from vitrain.data.base import ImageClassificationDataModule, check_held_out_fractions
+from vitrain.data.base import ImageClassificationDataModule
 from vitrain.errors import UserError
 
 # Pixel statistics of the digits images scaled to [0, 1] (values 0..16 / 16).
@@ -57,9 +57,7 @@ class DigitsDataModule(ImageClassificationDataModule):
         self.check_num_classes(10, "data=digits")
         if in_chans != 1:
             raise UserError(f"data.in_chans={in_chans}: digits images are grey, set data.in_chans=1.")
-        check_held_out_fractions(val_fraction, test_fraction)
-        self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        self.split_seed = split_seed
+        self.hold_out(val_fraction, test_fraction, split_seed)
         self.augment = augment
         self.classes = [str(i) for i in range(10)]
 

@@ -222,7 +222,7 @@ class SFTDataModule(FinetuneDataModule):
             raise UserError("data.val / data.test need data.train (null: the embedded set).")
         self.files = {"train": train, "val": val, "test": test}
         self.prompt_template = PromptTemplate.build(template, template_no_input, template_with_input)
-        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.hold_out(val_fraction, test_fraction, split_seed)
 
     def model_sizes(self) -> dict[str, int]:
         return {"vocab_size": self.vocab_size}

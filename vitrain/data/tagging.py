@@ -97,7 +97,7 @@ class ConllDataModule(FinetuneDataModule):
         self.reading = dict(token_column=token_column, tag_column=tag_column, columns=columns, scheme=scheme,
                             encoding=encoding)  # fmt: skip
         self.scheme = scheme
-        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.hold_out(val_fraction, test_fraction, split_seed)
         self.sentences: dict[str, list[Sentence]] = {}
 
     @property

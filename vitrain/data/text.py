@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vitrain.data.base import ShardedDataModule, check_held_out_fractions
+from vitrain.data.base import ShardedDataModule
 from vitrain.data.cache import NodeCache, fingerprint
 from vitrain.data.tokenizer import (
     PACKINGS,
@@ -330,7 +330,7 @@ class TextDataModule(ShardedDataModule):
             )
         require_choice("data.packing", packing, PACKINGS, "it follows the model")
         require_choice("data.txt_documents", txt_documents, ("file", "paragraphs"))
-        check_held_out_fractions(val_fraction, test_fraction)
+        self.hold_out(val_fraction, test_fraction, split_seed)
         require_int("data.seq_len", seq_len, minimum=2 if packing == "causal" else 8)
         if nsp and packing != "masked":
             raise UserError("data.nsp=true needs a BERT model (packing=masked); set data.nsp=false.")
@@ -339,7 +339,6 @@ class TextDataModule(ShardedDataModule):
         tokenizer = resolve_tokenizer(str(tokenizer)) if tokenizer else None
         self.packing, self.tokenizer_file, self.vocab_size_wanted = packing, tokenizer, vocab_size
         self.lowercase, self.seq_len, self.nsp = lowercase, seq_len, nsp
-        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.txt_documents, self.text_field, self.max_chars = txt_documents, text_field, max_chars
         self.cache_dir = Path(cache_dir)
         self.cache_wait_s = cache_wait_s

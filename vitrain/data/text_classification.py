@@ -317,7 +317,7 @@ class TextClassificationDataModule(ClassificationData):
             raise UserError("data.val / data.test / data.predict need data.train (null: the embedded task).")
         self.files = {"train": train, "val": val, "test": test, "predict": predict}
         self.columns = (text_column, text_pair_column, label_column)
-        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.hold_out(val_fraction, test_fraction, split_seed)
         self.classes_wanted = classes
 
     def source_settings(self) -> tuple[list, list[Path]]:
