@@ -303,7 +303,7 @@ def prepare_text(args: argparse.Namespace) -> dict:
             fn, list(range(len(dataset))), join(args.out, split), args.workers, args.chunk_bytes, args.resume
         )
         splits[split] = len(dataset)
-    cache_meta = json.loads((data.cache_path / "meta.json").read_text())
+    cache_meta = data.meta
     meta = {
         "format": FORMAT_VERSION,
         "kind": "text",

@@ -344,6 +344,7 @@ class TextDataModule(ShardedDataModule):
         self.cache_wait_s = cache_wait_s
         self.tokenizer = None
         self.cache_path: Path | None = None
+        self.meta: dict = {}  # the cache's meta.json
         self.cache_built = False  # whether this process tokenized the corpus (False: reused)
 
     # -------------------------------------------------------------- what the model needs
@@ -408,7 +409,7 @@ class TextDataModule(ShardedDataModule):
 
         self.tokenizer = Tokenizer.from_file(str(cache.path / "tokenizer.json"))
         check_special_tokens(self.tokenizer, self.packing, str(cache.path / "tokenizer.json"))
-        self.cache_path = cache.path
+        self.cache_path, self.meta = cache.path, cache.meta()
 
     def _held_out_documents(self) -> dict[int, str]:
         """``{document index: "val" or "test"}``: a ``split_seed`` permutation holds out
@@ -502,9 +503,8 @@ class TextDataModule(ShardedDataModule):
         if self.train_set is not None:
             return
         self.prepare()
-        meta = json.loads((self.cache_path / "meta.json").read_text())
-        for split in meta["splits"]:
-            tokens = np.memmap(self.cache_path / f"{split}.bin", dtype=meta["dtype"], mode="r")
+        for split in self.meta["splits"]:
+            tokens = np.memmap(self.cache_path / f"{split}.bin", dtype=self.meta["dtype"], mode="r")
             index = np.load(self.cache_path / f"{split}.idx.npy")
             if self.packing == "causal":
                 dataset: Dataset = BlockDataset(tokens, self.seq_len)
