@@ -1,5 +1,6 @@
-"""Test helpers in one module: tiny configs, the CLI runner, composed configs, generated images and
-text corpora, and the test-only classes that ``tests/configs`` references (``tests.helpers.*``).
+"""Test helpers in one module: tiny configs, the CLI runner, composed configs, generated images, text
+corpora and COCO-format detection sets, and the test-only classes that ``tests/configs`` references
+(``tests.helpers.*``).
 
 Fixtures live in ``tests/conftest.py``; everything a test imports lives here.
 """
@@ -15,6 +16,7 @@ import runpy
 import subprocess
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -403,3 +405,82 @@ def write_glue_task(
             test_header,
         )
     return out
+
+
+def write_digits_coco(
+    root: Path,
+    train_size: int = 1600,
+    val_size: int = 200,
+    canvas: int = 96,
+    digit_sizes: tuple[int, int] = (16, 32),
+    max_objects: int = 3,
+    empty_fraction: float = 0.05,
+    digits: tuple[int, ...] = tuple(range(10)),
+    seed: int = 0,
+) -> Path:
+    """A COCO-format detection set of handwritten digits on noise, for learning checks.
+
+    sklearn's 8x8 digits (bundled with sklearn: no download) of the classes ``digits`` are upscaled
+    to a random side in ``digit_sizes`` and pasted, in a random bright colour, at non-overlapping
+    places on a ``canvas`` x ``canvas`` RGB canvas of uniform noise (each channel below 160, every
+    digit colour above 170): 1 to ``max_objects`` per image, none on about ``empty_fraction`` of
+    the images. Category ids are ``10 * (digit + 1)`` (10, 20, ..., 100: not contiguous, as COCO's).
+    Writes ``root/{train,val}/*.png`` and ``root/annotations/instances_{train,val}.json``, read by
+    ``data=coco data.root=<root> data.train_ann=annotations/instances_train.json
+    data.val_ann=annotations/instances_val.json data.train_images=train data.val_images=val``.
+    The same arguments write the same files. Returns ``root``.
+    """
+    from sklearn.datasets import load_digits
+
+    bundled = load_digits()
+    keep = np.isin(bundled.target, list(digits))
+    strokes, classes = bundled.images[keep] / 16.0, bundled.target[keep]  # (N, 8, 8) in [0, 1], (N,)
+    rng = np.random.default_rng(seed)
+    categories = [{"id": 10 * (d + 1), "name": str(d)} for d in sorted(digits)]
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", train_size), ("val", val_size)):
+        (root / split).mkdir(exist_ok=True)
+        images, annotations = [], []
+        for image_id in range(1, count + 1):
+            pixels = rng.uniform(0, 160, size=(canvas, canvas, 3))
+            objects = 0 if rng.random() < empty_fraction else int(rng.integers(1, max_objects + 1))
+            for x, y, side in free_squares(rng, canvas, digit_sizes, objects):
+                k = int(rng.integers(len(classes)))
+                paste_digit(pixels, strokes[k], x, y, side, rng.uniform(170, 255, size=3))
+                annotations.append(
+                    {"id": len(annotations) + 1, "image_id": image_id, "category_id": 10 * (int(classes[k]) + 1),
+                     "bbox": [x, y, side, side], "area": side * side, "iscrowd": 0}
+                )  # fmt: skip
+            name = f"{image_id:05d}.png"
+            Image.fromarray(pixels.round().astype(np.uint8)).save(root / split / name)
+            images.append({"id": image_id, "file_name": name, "width": canvas, "height": canvas})
+        content = {"images": images, "annotations": annotations, "categories": categories}
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(content))
+    return root
+
+
+def free_squares(
+    rng: np.random.Generator, canvas: int, sides: tuple[int, int], count: int
+) -> Iterator[tuple[int, int, int]]:
+    """Up to ``count`` non-overlapping squares ``(x, y, side)`` inside the canvas, sides in ``sides``
+    (inclusive), each yielded as it is placed (rejection sampling, 30 tries per square)."""
+    placed: list[tuple[int, int, int]] = []
+    for _ in range(30 * count):
+        if len(placed) == count:
+            return
+        side = int(rng.integers(sides[0], sides[1] + 1))
+        x, y = (int(v) for v in rng.integers(0, canvas - side + 1, size=2))
+        if not any(x < px + ps and px < x + side and y < py + ps and py < y + side for px, py, ps in placed):
+            placed.append((x, y, side))
+            yield x, y, side
+
+
+def paste_digit(
+    pixels: np.ndarray, stroke: np.ndarray, x: int, y: int, side: int, colour: np.ndarray
+) -> None:
+    """Blend ``colour`` (3,) into ``pixels`` (H, W, 3) in place, in the square at ``(x, y)`` of side
+    ``side``, with the 8x8 ``stroke`` in [0, 1] upscaled (bilinear) as the opacity."""
+    alpha = Image.fromarray(stroke.astype(np.float32)).resize((side, side), Image.BILINEAR)
+    alpha = np.clip(np.asarray(alpha), 0, 1)[..., None]
+    region = pixels[y : y + side, x : x + side]
+    pixels[y : y + side, x : x + side] = region * (1 - alpha) + colour * alpha
