@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -152,7 +153,7 @@ def load_fitting(
     state: Mapping[str, torch.Tensor],
     *,
     ignore: Sequence[str] = (),
-    **check: object,
+    **check: Any,
 ) -> StateFit:
     """Load ``state`` into ``module`` after :func:`check_fit` (``check``: its keyword arguments):
     every tensor the check accepts, none of another shape. Tensors ``ignore`` picks (a tied

@@ -210,9 +210,9 @@ def load_encoder(net: VisionTransformer, path: str | Path, key: str = "model.net
         holds=describe_encoder(state),
         network=f"the configured network ({describe_encoder(own)})",
         fix="Check model.net.name and its size overrides (depth, embed_dim, patch_size).",
-        may_miss=("head", "fc_norm"),
+        may_miss=("head*", "fc_norm*"),
         may_add=("head", "fc_norm", *(("norm",) if replaced_norm else ())),
-        may_resize=("head",),
+        may_resize=("head*",),
     )
     report = LoadReport(str(path), fit.fresh, sorted(fit.dropped + decoder))
     others = [k for k in report.dropped_keys if k not in decoder]
