@@ -9,31 +9,11 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Iterator
-from typing import Any
 
 from omegaconf import DictConfig
 
-from vitrain.errors import UserError
-
-
-class Range(typing.NamedTuple):
-    """An interval of valid values: ``[low, high)`` and its variants."""
-
-    low: float
-    high: float
-    low_closed: bool = True
-    high_closed: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        above = value >= self.low if self.low_closed else value > self.low
-        below = value <= self.high if self.high_closed else value < self.high
-        return above and below
-
-    def __str__(self) -> str:
-        return (
-            f"{'[' if self.low_closed else '('}{self.low:g}, {self.high:g}{']' if self.high_closed else ')'}"
-        )
-
+from vitrain.data.base import check_loader_settings
+from vitrain.errors import Range, UserError, is_number, require_in
 
 RATE = Range(0, 1)  # a fraction dropped: 1 would drop everything
 PROBABILITY = Range(0, 1, high_closed=True)
@@ -73,12 +53,8 @@ def rated_values(node: DictConfig, prefix: str) -> Iterator[tuple[str, str, floa
                 value = node[key]
             except Exception:  # noqa: BLE001  (an interpolation that does not resolve here)
                 continue
-            if _is_number(value):
+            if is_number(value):
                 yield f"{prefix}.{key}", str(key), value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def check_value_ranges(cfg: DictConfig) -> None:
@@ -89,15 +65,14 @@ def check_value_ranges(cfg: DictConfig) -> None:
             continue
         for key, leaf, value in rated_values(cfg[group], group):
             valid, what = VALUE_RANGES[leaf]
-            if value not in valid:
-                raise UserError(f"{key}={value}: {what} must be in {valid}; set {key} to a value in {valid}.")
+            require_in(key, value, valid, what, f"set {key} to a value in {valid}")
 
 
 def check_run_length(trainer: DictConfig) -> None:
     """Refuse a training run that would train nothing (and report untrained weights as a result)."""
     for key in ("max_epochs", "max_steps", "limit_train_batches"):
         value = trainer.get(key)
-        if _is_number(value) and value == 0:
+        if is_number(value) and value == 0:
             raise UserError(
                 f"trainer.{key}=0: the run would train nothing and report the untrained weights. "
                 f"Set trainer.{key} to a positive number (e.g. trainer.{key}=1), or use mode=eval or "
@@ -125,12 +100,6 @@ def check_precision(trainer: DictConfig) -> None:
 
 
 def check_loader_workers(data: DictConfig) -> None:
-    """``data.num_workers`` is a count of loader processes: 0 (load in the main process) or more."""
-    workers = data.get("num_workers")
-    if workers is None:
-        return
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise UserError(
-            f"data.num_workers={workers}: the number of loader processes must be 0 (load in the "
-            "main process) or a positive integer; set data.num_workers=0 or e.g. data.num_workers=4."
-        )
+    """``data.batch_size`` and ``data.num_workers`` as every DataModule checks them
+    (``vitrain.data.base.check_loader_settings``), before anything is built."""
+    check_loader_settings(data.get("batch_size"), data.get("num_workers"))

@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vitrain.checkpoints import load_checkpoint
+from vitrain.data.base import DataModule
 from vitrain.errors import UserError
 
 log = logging.getLogger("vitrain")
@@ -47,7 +48,7 @@ TEST_OPTIONS = (
 )
 
 
-def setup_data_early(datamodule: L.LightningDataModule) -> None:
+def setup_data_early(datamodule: DataModule) -> None:
     """Run ``datamodule.setup("fit")`` now (Lightning's own call is then a no-op).
 
     Lightning creates the loggers' experiments (a W&B run) before it sets the data up; reading
@@ -56,11 +57,13 @@ def setup_data_early(datamodule: L.LightningDataModule) -> None:
     streaming datasets take the rank and world size when created, so they must be created after
     the process group exists (their shard index is read, and checked, when they are built).
     """
-    if getattr(datamodule, "early_setup", True):
+    if datamodule.early_setup:
         datamodule.setup("fit")
 
 
-def test_after_fit(cfg: DictConfig, trainer: L.Trainer, task: L.LightningModule, datamodule) -> dict | None:
+def test_after_fit(
+    cfg: DictConfig, trainer: L.Trainer, task: L.LightningModule, datamodule: DataModule
+) -> dict | None:
     """Evaluate the best checkpoint of the finished fit on the test split.
 
     Returns ``{"checkpoint": path, "test/...": value, ...}`` for ``summary.json``, or None when
@@ -69,7 +72,7 @@ def test_after_fit(cfg: DictConfig, trainer: L.Trainer, task: L.LightningModule,
     """
     if not cfg.get("test_after_fit", True):
         return None
-    if not getattr(datamodule, "has_test_split", False):
+    if not datamodule.has_test_split:
         log.info("No test split in data=%s: skipping the test evaluation.", type(datamodule).__name__)
         return None
     ckpt = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
@@ -82,13 +85,13 @@ def test_after_fit(cfg: DictConfig, trainer: L.Trainer, task: L.LightningModule,
 
 
 def test_checkpoint(
-    trainer: L.Trainer, task: L.LightningModule, datamodule, ckpt_path: str, run_dir: Path
+    trainer: L.Trainer, task: L.LightningModule, datamodule: DataModule, ckpt_path: str, run_dir: Path
 ) -> float | None:
     """``mode=test``: evaluate the (already loaded) ``task`` on the data's test split and write
     ``{"mode": "test", "checkpoint": ..., "metrics": {"test/...": ...}}`` to ``run_dir/summary.json``.
     Returns the test value of the task's monitored metric."""
     datamodule.setup("test")
-    if not getattr(datamodule, "has_test_split", False):
+    if not datamodule.has_test_split:
         raise UserError(
             f"mode=test: data {type(datamodule).__name__} has no test split. Give one: {TEST_OPTIONS}; "
             "or use mode=eval to validate."

@@ -42,6 +42,7 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
+from vitrain.errors import UserError
 from vitrain.sweep import _fmt, _is_number, find_job_dirs
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ def scan_runs(dirs: list[Path]) -> tuple[list[Run], list[tuple[Path, str]]]:
     runs, left_out = [], []
     for root in dirs:
         if not Path(root).is_dir():
-            raise FileNotFoundError(f"{root}: no such directory. Pass sweep or run directories.")
+            raise UserError(f"{root}: no such directory. Pass sweep or run directories.")
         for job in find_job_dirs(root):
             run = read_run(job)
             if isinstance(run, str):
@@ -495,7 +496,7 @@ def write_report(dirs: list[Path], out: Path, title: str = "Report") -> Path:
     runs, left_out = scan_runs(dirs)
     if not runs:
         why = "; ".join(f"{p} ({reason})" for p, reason in left_out) or "no run directories"
-        raise ValueError(f"no completed training runs under {', '.join(map(str, dirs))}: {why}")
+        raise UserError(f"no completed training runs under {', '.join(map(str, dirs))}: {why}")
     groups, shared = group_runs(runs)
     out.mkdir(parents=True, exist_ok=True)
     plot(groups, out)
@@ -536,7 +537,7 @@ def cli(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         path = write_report(args.dirs, args.out, args.title)
-    except (FileNotFoundError, ValueError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(path.read_text())

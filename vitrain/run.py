@@ -8,7 +8,6 @@ exits with status 1 instead of a traceback.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -44,8 +43,9 @@ from vitrain.checkpoints import (
 from vitrain.cli import CONF_DIR, config_groups
 from vitrain.config_checks import check_loader_workers, check_precision, check_run_length, check_value_ranges
 from vitrain.config_tree import save_config_tree
+from vitrain.data.base import DataModule
 from vitrain.ddp_sweeps import ddp_ranks_in_this_job
-from vitrain.errors import UserError, user_message
+from vitrain.errors import UserError, require_choice, user_message
 from vitrain.evaluation import (
     checkpoint_config,
     setup_data_early,
@@ -206,8 +206,7 @@ def check_config(cfg: DictConfig, choices: Any) -> None:
     """The checks that need no network or data: pairing, mode, seed, run length, value ranges,
     precision, loader workers, CPU processes."""
     check_pairing(cfg, choices)
-    if cfg.mode not in MODES:
-        raise UserError(f"mode={cfg.mode}: choose one of {', '.join(MODES)}.")
+    require_choice("mode", cfg.mode, MODES)
     seed = cfg.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise UserError(f"seed={seed!r}: must be an integer (e.g. seed=42) or null (unseeded).")
@@ -537,19 +536,11 @@ def predict(trainer, task, datamodule, classes: list[str], run_dir: Path) -> tup
     """Write the task's predictions of the data's predict split (images: the files under
     ``data.predict_dir``); returns the files written and the number of predictions.
 
-    Default: ``run_dir/predictions.csv`` with the task's :meth:`predict_rows`; a DataModule with
-    ``write_predictions(header, rows, run_dir)`` writes its own files (GLUE's submission files)."""
+    The task's :meth:`predict_rows` written by the DataModule's ``write_predictions`` (default:
+    ``run_dir/predictions.csv``; GLUE writes its submission files)."""
     batches = trainer.predict(task, datamodule=datamodule)
     header, rows = task.predict_rows(batches, getattr(datamodule.predict_set, "files", None), classes)
-    writer = getattr(datamodule, "write_predictions", None)
-    if writer is not None:
-        paths = writer(header, rows, run_dir)
-    else:
-        paths = [run_dir / "predictions.csv"]
-        with open(paths[0], "w", newline="") as f:
-            csv_writer = csv.writer(f)
-            csv_writer.writerow(header)
-            csv_writer.writerows(rows)
+    paths = datamodule.write_predictions(header, rows, run_dir)
     log.info("Wrote %d predictions to %s", len(rows), ", ".join(str(p) for p in paths))
     return paths, len(rows)
 
@@ -562,7 +553,12 @@ def write_summary(run_dir: Path, summary: dict) -> None:
 def check_pairing(cfg: DictConfig, choices: Any) -> None:
     """Fail before building anything when the model's task cannot use the chosen data."""
     task_cls, data_cls = get_class(cfg.model._target_), get_class(cfg.data._target_)
-    needs, has = getattr(task_cls, "data_kind", None), getattr(data_cls, "kind", None)
+    if not issubclass(data_cls, DataModule):
+        raise UserError(
+            f"data={choices.get('data')}: {cfg.data._target_} is not a vitrain DataModule: the data's "
+            "_target_ must be a subclass of vitrain.data.base.DataModule (see docs/development.md)."
+        )
+    needs, has = getattr(task_cls, "data_kind", None), data_cls.kind
     if needs != has:
         options = "|".join(data_options(needs)) or "<a data config of that kind>"
         raise UserError(
@@ -577,7 +573,7 @@ def data_options(kind: str) -> list[str]:
     options = []
     for path in sorted((CONF_DIR / "data").glob("*.yaml")):
         target = OmegaConf.load(path).get("_target_")
-        if target and getattr(get_class(target), "kind", None) == kind:
+        if target and get_class(target).kind == kind:
             options.append(path.stem)
     return options
 
@@ -586,7 +582,7 @@ def build_datamodule(cfg: DictConfig, task: L.LightningModule) -> L.LightningDat
     """Instantiate ``cfg.data``; image modules also get the network's timm data config."""
     data_cls = get_class(cfg.data._target_)
     extra = {}
-    if getattr(data_cls, "wants_net_data_config", False):
+    if data_cls.wants_net_data_config:
         extra["net_data_config"] = net_data_config(task.net)
     return instantiate(cfg.data, **extra)
 
@@ -599,7 +595,7 @@ def data_before_task(cfg: DictConfig) -> L.LightningDataModule | None:
     DataModule to reuse, or None (nothing to take, or image data that is rebuilt later with
     the network's timm data config)."""
     data_cls = get_class(cfg.data._target_)
-    keys = getattr(data_cls, "model_size_keys", ())
+    keys = data_cls.model_size_keys
     if not any(key in cfg.model.net and cfg.model.net.get(key) is None for key in keys):
         return None
     datamodule = instantiate(cfg.data)
@@ -610,7 +606,7 @@ def data_before_task(cfg: DictConfig) -> L.LightningDataModule | None:
             if cfg.model.net.get(key) is None:
                 cfg.model.net[key] = value
     # image data is built again with the network's timm data config (build_datamodule)
-    return None if getattr(datamodule, "wants_net_data_config", False) else datamodule
+    return None if datamodule.wants_net_data_config else datamodule
 
 
 def net_data_config(net) -> dict:

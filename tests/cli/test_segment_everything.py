@@ -23,7 +23,7 @@ from torch import nn
 
 from vitrain import segment
 from vitrain.data.shapes import render
-from vitrain.models.sam import create_sam
+from vitrain.models.sam_weights import create_sam
 from vitrain.segment_everything import (
     EverythingSettings,
     crop_boxes,

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from vitrain import prepare, report, segment, sweep
-from vitrain.models.sam import create_sam
+from vitrain.models.sam_weights import create_sam
 
 TOOLS = {
     "prepare": lambda argv: prepare.build_parser().parse_args(argv),

@@ -74,7 +74,7 @@ from vitrain.data.tokenizer import (
     tokenizer_files,
     train_tokenizer,
 )
-from vitrain.errors import UserError
+from vitrain.errors import UserError, require_choice, require_int
 from vitrain.hub import looks_like_hub_id, resolve_tokenizer
 
 log = logging.getLogger(__name__)
@@ -330,7 +330,9 @@ class FinetuneDataModule(ShardedDataModule):
         vocab_size, lowercase: a tokenizer trained here (no tokenizer given): its size and
             whether WordPiece lower-cases.
         cache_dir, cache_wait_s: the encoded-example cache (:class:`vitrain.data.cache.NodeCache`).
-        batch_size, num_workers, pin_memory, persistent_workers, seed: the loaders.
+        batch_size: samples per batch and process.
+        **loader_kwargs: ``num_workers``, ``pin_memory``, ``persistent_workers``, ``seed`` (see
+            ``vitrain.data.base.DataModule``).
     """
 
     # network sizes the data decides when the config leaves them null (see run.data_before_task)
@@ -352,22 +354,13 @@ class FinetuneDataModule(ShardedDataModule):
         cache_dir: str = "data/finetune_cache",
         cache_wait_s: float = 3600.0,
         batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int | None = 0,
+        **loader_kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
-        if packing not in PACKINGS:
-            raise UserError(
-                f"data.packing={packing!r}: choose one of {', '.join(PACKINGS)} (it follows the model)."
-            )
-        if not isinstance(max_length, int) or max_length < 4:
-            raise UserError(f"data.max_length={max_length}: must be an integer >= 4.")
-        if num_labels is not None and (not isinstance(num_labels, int) or num_labels < 1):
-            raise UserError(
-                f"data.num_labels={num_labels}: must be a positive integer, or null (from the data)."
-            )
+        super().__init__(batch_size, **loader_kwargs)
+        require_choice("data.packing", packing, PACKINGS, "it follows the model")
+        require_int("data.max_length", max_length, minimum=4)
+        if num_labels is not None:
+            require_int("data.num_labels", num_labels, hint="or null: from the data")
         self.packing, self.max_length, self.num_labels = packing, max_length, num_labels
         self.tokenizer_source = resolve_tokenizer_source(tokenizer, init_from, hf_weights)
         self.init_from = init_from

@@ -45,12 +45,13 @@ from torch import Tensor, nn
 from vitrain.checkpoints import (
     checkpoint_network,
     load_checkpoint,
+    load_fitting,
     net_state_dict,
     read_weights,
     shorten_keys,
 )
 from vitrain.errors import UserError
-from vitrain.hub import arch_from_hf_config, check_state_fits, resolve_hf_model
+from vitrain.hub import HF_MISFIT_FIX, arch_from_hf_config, describe_config, resolve_hf_model
 from vitrain.models import bert, gpt
 from vitrain.models.registry import variant_args
 
@@ -75,7 +76,7 @@ class Family:
     shape_keys: tuple[str, ...]  # config fields a checkpoint decides
     dropped: tuple[str, ...]  # state-dict prefixes of language-model heads a trunk leaves out
     new_tokens: int = 0  # embedding rows the tokenizer may add to a pretrained source
-    fresh_ok: tuple[str, ...] = field(default=())  # trunk tensors a source may lack
+    fresh_ok: tuple[str, ...] = field(default=())  # trunk tensors a source may lack (check_fit patterns)
 
 
 FAMILIES = {
@@ -83,7 +84,7 @@ FAMILIES = {
         "BERT", bert.BERT_VARIANTS, bert.BertConfig, bert.BERT, bert.convert_hf_state_dict, bert._HF_CONFIG_KEYS,
         "bert", "word_embeddings.weight",
         ("n_layer", "n_head", "n_embd", "n_positions", "type_vocab_size", "intermediate_size", "layer_norm_eps"),
-        ("mlm_dense.", "mlm_norm.", "mlm_bias", "nsp_head.", "pooler."), fresh_ok=("pooler.",),
+        ("mlm_dense.", "mlm_norm.", "mlm_bias", "nsp_head.", "pooler."), fresh_ok=("pooler",),
     ),
     "gpt": Family(
         "GPT", gpt.GPT_VARIANTS, gpt.GPTConfig, gpt.GPT, gpt.convert_hf_state_dict, gpt._HF_CONFIG_KEYS,
@@ -242,17 +243,22 @@ def _grow_embedding(fam: Family, net: nn.Module, state: dict, key: str, source: 
 def _load(fam: Family, net: nn.Module, state: dict, key: str, source: str) -> dict[str, Tensor]:
     """Load the trunk tensors of ``state`` into ``net`` (every one present with its shape, except
     ``fam.fresh_ok``); returns the tensors that are neither trunk nor a dropped LM head."""
+    tied = ("lm_head.weight",) if isinstance(net, gpt.GPT) else ()  # GPT's output layer is wte
+    state = {k: v for k, v in state.items() if k not in tied}
     own = net.state_dict()
-    if isinstance(net, gpt.GPT):
-        own.pop("lm_head.weight", None)  # tied to wte
-        state = {k: v for k, v in state.items() if k != "lm_head.weight"}
-    trunk = {k: v for k, v in state.items() if k in own}
-    check_state_fits(own, trunk, key, source, new_ok=fam.fresh_ok, extra_ok=True)
+    fit = load_fitting(
+        net,
+        {k: v for k, v in state.items() if k in own},
+        ignore=tied,
+        source=f"{key}={str(source)!r}",
+        network=f"the {fam.title} trunk of model.net ({describe_config(net.config)})",
+        fix=HF_MISFIT_FIX,
+        may_miss=fam.fresh_ok,
+    )
     rest = {k: v for k, v in state.items() if k not in own}
     dropped = sorted(k for k in rest if k.startswith(fam.dropped))
     head = {k: v for k, v in rest.items() if not k.startswith(fam.dropped)}
-    net.load_state_dict(trunk, strict=False)
-    fresh = sorted(set(own) - set(trunk))
+    fresh = fit.missing
     log.info(
         "%s=%s loaded into the %s trunk%s%s", key, source, fam.title,
         f"; language-model head dropped: {shorten_keys(dropped)}" if dropped else "",

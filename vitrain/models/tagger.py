@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from vitrain.errors import UserError
+from vitrain.errors import require_int
 from vitrain.models.pretrained_lm import build_trunk, check_label_names, load_head
 
 __all__ = ["BertTagger", "create_bert_tagger"]
@@ -88,8 +88,7 @@ def create_bert_tagger(
             rows are matched to them by name.
         **overrides: :class:`vitrain.models.bert.BertConfig` fields (``dropout``, ``n_layer``, ...).
     """
-    if not isinstance(num_labels, int) or num_labels < 1:
-        raise UserError(f"model.net.num_labels={num_labels}: must be a positive integer (the tag count).")
+    require_int("model.net.num_labels", num_labels, hint="the tag count")
     label_names = check_label_names(label_names, num_labels)
     trunk = build_trunk(
         "bert",

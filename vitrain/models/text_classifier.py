@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vitrain.errors import UserError
+from vitrain.errors import require_int
 from vitrain.models.pretrained_lm import build_trunk, check_label_names, load_head
 
 __all__ = ["BertClassifier", "GPTClassifier", "create_bert_classifier", "create_gpt_classifier", "last_token"]
@@ -125,8 +125,7 @@ class GPTClassifier(nn.Module):
 
 
 def _check_labels(num_labels) -> None:
-    if not isinstance(num_labels, int) or num_labels < 1:
-        raise UserError(f"model.net.num_labels={num_labels}: must be a positive integer (1: regression).")
+    require_int("model.net.num_labels", num_labels, hint="1: regression")
 
 
 def create_bert_classifier(
