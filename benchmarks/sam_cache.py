@@ -28,7 +28,7 @@ import torch
 from benchmarks.common import Ratio, module_args
 from vitrain.callbacks.throughput import flop_counter
 from vitrain.data.segmentation import ShapesMasksDataModule
-from vitrain.models.sam import create_sam
+from vitrain.models.sam_weights import create_sam
 from vitrain.tasks.segmentation import SegmentationTask
 
 TITLE = "SAM image-embedding cache: training step with and without it (sam_tiny measured, sam_vit_b by FLOPs)"

@@ -9,6 +9,7 @@ expensive module-scoped fixture, carry ``pytest.mark.xdist_group(name)``.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -41,6 +42,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return len(FIRST)
 
     items.sort(key=rank)  # stable: the others keep their order (module fixtures are built once)
+
+
+@pytest.fixture(autouse=True)
+def logger_levels_restored():
+    """Each test starts with the log levels the suite started with: a test that runs a bench
+    module or a tool in this process (which quiet Lightning's or vitrain's loggers, as their own
+    process may) must not hide the log lines a later test on the same worker asserts."""
+
+    def loggers() -> list[logging.Logger]:
+        named = logging.root.manager.loggerDict.values()
+        return [logging.root, *(logger for logger in named if isinstance(logger, logging.Logger))]
+
+    saved = {logger: (logger.level, logger.disabled, logger.propagate) for logger in loggers()}
+    yield
+    for logger in loggers():
+        level, logger.disabled, logger.propagate = saved.get(logger, (logging.NOTSET, False, True))
+        logger.setLevel(level)
 
 
 @pytest.fixture

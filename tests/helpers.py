@@ -28,6 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from PIL import Image
 
+from vitrain.data.base import DataModule
 from vitrain.run import main  # also registers the ${task_monitor:} resolver, as train.py does
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,7 +175,7 @@ def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
         assert needle in output, output
 
 
-class FakeTextDataModule(L.LightningDataModule):
+class FakeTextDataModule(DataModule):
     """A data module of another kind, to test that model/data pairing is checked."""
 
     kind = "text"

@@ -1,12 +1,17 @@
-"""Reading checkpoints and weight files safely, loading a checkpoint into a task, exporting the
-bare network. (Finding a run's newest checkpoint is the run layer's: ``vitrain.run.lifecycle``.)"""
+"""Reading checkpoints and weight files safely, checking weights against a network, loading a
+checkpoint into a task, exporting the bare network. (Finding a run's newest checkpoint is the run
+layer's: ``vitrain.run.lifecycle``.)"""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -34,29 +39,111 @@ def load_task_weights(
 ) -> None:
     """Load ``checkpoint``'s weights into ``task``; a checkpoint of another network is one clear error
     naming both networks instead of a list of size mismatches."""
-    state = task_state_dict(checkpoint)
-    own = task.state_dict()
-    missing = sorted(own.keys() - state.keys())
-    unexpected = sorted(state.keys() - own.keys())
-    resized = [k for k in own.keys() & state.keys() if own[k].shape != state[k].shape]
-    if missing or unexpected or resized:
-        trained = checkpoint.get("vitrain", {}).get("net", {})
-        trained_name = trained.get("name") or trained.get("_target_") or "another network"
-        details = []
-        if resized:
-            k = sorted(resized)[0]
-            details.append(f"{len(resized)} tensors differ in shape, e.g. {k}: {tuple(state[k].shape)} in the "
-                           f"checkpoint, {tuple(own[k].shape)} here")  # fmt: skip
-        if missing:
-            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        raise UserError(
-            f"ckpt_path={path} holds {trained_name}, which does not fit model={model_choice} "
-            f"({'; '.join(details)}). Pass the model= choice and size overrides the checkpoint was "
-            "trained with (see resolved_config.yaml next to its run)."
-        )
-    task.load_state_dict(state)
+    trained = checkpoint.get("vitrain", {}).get("net", {})
+    load_fitting(
+        task,
+        task_state_dict(checkpoint),
+        source=f"ckpt_path={path}",
+        holds=trained.get("name") or trained.get("_target_") or "another network",
+        network=f"model={model_choice}",
+        fix="Pass the model= choice and size overrides the checkpoint was trained with (see "
+        "resolved_config.yaml next to its run).",
+    )
+
+
+# ------------------------------------------------------------------ weights against a network
+def matches(name: str, pattern: str) -> bool:
+    """Whether ``pattern`` (fnmatch: ``*``, ``?``, ``[...]``) picks tensor or parameter ``name``; a
+    pattern also picks everything under it (``blocks.0`` = ``blocks.0`` and ``blocks.0.*``)."""
+    return fnmatchcase(name, pattern) or fnmatchcase(name, pattern + ".*")
+
+
+def _picked(name: str, patterns: Sequence[str]) -> bool:
+    return any(matches(name, pattern) for pattern in patterns)
+
+
+@dataclass
+class StateFit:
+    """How a state dict fits a network (see :func:`check_fit`); names sorted."""
+
+    missing: list[str]  # in the network, not in the state dict
+    unexpected: list[str]  # in the state dict, not in the network
+    resized: list[str]  # in both, with other shapes
+
+    @property
+    def fresh(self) -> list[str]:
+        """The network's tensors the state dict does not set (they keep their initialisation)."""
+        return sorted(self.missing + self.resized)
+
+    @property
+    def dropped(self) -> list[str]:
+        """The state dict's tensors that are not loaded."""
+        return sorted(self.unexpected + self.resized)
+
+
+def check_fit(
+    own: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    *,
+    source: str,
+    network: str,
+    fix: str,
+    holds: str | None = None,
+    may_miss: Sequence[str] = (),
+    may_add: Sequence[str] = (),
+    may_resize: Sequence[str] = (),
+) -> StateFit:
+    """Compare the weights ``state`` with a network's ``own`` state dict: the one check of every
+    weight loader (task checkpoints, released and converted weights, encoders that initialise
+    another network).
+
+    Tensors of ``own`` missing from ``state``, tensors of ``state`` that ``own`` lacks and tensors
+    of both with another shape are each allowed only where ``may_miss`` / ``may_add`` /
+    ``may_resize`` pick them (patterns as :func:`matches`: ``"head"`` picks ``head.weight``,
+    ``"*"`` everything). Anything else is one :class:`UserError`: ``source`` (the config key and
+    file, ``model.net.checkpoint='sam.pth'``) ``holds`` (what the file's network is, when known)
+    and does not fit ``network`` (the configured one), how, and ``fix``.
+    """
+    missing = sorted(k for k in own if k not in state)
+    unexpected = sorted(k for k in state if k not in own)
+    resized = sorted(k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape))
+    fit = StateFit(missing, unexpected, resized)
+    bad_missing = [k for k in missing if not _picked(k, may_miss)]
+    bad_unexpected = [k for k in unexpected if not _picked(k, may_add)]
+    bad_resized = [k for k in resized if not _picked(k, may_resize)]
+    if not (bad_missing or bad_unexpected or bad_resized):
+        return fit
+    details = []
+    if bad_resized:
+        shapes = [
+            f"{k}: {tuple(state[k].shape)} in the checkpoint, {tuple(own[k].shape)} here" for k in bad_resized
+        ]
+        more = f"; and {len(shapes) - 3} more" if len(shapes) > 3 else ""
+        details.append(f"{len(shapes)} of another shape ({'; '.join(shapes[:3])}{more})")
+    if bad_missing:
+        details.append(f"{len(bad_missing)} missing: {shorten_keys(bad_missing, 4)}")
+    if bad_unexpected:
+        details.append(f"{len(bad_unexpected)} unexpected: {shorten_keys(bad_unexpected, 4)}")
+    what = f" holds {holds}, which" if holds else ""
+    raise UserError(f"{source}{what} does not fit {network}: {'; '.join(details)}. {fix}")
+
+
+def load_fitting(
+    module: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    ignore: Sequence[str] = (),
+    **check: Any,
+) -> StateFit:
+    """Load ``state`` into ``module`` after :func:`check_fit` (``check``: its keyword arguments):
+    every tensor the check accepts, none of another shape. Tensors ``ignore`` picks (a tied
+    output layer, a position table the network computes) are neither checked nor loaded."""
+    own = {k: v for k, v in module.state_dict().items() if not _picked(k, ignore)}
+    state = {k: v for k, v in state.items() if not _picked(k, ignore)}
+    fit = check_fit(own, state, **check)
+    resized = set(fit.resized)
+    module.load_state_dict({k: v for k, v in state.items() if k in own and k not in resized}, strict=False)
+    return fit
 
 
 def checkpoint_network(checkpoint: dict) -> str:

@@ -63,10 +63,21 @@ def looks_like_hub_id(spec: str) -> bool:
     return bool(_HUB_ID.fullmatch(spec)) and not spec.lower().endswith(_FILE_SUFFIXES)
 
 
-def fetch_hint(repo_id: str, files: tuple[str, ...] = ()) -> str:
-    return (
-        f"fetch it once where there is network (huggingface-cli download {repo_id} {' '.join(files)}".rstrip()
-        + f"), into the cache {cache_dir()} (HF_HUB_CACHE / HF_HOME pick another)"
+def not_cached(
+    where: str, what: str, repo_id: str, files: tuple[str, ...] = (), why: str | None = None
+) -> UserError:
+    """The one error for a hub file that is neither in the cache nor to be fetched: ``where`` (the
+    config entry), ``what`` is missing, ``why`` it cannot be fetched now (None: found out here),
+    and the command that fetches ``files`` of ``repo_id`` (all of it when none are named)."""
+    if why is None and is_offline():
+        why = "HF_HUB_OFFLINE=1"
+    elif why is None:
+        why = "the hub does not hold it" if hub_reachable() else "the hub is unreachable"
+    command = f"huggingface-cli download {repo_id} {' '.join(files)}".rstrip()
+    return UserError(
+        f"{where}: {what} is not in the local Hugging Face cache and {why}: fetch it once where there is "
+        f"network ({command}), into the cache {cache_dir()} (HF_HUB_CACHE / HF_HOME pick another); or give "
+        "a local model folder or weight file."
     )
 
 
@@ -101,10 +112,7 @@ def hub_file(repo_id: str, filename: str, where: str) -> Path | None:
         if _cached_repo(repo_id):  # the model is cached, without this file
             return None
         why = "HF_HUB_OFFLINE=1" if offline else "the hub is unreachable"
-        raise UserError(
-            f"{where}: the model {repo_id} is not in the local Hugging Face cache and {why}: {fetch_hint(repo_id)}; "
-            "or give a local model folder or weight file."
-        ) from None
+        raise not_cached(where, f"the model {repo_id}", repo_id, why=why) from None
     except (RepositoryNotFoundError, GatedRepoError, RevisionNotFoundError) as err:
         raise UserError(
             f"{where}: no model {repo_id} on the Hugging Face hub, or it needs a login "
@@ -168,11 +176,7 @@ def resolve_hf_model(spec: str, key: str = "model.net.hf_weights") -> HFModel:
     weights = next((w for f in HF_WEIGHT_FILES if (w := hub_file(spec, f, where)) is not None), None)
     if config is None or weights is None:
         missing = "config.json" if config is None else " or ".join(HF_WEIGHT_FILES)
-        why = " (HF_HUB_OFFLINE=1)" if is_offline() else ""
-        raise UserError(
-            f"{key}={spec}: the model has no {missing} in the cache{why}: "
-            f"{fetch_hint(spec, ('config.json', HF_WEIGHT_FILES[0]))}."
-        )
+        raise not_cached(where, f"its {missing}", spec, ("config.json", HF_WEIGHT_FILES[0]))
     log.info("%s=%s: %s", key, spec, weights)
     return HFModel(spec, weights, _read_config(config, key, spec))
 
@@ -199,10 +203,7 @@ def resolve_tokenizer(spec: str, key: str = "data.tokenizer") -> str:
             if name == "vocab.json" and hub_file(spec, "merges.txt", where) is None:
                 continue
             return str(found.parent)
-    raise UserError(
-        f"{key}={spec}: the model has no {', '.join(TOKENIZER_FILES)} in the cache"
-        f"{' (HF_HUB_OFFLINE=1)' if is_offline() else ''}: {fetch_hint(spec, ('tokenizer.json',))}."
-    )
+    raise not_cached(where, f"its tokenizer ({', '.join(TOKENIZER_FILES)})", spec, ("tokenizer.json",))
 
 
 def hf_architecture(
@@ -217,24 +218,26 @@ def hf_architecture(
     return arch, source
 
 
-def check_state_fits(
-    own: dict, state: dict, key: str, path, new_ok: tuple[str, ...] = (), extra_ok: bool = False
-) -> None:
-    """Refuse converted Hugging Face weights ``state`` that do not fit the network's ``own``
-    state dict: every tensor of ``own`` present with its shape (names starting with ``new_ok``
-    may start fresh), and nothing more unless ``extra_ok``."""
-    missing = sorted(k for k in set(own) - set(state) if not k.startswith(new_ok))
-    unexpected = [] if extra_ok else sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        shapes = ", ".join(
-            f"{k} {tuple(state[k].shape)} in the weights vs {tuple(own[k].shape)} configured"
-            for k in wrong[:3]
-        )
-        raise UserError(
-            f"{key}={str(path)!r} does not fit model.net (missing {missing[:3]}, unexpected {unexpected[:3]}, "
-            f"shape mismatch: {shapes or 'none'}): pick the variant (and vocab_size, n_positions) of the file."
-        )
+# the fix of Hugging Face weights that do not fit a GPT / BERT (vitrain.checkpoints.check_fit)
+HF_MISFIT_FIX = "Pick the variant (and vocab_size, n_positions) of the file."
+
+
+def describe_config(
+    config, keys: tuple[str, ...] = ("n_layer", "n_head", "n_embd", "vocab_size", "n_positions")
+) -> str:
+    """The architecture of a GPT / BERT config (``GPTConfig``, ``BertConfig``) for messages:
+    ``n_layer=12, n_head=12, n_embd=768, vocab_size=50257, n_positions=1024``."""
+    return ", ".join(f"{k}={getattr(config, k)}" for k in keys if hasattr(config, k))
+
+
+def rename_first(name: str, renames: list[tuple[str, str]]) -> str | None:
+    """``name`` renamed by the first ``(pattern, replacement)`` of ``renames`` whose regular
+    expression matches it (Hugging Face names -> vitrain's), or None when none does."""
+    for pattern, replacement in renames:
+        new, hits = re.subn(pattern, replacement, name)
+        if hits:
+            return new
+    return None
 
 
 def arch_from_hf_config(
@@ -390,7 +393,4 @@ def _hub_weights(repo_id: str, key: str, filename: str | None = None) -> Path:
         path = hub_file(repo_id, name, f"{key}=true (timm weights)")
         if path is not None:
             return path
-    raise UserError(
-        f"{key}=true: the timm weights {repo_id} are not in the cache"
-        f"{' (HF_HUB_OFFLINE=1)' if is_offline() else ''}: {fetch_hint(repo_id, (HF_WEIGHT_FILES[0],))}."
-    )
+    raise not_cached(f"{key}=true", f"the timm weight file of {repo_id}", repo_id, (HF_WEIGHT_FILES[0],))

@@ -42,6 +42,8 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
+from vitrain.errors import require_choice
+
 log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "wandb_run_id.txt"
@@ -122,8 +124,7 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
     ``auto`` follows ``WANDB_MODE`` when it is set and otherwise picks ``online`` when
     credentials are found (``wandb_credentials_found``) and ``offline`` when not.
     """
-    if mode not in MODES:
-        raise ValueError(f"logger.wandb.mode must be one of {', '.join(MODES)}, not {mode!r}")
+    require_choice("logger.wandb.mode", mode, MODES)
     if mode != "auto":
         return mode
     env_mode = os.environ.get("WANDB_MODE", "")
@@ -265,12 +266,11 @@ def create_wandb_logger(
     return logger
 
 
-def finish_loggers(loggers: Iterable[Logger] | Logger | None, exit_code: int | None = None) -> None:
+def finish_loggers(loggers: Iterable[Logger] | Logger | None) -> None:
     """Finish the W&B run of every ``WandbLogger`` in ``loggers``; ignore other loggers.
 
     Safe with any list (or None), on any rank, and more than once: loggers whose run never
-    started are skipped, and a failure to finish is logged, not raised. ``exit_code`` (non-zero
-    for a failed job) is passed to ``run.finish``.
+    started are skipped, and a failure to finish is logged, not raised.
     """
     if loggers is None:
         return
@@ -283,7 +283,7 @@ def finish_loggers(loggers: Iterable[Logger] | Logger | None, exit_code: int | N
         if run is None or not hasattr(run, "finish"):
             continue
         try:
-            run.finish(exit_code=exit_code)
+            run.finish()
         except Exception as err:  # noqa: BLE001  (the job's result matters more than W&B's)
             log.warning("W&B: finishing run %s failed: %s", getattr(run, "id", "?"), err)
         logger._experiment = None

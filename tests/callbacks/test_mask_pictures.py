@@ -12,7 +12,7 @@ from PIL import Image
 from vitrain.callbacks.masks import POINT, TRUTH, MaskPictures, draw_masks
 from vitrain.data.segmentation import ShapesMasksDataModule
 from vitrain.errors import UserError
-from vitrain.models.sam import create_sam
+from vitrain.models.sam_weights import create_sam
 from vitrain.tasks.segmentation import SegmentationTask
 
 

@@ -19,7 +19,7 @@ def imported_top_level_modules() -> set[str]:
                 modules |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 modules.add(node.module.split(".")[0])
-    return modules - set(sys.stdlib_module_names) - {"vitrain", "__future__"}
+    return modules - set(sys.stdlib_module_names) - {"vitrain", "benchmarks", "__future__"}
 
 
 def normalise(name: str) -> str:

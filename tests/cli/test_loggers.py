@@ -24,6 +24,7 @@ from PIL import Image
 
 from tests.helpers import QUIET, ROOT, TINY_VIT, run_cli, run_train
 from vitrain import loggers as vl
+from vitrain.errors import UserError
 
 pytestmark = pytest.mark.xdist_group("loggers")  # one worker builds the module-scoped wandb_cli_run
 
@@ -266,7 +267,7 @@ def test_mode_auto_offline_without_credentials(wandb_home, monkeypatch):
     assert vl.resolve_wandb_mode("disabled") == "disabled"
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert vl.resolve_wandb_mode("auto") == "disabled"
-    with pytest.raises(ValueError, match="logger.wandb.mode"):
+    with pytest.raises(UserError, match="logger.wandb.mode"):
         vl.resolve_wandb_mode("sometimes")
 
 

@@ -422,7 +422,7 @@ EXPECTED: dict[str, dict] = {
         "data.max_length": 128,
         "global_batch": 32,
         "optimizer._target_": "vitrain.tasks.bert_adam.BertAdam",
-        "optimizer.lr": 2e-5,  # the grid {5e-5, 4e-5, 3e-5, 2e-5} is a multirun; run_classifier's default
+        "optimizer.lr": 2e-5,  # the grid {5e-5, 4e-5, 3e-5, 2e-5} is a multirun; google-research/bert README's MRPC command
         "optimizer.eps": 1e-6,
         "optimizer.weight_decay": 0.01,
         "optimizer.bias_correction": False,

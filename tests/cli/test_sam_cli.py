@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from tests.helpers import compose_train, run_cli
 from vitrain.errors import UserError
 from vitrain.inference.sam import load_network
-from vitrain.models.sam import create_sam
+from vitrain.models.sam_weights import create_sam
 from vitrain.run import run
 from vitrain.tools import segment
 

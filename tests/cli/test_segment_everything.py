@@ -1,4 +1,4 @@
-"""SAM's automatic mask generator (``vitrain.segment_everything``, ``python -m vitrain.segment
+"""SAM's automatic mask generator (``vitrain.inference.segment_everything``, ``python -m vitrain.segment
 --everything``) against ``segment_anything.SamAutomaticMaskGenerator``.
 
 Tiny networks with random weights give masks that cover the whole image (nothing for the
@@ -30,7 +30,7 @@ from vitrain.inference.segment_everything import (
     segment_everything,
     stability_score,
 )
-from vitrain.models.sam import create_sam
+from vitrain.models.sam_weights import create_sam
 from vitrain.tools import segment
 
 # a SAM small enough for tests (as tests/models/test_sam.py): 32 px, patch 8, 4x4 grid

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vitrain.models.sam import create_sam
+from vitrain.models.sam_weights import create_sam
 from vitrain.tools import prepare, report, segment, sweep
 
 TOOLS = {

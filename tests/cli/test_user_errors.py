@@ -74,6 +74,10 @@ def run_main(tmp_path: Path, *overrides: str):
         ("model.freeze=[blocks,cls_token,pos_embed,patch_embed,norm,head]", "leaves nothing to train"),
         ("model.lora.r=2 model.lora.target_modules=[qkvv]", "model.lora.target_modules=['qkvv']: Target modules"),
         ("model.lora.r=2 +model.lora.rank=4", "model.lora.rank: no such setting"),
+        (
+            "logger=wandb logger.wandb.mode=sometimes",
+            "logger.wandb.mode='sometimes': choose one of auto, online, offline, disabled.",
+        ),
     ],
 )  # fmt: skip
 def test_user_mistake_is_one_message_and_a_failed_summary(tmp_path, override, message, caplog):

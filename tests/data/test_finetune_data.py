@@ -94,7 +94,7 @@ def test_batches_are_padded_to_their_longest_sequence():
     assert PadCollate(0, pad_to=6)(tagged)["input_ids"].shape == (2, 6)
 
 
-def test_csv_classification_cache_truncation_and_labels(tmp_path, caplog):
+def test_csv_classification_cache_truncation_and_labels(tmp_path, caplog, monkeypatch):
     train = write_csv(tmp_path / "train.csv", sentences(24) + [(" ".join(WORDS * 3), "pos")])
     val = write_csv(tmp_path / "val.csv", sentences(6, seed=1))
     dm = data(tmp_path, train=str(train), val=str(val), test_fraction=0.2)
@@ -111,6 +111,14 @@ def test_csv_classification_cache_truncation_and_labels(tmp_path, caplog):
     again = data(tmp_path, train=str(train), val=str(val), test_fraction=0.2)
     again.setup()
     assert not again.cache_built and again.cache_path == dm.cache_path
+    # once per node: the other local ranks reuse it, and never tokenize a cache that is not there
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    rank1 = data(tmp_path, train=str(train), val=str(val), test_fraction=0.2)
+    rank1.setup()
+    assert not rank1.cache_built and rank1.cache_path == dm.cache_path
+    with pytest.raises(UserError, match="local rank 1 waited 0.1 s for local rank 0 to build the cache"):
+        data(tmp_path, train=str(train), val=str(val), max_length=20, cache_wait_s=0.1).setup()
+    monkeypatch.delenv("LOCAL_RANK")
     with pytest.raises(UserError, match=r"data.num_labels=3 but the training data has 2 labels \(neg, pos\)"):
         data(tmp_path, train=str(train), val=str(val), num_labels=3).setup()
 
@@ -227,9 +235,10 @@ def test_embedded_help_topic_task_labels_are_true_of_the_text():
         assert owners == [passage.label]  # found in its topic, and in no other
 
 
-def test_bag_of_words_baseline_reads_the_words():
+def test_bag_of_words_baseline_reads_the_words(tmp_path, capsys):
     from vitrain.data.text_classification import TextExample
     from vitrain.results.baseline import bag_of_words
+    from vitrain.tools.baseline import main
 
     def split(n, seed):
         rows = sentences(n, seed, labels=("red", "green", "blue"))
@@ -240,3 +249,10 @@ def test_bag_of_words_baseline_reads_the_words():
     result = bag_of_words({"train": split(30, 0), "val": split(9, 1), "test": split(9, 2)})
     assert result["val/acc"] == result["test/acc"] == 1.0  # the label word is in every text
     assert result["test/loss"] < 1.0986 and result["sizes"] == {"train": 30, "val": 9, "test": 9}  # < ln 3
+    # a file without the text column: one message naming the option, exit status 1
+    table = write_csv(tmp_path / "t.csv", sentences(6), header=("review", "label"))
+    assert main(["--train", str(table)]) == 1
+    assert (
+        "has no 'text' column (--text-column=text); the columns found are review, label"
+        in capsys.readouterr().err
+    )

@@ -129,6 +129,9 @@ def test_alpaca_files_and_their_bad_records(tmp_path, caplog):
         f"keep no response token within data.max_length=8 (the prompt fills it; first: {files['json']}:"
         in caplog.text
     )
+    assert (
+        f"of {len(short.train_set)} train sequences were longer than data.max_length=8 tokens" in caplog.text
+    )
     assert all((item["labels"] == IGNORE_INDEX).all() for item in short.train_set)
 
 

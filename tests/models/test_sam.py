@@ -8,14 +8,8 @@ import torch
 
 from vitrain.errors import UserError
 from vitrain.models.mae import create_mae
-from vitrain.models.sam import (
-    SAM_VARIANTS,
-    convert_hf_state_dict,
-    create_sam,
-    load_hf_weights,
-    window_partition,
-    window_unpartition,
-)
+from vitrain.models.sam import SAM_VARIANTS, window_partition, window_unpartition
+from vitrain.models.sam_weights import convert_hf_state_dict, create_sam, load_hf_weights
 
 # parameter counts of segment_anything.build_sam at 1024 px (the module docstring's table)
 REFERENCE_COUNTS = {"sam_vit_b": 93_735_472, "sam_vit_l": 312_342_832, "sam_vit_h": 641_090_608}

@@ -4,6 +4,8 @@ LM heads; GPT's embedding grows by GPT-1's tokens; wrong sources are one clear m
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 import transformers
@@ -23,28 +25,58 @@ def fake_checkpoint(path, net, target, name, model_choice):
     return str(path)
 
 
-def test_hf_sequence_classification_heads_give_transformers_logits(tmp_path):
+def test_hf_sequence_classification_heads_give_transformers_logits(tmp_path, caplog):
+    """The logits of each label *name* equal transformers' (PITFALLS 11: a head's label order is its
+    own, as an MNLI head's): a named head's rows are matched to the data's labels by name."""
     torch.manual_seed(0)
+    head_order = ["neutral", "contradiction", "entailment"]  # config.json id2label, not the data's order
     cfg = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                  intermediate_size=37, max_position_embeddings=64, num_labels=3)  # fmt: skip
+                                  intermediate_size=37, max_position_embeddings=64, num_labels=3,
+                                  id2label=dict(enumerate(head_order)))  # fmt: skip
     ref = transformers.BertForSequenceClassification(cfg).eval()
     ref.save_pretrained(tmp_path / "bert")
+    data_order = ["contradiction", "entailment", "neutral"]  # GLUE MNLI's
     net = create_bert_classifier(
-        "bert_tiny", num_labels=3, vocab_size=99, hf_weights=str(tmp_path / "bert")
+        "bert_tiny", num_labels=3, vocab_size=99, hf_weights=str(tmp_path / "bert"), label_names=data_order
     ).eval()
     ids = torch.randint(5, 99, (3, 10))
     mask, types = torch.ones_like(ids), torch.zeros_like(ids)
     mask[1, 7:], types[:, 5:] = 0, 1
     with torch.no_grad():
         expected = ref(input_ids=ids, attention_mask=mask, token_type_ids=types).logits
-        torch.testing.assert_close(net(ids, mask, types), expected, atol=1e-5, rtol=1e-4)
+        got = net(ids, mask, types)
+    for index, name in enumerate(data_order):
+        torch.testing.assert_close(got[:, index], expected[:, head_order.index(name)], atol=1e-5, rtol=1e-4)
+    # names are compared ignoring case (transformers' run_glue.py); other names: one message naming both
+    upper = create_bert_classifier("bert_tiny", num_labels=3, vocab_size=99, hf_weights=str(tmp_path / "bert"),
+                                   label_names=[n.upper() for n in data_order]).eval()  # fmt: skip
+    assert torch.equal(upper.classifier.weight, net.classifier.weight)
+    with pytest.raises(UserError, match=r"bert: its head predicts the labels neutral, contradiction, entailment "
+                       r"\(in row order\) but the data's labels are a, b, c"):  # fmt: skip
+        create_bert_classifier("bert_tiny", num_labels=3, vocab_size=99, hf_weights=str(tmp_path / "bert"),
+                               label_names=["a", "b", "c"])  # fmt: skip
+    with pytest.raises(
+        UserError,
+        match=r"model.net.num_labels=3 but model.net.label_names \(null: the data's labels\) has 2: a, b",
+    ):
+        create_bert_classifier("bert_tiny", num_labels=3, vocab_size=99, label_names=["a", "b"])
+    # generic names (LABEL_0, LABEL_1): the order is kept, and the log says it was assumed
     gcfg = transformers.GPT2Config(vocab_size=101, n_embd=32, n_layer=2, n_head=2, n_positions=64, num_labels=2,
                                    pad_token_id=0)  # fmt: skip
     ref = transformers.GPT2ForSequenceClassification(gcfg).eval()
     ref.save_pretrained(tmp_path / "gpt")
-    net = create_gpt_classifier(
-        "gpt_tiny", num_labels=2, vocab_size=101, hf_weights=str(tmp_path / "gpt")
-    ).eval()
+    with caplog.at_level(logging.INFO, logger="vitrain.models.pretrained_lm"):
+        net = create_gpt_classifier(
+            "gpt_tiny",
+            num_labels=2,
+            vocab_size=101,
+            hf_weights=str(tmp_path / "gpt"),
+            label_names=["neg", "pos"],
+        ).eval()
+    assert (
+        "no label names (id2label LABEL_0, LABEL_1, ...): assumed to be the data's labels in order (neg, pos)"
+        in (caplog.text)
+    )
     ids = torch.randint(5, 101, (3, 10))
     mask = torch.ones_like(ids)
     mask[1, 7:], ids[1, 7:] = 0, 0  # right padding with the pad id: the last real token is 6
@@ -52,6 +84,13 @@ def test_hf_sequence_classification_heads_give_transformers_logits(tmp_path):
         torch.testing.assert_close(
             net(ids, mask), ref(input_ids=ids, attention_mask=mask).logits, atol=1e-5, rtol=1e-4
         )
+    # a GPT-2 head with named labels in another order (the score layer has no bias)
+    gcfg.id2label, gcfg.label2id = {0: "pos", 1: "neg"}, {"pos": 0, "neg": 1}
+    ref.save_pretrained(tmp_path / "gpt_named")
+    named = create_gpt_classifier("gpt_tiny", num_labels=2, vocab_size=101, hf_weights=str(tmp_path / "gpt_named"),
+                                  label_names=["neg", "pos"]).eval()  # fmt: skip
+    with torch.no_grad():
+        torch.testing.assert_close(named(ids, mask), ref(input_ids=ids, attention_mask=mask).logits.flip(-1))
     # a head of another label count starts fresh; the trunk still loads
     fresh = create_gpt_classifier("gpt_tiny", num_labels=5, vocab_size=101, hf_weights=str(tmp_path / "gpt"))
     assert torch.equal(fresh.trunk.wte.weight, net.trunk.wte.weight) and fresh.classifier.weight.shape == (

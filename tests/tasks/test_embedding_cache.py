@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from vitrain.data.segmentation import ShapesMasksDataModule, image_key
-from vitrain.models.sam import create_sam
+from vitrain.models.sam_weights import create_sam
 from vitrain.tasks.embedding_cache import EmbeddingCache, encoder_key, stochastic_modules
 from vitrain.tasks.segmentation import SegmentationTask
 

@@ -10,8 +10,8 @@ import torch
 
 from vitrain.data.segmentation import ShapesMasksDataModule
 from vitrain.errors import UserError
-from vitrain.models.sam import create_sam
-from vitrain.tasks.optim import step_decay
+from vitrain.models.sam_weights import create_sam
+from vitrain.tasks.optim import param_groups, step_decay
 from vitrain.tasks.segmentation import (
     SegmentationTask,
     centre_points,
@@ -19,7 +19,7 @@ from vitrain.tasks.segmentation import (
     error_points,
     mask_iou,
     noisy_boxes,
-    sam_param_groups,
+    sam_layers,
     sigmoid_focal_loss,
 )
 
@@ -136,7 +136,7 @@ def test_batch_without_objects_gives_a_zero_loss():
 
 def test_layer_decay_groups_and_step_schedule():
     net = create_sam("sam_tiny", **TINY)
-    groups = sam_param_groups(net, 0.8)
+    groups = param_groups(net, 0.8, layers=sam_layers(net))
     scales = {g["name"]: g["lr_scale"] for g in groups}
     assert scales["layer0_no_decay"] == pytest.approx(0.8**3)  # pos_embed, patch bias
     assert scales["layer1"] == pytest.approx(0.8**2) and scales["layer3"] == 1.0

@@ -1,10 +1,13 @@
-"""What every DataModule shares: per-rank epoch sampling, loaders, resume; image-data helpers."""
+"""What every DataModule shares: the contract (:class:`DataModule`), per-rank epoch sampling,
+loaders, resume; image-data helpers."""
 
 from __future__ import annotations
 
+import csv
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -12,7 +15,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from vitrain.errors import UserError
+from vitrain.errors import FRACTION, Range, UserError, require_in, require_int
 from vitrain.seeding import default_seed, generators_restored, sample_seed, seed_generators
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,9 @@ class ImageFiles(Dataset):
         return self.transform(open_image(self.files[index], self.mode)), index
 
 
+REPEATED_AUG_HINT = "1: off; DeiT: 3"
+
+
 class EpochSampler(Sampler[int]):
     """This rank's share of a permutation that depends only on ``(seed, epoch)``.
 
@@ -80,8 +86,9 @@ class EpochSampler(Sampler[int]):
         even: bool = True,
         repeats: int = 1,
     ) -> None:
-        if not isinstance(repeats, int) or repeats < 1 or (repeats > 1 and not even):
-            raise UserError(f"data.repeated_aug={repeats}: must be a positive integer (1: off; DeiT: 3).")
+        require_int("data.repeated_aug", repeats, hint=REPEATED_AUG_HINT)
+        if repeats > 1 and not even:
+            raise ValueError("EpochSampler: repeats > 1 is for training (even=True)")
         self.size, self.seed, self.shuffle = size, seed, shuffle
         self.rank, self.world, self.even = rank, world, even
         self.repeats = repeats
@@ -153,11 +160,6 @@ class SeededSamples(Dataset):
                 seed_generators(seed, accelerators=False)
                 samples.append(self.dataset[index])
         return samples
-
-    def __getattr__(self, name: str):  # collate helpers and tests read attributes of the dataset
-        if name == "dataset":
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
 
 
 class EpochBatchSampler(Sampler[list[tuple[int, int, int]]]):
@@ -256,22 +258,95 @@ class ResumableLoader(StatefulDataLoader):
         )
 
 
-class ShardedDataModule(L.LightningDataModule):
-    """Loaders shared by every vitrain DataModule; subclasses set ``train_set`` and ``val_set``,
-    and ``test_set`` when the data has a held-out test split (None: it has none).
+def check_loader_settings(batch_size: Any = None, num_workers: Any = None) -> None:
+    """``data.batch_size`` (a positive integer) and ``data.num_workers`` (0: load in the main
+    process, or more); None: not given. Every :class:`DataModule` checks its own; the
+    orchestration checks the config's before anything is built."""
+    if batch_size is not None:
+        require_int("data.batch_size", batch_size)
+    if num_workers is not None and (
+        isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0
+    ):
+        raise UserError(
+            f"data.num_workers={num_workers}: the number of loader processes must be 0 (load in the main "
+            "process) or a positive integer; set data.num_workers=0 or e.g. data.num_workers=4."
+        )
 
-    Each rank gets its share of an epoch-seeded permutation (:class:`EpochSampler`): training
-    shards are equal in size and drop the last incomplete batch (mixup/cutmix need even
-    batches), validation gives every sample to exactly one rank. ``collate_fn`` (None: torch's
-    default) batches the samples. The training loader is a :class:`ResumableLoader`: Lightning
-    saves its position in each checkpoint, and each sample's augmentation is seeded by
-    ``(seed, epoch, index)`` and its repeat number (:class:`SeededSamples`), so a mid-epoch
-    resume is exact with any ``num_workers``.
-    ``repeated_aug`` > 1 repeats each training sample that many times across ranks (DeiT's
-    repeated augmentation; see :class:`EpochSampler`).
+
+def check_held_out_fractions(val_fraction: float, test_fraction: float) -> None:
+    """``data.val_fraction`` in (0, 1) and ``data.test_fraction`` in [0, 1) (0: no test split),
+    leaving data to train on."""
+    require_in("data.val_fraction", val_fraction, FRACTION, "the share held out for validation")
+    require_in("data.test_fraction", test_fraction, Range(0, 1), "the share held out for testing (0: none)")
+    if val_fraction + test_fraction >= 1:
+        raise UserError(
+            f"data.val_fraction={val_fraction} + data.test_fraction={test_fraction} = "
+            f"{val_fraction + test_fraction:g} leaves nothing to train on: the two must add up to less than 1."
+        )
+
+
+class DataModule(L.LightningDataModule):
+    """The base class of every vitrain DataModule (``conf/data/*.yaml`` ``_target_``): what the
+    orchestration (``vitrain.run``) and the tasks rely on.
+
+    **A subclass defines**
+
+    - ``kind`` (class attribute): the kind of data it provides (``image_classification``,
+      ``detection``, ``segmentation``, ``text``, ``text_classification``,
+      ``token_classification``, ``instructions``). A task trains on the data whose ``kind`` is
+      its ``data_kind``; a model paired with data of another kind is refused before anything is
+      built. ``None`` (the default) marks a base class, not a data option.
+    - ``setup(stage)`` and the loaders of its splits: ``train_dataloader``, ``val_dataloader``
+      and, when it has a held-out test split, ``test_dataloader``. :class:`ShardedDataModule`
+      provides loaders for map-style datasets (``train_set``, ``val_set``, ``test_set``).
+
+    **A subclass may define**
+
+    - ``model_size_keys`` and :meth:`model_sizes`: network sizes the data decides (the class
+      folders' count, a trained tokenizer's vocabulary). A ``model.net`` entry of these names that
+      the config leaves null takes the data's value, before the network is built.
+    - ``wants_net_data_config = True``: the constructor receives ``net_data_config``, timm's
+      data config of the network (mean, std, interpolation, crop).
+    - ``early_setup = False``: do not run ``setup("fit")`` before the loggers start (by default
+      the data is read first, so that a missing root fails before a W&B run exists); streaming
+      datasets take the rank when created, so they wait for the process group.
+    - ``keeps_workers = False``: its loaders cannot keep their worker processes between epochs
+      (``data.persistent_workers=true`` is then refused).
+    - ``test_set`` (None: no held-out test split; :attr:`has_test_split` reads it after setup),
+      :meth:`predict_dataloader` (``mode=predict``; default: not supported) and
+      :meth:`write_predictions` (default: ``predictions.csv``).
+
+    ``kind``, ``model_size_keys`` (with :meth:`model_sizes`) and the flags are checked when the
+    class is defined.
+
+    Args:
+        batch_size: samples per batch and process.
+        num_workers: loader processes (0: load in the main process).
+        pin_memory: page-locked batches, for faster copies to a GPU.
+        persistent_workers: keep the loader processes between epochs (with ``num_workers`` > 0).
+        seed: the seed of the sampling order and of each sample's augmentation (None: from
+            torch's initial seed, see ``vitrain.seeding.default_seed``).
     """
 
-    collate_fn = None
+    kind: ClassVar[str | None] = None
+    model_size_keys: ClassVar[tuple[str, ...]] = ()
+    wants_net_data_config: ClassVar[bool] = False
+    early_setup: ClassVar[bool] = True
+    keeps_workers: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        where = f"{cls.__name__} (see vitrain.data.base.DataModule)"
+        if cls.kind is not None and (not isinstance(cls.kind, str) or not cls.kind):
+            raise TypeError(f"{where}: kind must be a non-empty string, or None for a base class")
+        keys = cls.model_size_keys
+        if not isinstance(keys, tuple) or not all(isinstance(k, str) for k in keys):
+            raise TypeError(f"{where}: model_size_keys must be a tuple of names")
+        if keys and cls.model_sizes is DataModule.model_sizes:
+            raise TypeError(f"{where}: model_size_keys {keys} needs a model_sizes() that returns them")
+        for flag in ("wants_net_data_config", "early_setup", "keeps_workers"):
+            if not isinstance(getattr(cls, flag), bool):
+                raise TypeError(f"{where}: {flag} must be True or False")
 
     def __init__(
         self,
@@ -280,30 +355,86 @@ class ShardedDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         seed: int | None = 0,
-        repeated_aug: int = 1,
     ) -> None:
         super().__init__()
-        if not isinstance(repeated_aug, int) or repeated_aug < 1:
+        check_loader_settings(batch_size, num_workers)
+        if persistent_workers and num_workers > 0 and not self.keeps_workers:
             raise UserError(
-                f"data.repeated_aug={repeated_aug}: must be a positive integer (1: off; DeiT: 3)."
+                f"data.persistent_workers=true: {type(self).__name__}'s loader workers cannot be kept between "
+                "epochs (they learn the epoch, which orders and seeds the samples, when they start); set "
+                "data.persistent_workers=false."
             )
-        self.repeated_aug = repeated_aug
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise UserError(f"data.batch_size={batch_size}: must be a positive integer.")
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.seed = default_seed(seed)
-        self.train_set: Dataset | None = None
-        self.val_set: Dataset | None = None
+        self.train_set: Any = None
+        self.val_set: Any = None
         # a held-out split, never used for checkpoint or hyperparameter selection
-        self.test_set: Dataset | None = None
+        self.test_set: Any = None
+        self.predict_set: Any = None
+
+    def model_sizes(self) -> dict[str, int]:
+        """``{key: value}`` for each of ``model_size_keys``: network sizes the data decides."""
+        return {}
+
+    def hold_out(self, val_fraction: float, test_fraction: float, split_seed: int) -> None:
+        """Keep the shares of the data held out for validation and testing (``data.val_fraction``,
+        ``data.test_fraction``: 0 for no test split) and the seed that picks them, checked
+        (:func:`check_held_out_fractions`)."""
+        check_held_out_fractions(val_fraction, test_fraction)
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
 
     @property
     def has_test_split(self) -> bool:
         """Whether ``setup`` found a held-out test split (``test_set``)."""
         return self.test_set is not None
+
+    def predict_dataloader(self) -> DataLoader:
+        """The batches of ``mode=predict`` (default: this data has none)."""
+        raise UserError(f"mode=predict: {type(self).__name__} has no data to predict.")
+
+    def write_predictions(self, header: list[str], rows: list[list], out_dir: Path) -> list[Path]:
+        """Write the predictions of ``mode=predict`` (the task's ``predict_rows``) into ``out_dir``;
+        returns the files written. Default: ``predictions.csv``."""
+        path = Path(out_dir) / "predictions.csv"
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+        return [path]
+
+
+class ShardedDataModule(DataModule):
+    """Loaders for map-style datasets, shared by most vitrain DataModules; subclasses set
+    ``train_set`` and ``val_set``, and ``test_set`` when the data has a held-out test split
+    (None: it has none).
+
+    Each rank gets its share of an epoch-seeded permutation (:class:`EpochSampler`): training
+    shards are equal in size and drop the last incomplete batch (mixup/cutmix need even
+    batches), validation gives every sample to exactly one rank. ``collate_fn`` (None: torch's
+    default) batches the samples. The training loader is a :class:`ResumableLoader`: Lightning
+    saves its position in each checkpoint, and each sample's augmentation is seeded by
+    ``(seed, epoch, index)`` and its repeat number (:class:`SeededSamples`), so a mid-epoch
+    resume is exact with any ``num_workers``.
+
+    Args:
+        repeated_aug: repeat each training sample that many times across ranks (DeiT's repeated
+            augmentation; see :class:`EpochSampler`); 1: off.
+    """
+
+    collate_fn = None
+
+    def __init__(
+        self,
+        batch_size: int,
+        repeated_aug: int = 1,
+        **loader_kwargs,
+    ) -> None:
+        super().__init__(batch_size, **loader_kwargs)
+        require_int("data.repeated_aug", repeated_aug, hint=REPEATED_AUG_HINT)
+        self.repeated_aug = repeated_aug
 
     def check_num_classes(self, found: int, where: str) -> None:
         """Take the class count from the data when ``data.num_classes`` is null; fail when an
@@ -385,17 +516,12 @@ class ImageClassificationDataModule(ShardedDataModule):
         image_size: int,
         in_chans: int,
         batch_size: int = 64,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
         net_data_config: dict | None = None,
-        seed: int | None = 0,
         predict_dir: str | None = None,
-        repeated_aug: int = 1,
+        **loader_kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed, repeated_aug)
-        if image_size < 1:
-            raise UserError(f"data.image_size={image_size}: must be a positive integer.")
+        super().__init__(batch_size, **loader_kwargs)
+        require_int("data.image_size", image_size)
         self.num_classes = num_classes
         self.image_size = image_size
         self.in_chans = in_chans

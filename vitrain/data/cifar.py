@@ -10,7 +10,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from vitrain.data.base import ImageClassificationDataModule
-from vitrain.errors import UserError
+from vitrain.errors import FRACTION, UserError, require_in
 
 CIFAR_STATS = {  # per-channel mean and std of the training images
     10: ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -48,9 +48,9 @@ class CIFARDataModule(ImageClassificationDataModule):
         super().__init__(num_classes=num_classes, image_size=image_size, in_chans=in_chans, **loader_kwargs)
         if num_classes not in CIFAR_STATS:
             raise UserError(f"data.num_classes={num_classes}: CIFAR has 10 or 100 classes.")
-        if val_fraction is not None and not 0 < val_fraction < 1:
-            raise UserError(
-                f"data.val_fraction={val_fraction}: must be between 0 and 1, or null (validate on the test images)."
+        if val_fraction is not None:
+            require_in(
+                "data.val_fraction", val_fraction, FRACTION, fix="or null: validate on the test images"
             )
         self.root = Path(root)
         self.download = download

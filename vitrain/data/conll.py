@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vitrain.errors import UserError
+from vitrain.errors import UserError, require_choice
 
 DOCSTART = "-DOCSTART-"
 SCHEMES = ("iob1", "iob2")
@@ -70,8 +70,7 @@ def read_conll(
         key: the config entry that named the file (for messages).
         tagged: False reads words only (a file to tag: one column is enough); tags are then ``O``.
     """
-    if scheme not in SCHEMES:
-        raise UserError(f"data.scheme={scheme!r}: choose one of {', '.join(SCHEMES)}.")
+    require_choice("data.scheme", scheme, SCHEMES)
     path = Path(path)
     try:
         lines = path.read_text(encoding=encoding).splitlines()

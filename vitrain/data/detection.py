@@ -65,12 +65,9 @@ class DetectionDataModule(ShardedDataModule):
         self,
         num_classes: int,
         batch_size: int = 2,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int | None = 0,
+        **loader_kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+        super().__init__(batch_size, **loader_kwargs)
         self.num_classes = num_classes
         self.classes: list[str] = []
 

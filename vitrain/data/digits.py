@@ -57,15 +57,7 @@ class DigitsDataModule(ImageClassificationDataModule):
         self.check_num_classes(10, "data=digits")
         if in_chans != 1:
             raise UserError(f"data.in_chans={in_chans}: digits images are grey, set data.in_chans=1.")
-        if not 0 < val_fraction < 1:
-            raise UserError(f"data.val_fraction={val_fraction}: must be between 0 and 1.")
-        if not (0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise UserError(
-                f"data.test_fraction={test_fraction}: must be >= 0 (0: no test split) and leave "
-                f"training images (data.val_fraction + data.test_fraction = {val_fraction + test_fraction} < 1)."
-            )
-        self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        self.split_seed = split_seed
+        self.hold_out(val_fraction, test_fraction, split_seed)
         self.augment = augment
         self.classes = [str(i) for i in range(10)]
 

@@ -23,8 +23,10 @@ What every fine-tuning DataModule shares (sequence classification ``data=glue`` 
 * **truncation counted**: sequences longer than ``data.max_length`` are cut, and the number cut
   in each split is logged once when the data is set up (and kept in the cache's ``meta.json``);
 * **label names** from the data (``classes``: stored in every checkpoint by
-  ``CheckpointMetadata``, so predictions come back as names) and ``num_labels`` taken from the data
-  when ``data.num_labels`` is null (it flows into ``model.net.num_labels``), checked when given.
+  ``CheckpointMetadata``, so predictions come back as names; they flow into
+  ``model.net.label_names``, which matches a pretrained head's rows to them by name) and
+  ``num_labels`` taken from the data when ``data.num_labels`` is null (it flows into
+  ``model.net.num_labels``), checked when given.
 
 Batch contract (what a fine-tuning task receives; every field a tensor):
 
@@ -72,7 +74,7 @@ from vitrain.data.tokenizer import (
     tokenizer_files,
     train_tokenizer,
 )
-from vitrain.errors import UserError
+from vitrain.errors import UserError, require_choice, require_int
 from vitrain.hub import looks_like_hub_id, resolve_tokenizer
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,13 @@ def checkpoint_tokenizer(
 
     checkpoint = load_checkpoint(path, key=key)
     text = checkpoint.get(TOKENIZER_KEY) if isinstance(checkpoint, dict) else None
+    family = "BERT" if packing == "masked" else "GPT"
+    if not text and packing and _holds_other_network(checkpoint):
+        raise UserError(
+            f"{key}={path} holds {checkpoint_network(checkpoint)}, not a {family} (it has no token embedding): "
+            f"a {family} model starts from a {family} pretraining or fine-tuning run (its .ckpt carries the "
+            "tokenizer), or from Hugging Face weights (model.net.hf_weights)."
+        )
     if not text:
         raise UserError(
             f"{key}={path} holds {checkpoint_network(checkpoint)} and carries no tokenizer (not a checkpoint of a "
@@ -106,12 +115,19 @@ def checkpoint_tokenizer(
         )
     missing = [t for t in SPECIAL_TOKENS.get(packing, ()) if Tokenizer.from_str(text).token_to_id(t) is None]
     if missing:
-        family = "BERT" if packing == "masked" else "GPT"
         raise UserError(
             f"{key}={path} holds {checkpoint_network(checkpoint)}, whose tokenizer lacks {', '.join(missing)}: it "
             f"is not a {family} checkpoint. A {family} model starts from a {family} pretraining or fine-tuning run."
         )
     return text
+
+
+def _holds_other_network(checkpoint) -> bool:
+    """Whether ``checkpoint`` holds weights of a network without a token embedding (a ViT, ...)."""
+    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or not state:
+        return False
+    return not any(str(k).endswith(("word_embeddings.weight", "wte.weight")) for k in state)
 
 
 def resolve_tokenizer_source(
@@ -314,11 +330,13 @@ class FinetuneDataModule(ShardedDataModule):
         vocab_size, lowercase: a tokenizer trained here (no tokenizer given): its size and
             whether WordPiece lower-cases.
         cache_dir, cache_wait_s: the encoded-example cache (:class:`vitrain.data.cache.NodeCache`).
-        batch_size, num_workers, pin_memory, persistent_workers, seed: the loaders.
+        batch_size: samples per batch and process.
+        **loader_kwargs: ``num_workers``, ``pin_memory``, ``persistent_workers``, ``seed`` (see
+            ``vitrain.data.base.DataModule``).
     """
 
     # network sizes the data decides when the config leaves them null (see run.data_before_task)
-    model_size_keys = ("vocab_size", "num_labels")
+    model_size_keys = ("vocab_size", "num_labels", "label_names")
     # GPT (causal): add GPT-1's start / delimiter / extract tokens to the tokenizer
     gpt1_tokens = True
     cache_name = "finetune"
@@ -336,22 +354,13 @@ class FinetuneDataModule(ShardedDataModule):
         cache_dir: str = "data/finetune_cache",
         cache_wait_s: float = 3600.0,
         batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int | None = 0,
+        **loader_kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
-        if packing not in PACKINGS:
-            raise UserError(
-                f"data.packing={packing!r}: choose one of {', '.join(PACKINGS)} (it follows the model)."
-            )
-        if not isinstance(max_length, int) or max_length < 4:
-            raise UserError(f"data.max_length={max_length}: must be an integer >= 4.")
-        if num_labels is not None and (not isinstance(num_labels, int) or num_labels < 1):
-            raise UserError(
-                f"data.num_labels={num_labels}: must be a positive integer, or null (from the data)."
-            )
+        super().__init__(batch_size, **loader_kwargs)
+        require_choice("data.packing", packing, PACKINGS, "it follows the model")
+        require_int("data.max_length", max_length, minimum=4)
+        if num_labels is not None:
+            require_int("data.num_labels", num_labels, hint="or null: from the data")
         self.packing, self.max_length, self.num_labels = packing, max_length, num_labels
         self.tokenizer_source = resolve_tokenizer_source(tokenizer, init_from, hf_weights)
         self.init_from = init_from
@@ -408,8 +417,14 @@ class FinetuneDataModule(ShardedDataModule):
         self.prepare()
         return list(self.meta.get("subsets", []))
 
-    def model_sizes(self) -> dict[str, int]:
-        return {"vocab_size": self.vocab_size, "num_labels": self.found_num_labels()}
+    def model_sizes(self) -> dict[str, Any]:
+        """The tokenizer's size, the label count and the label names (a pretrained head's rows are
+        matched to them by name)."""
+        return {
+            "vocab_size": self.vocab_size,
+            "num_labels": self.found_num_labels(),
+            "label_names": self.classes,
+        }
 
     def found_num_labels(self) -> int:
         """The label count of the data (1: regression), checked against ``data.num_labels``."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vitrain.data.text_classification import ClassificationData, TextExample, split_off
-from vitrain.errors import UserError
+from vitrain.errors import UserError, require_choice
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,7 @@ class GlueDataModule(ClassificationData):
         split_seed: int = 0,
         **kwargs,
     ) -> None:
-        if task not in GLUE_TASKS:
-            raise UserError(f"data.task={task!r}: choose one of {', '.join(GLUE_TASKS)}.")
+        require_choice("data.task", task, GLUE_TASKS)
         if selection not in SELECTIONS:
             raise UserError(f"data.selection={selection!r}: choose train (a held-out slice of train) or dev.")
         if (root is None) == (hf_dataset is None):

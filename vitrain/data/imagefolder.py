@@ -10,7 +10,7 @@ from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from vitrain.data.base import ImageClassificationDataModule, open_image
-from vitrain.errors import UserError
+from vitrain.errors import UserError, require_choice, require_int
 
 LAYOUT = """expected layout:
   ROOT/train/<class_a>/<image>.jpg
@@ -90,10 +90,8 @@ class ImageFolderDataModule(ImageClassificationDataModule):
         )
         self.auto_augment = auto_augment
         self.re_prob = re_prob
-        if re_mode not in RE_MODES:
-            raise UserError(f"data.re_mode={re_mode!r}: choose one of {', '.join(RE_MODES)}.")
-        if isinstance(re_count, bool) or not isinstance(re_count, int) or re_count < 1:
-            raise UserError(f"data.re_count={re_count!r}: must be a positive integer (the sources use 1).")
+        require_choice("data.re_mode", re_mode, RE_MODES)
+        require_int("data.re_count", re_count, hint="the sources use 1")
         self.re_mode, self.re_count = re_mode, re_count
         self.scale = tuple(scale) if scale is not None else None
         self.color_jitter = color_jitter

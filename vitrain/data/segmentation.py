@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vitrain.data.base import IMAGE_SUFFIXES, ImageClassificationDataModule, ShardedDataModule, open_image
 from vitrain.data.shapes import EXTRA_SHAPES, FILLS, SHAPES, SPLITS, render, shapes_layout
-from vitrain.errors import UserError, require_positive
+from vitrain.errors import UserError, require_int, require_positive
 
 log = logging.getLogger(__name__)
 
@@ -173,14 +173,10 @@ class SegmentationDataModule(ShardedDataModule):
         hflip: bool = False,
         max_mask_area: float | None = None,
         batch_size: int = 2,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int | None = 0,
+        **loader_kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
-        if not isinstance(image_size, int) or image_size < 1:
-            raise UserError(f"data.image_size={image_size}: must be a positive integer.")
+        super().__init__(batch_size, **loader_kwargs)
+        require_int("data.image_size", image_size)
         if max_masks_per_image is not None and max_masks_per_image < 1:
             raise UserError(f"data.max_masks_per_image={max_masks_per_image}: must be >= 1, or null for all.")
         self.image_size = image_size

@@ -33,7 +33,7 @@ import numpy as np
 
 from vitrain.data.finetune import IGNORE_INDEX, EncodedSplit, FinetuneDataModule, special_token_ids
 from vitrain.data.text_classification import split_off
-from vitrain.errors import UserError
+from vitrain.errors import UserError, require_choice
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +67,7 @@ class PromptTemplate:
     @classmethod
     def build(cls, name: str, no_input: str | None = None, with_input: str | None = None) -> PromptTemplate:
         """The named template (``alpaca``, ``plain``) with either string replaced when given."""
-        if name not in TEMPLATES:
-            raise UserError(
-                f"data.template={name!r}: choose one of {', '.join(TEMPLATES)} (or set data.template_*)."
-            )
+        require_choice("data.template", name, TEMPLATES, "or set data.template_*")
         template = cls(no_input or TEMPLATES[name]["no_input"], with_input or TEMPLATES[name]["with_input"])
         for key, text, fields in (("template_no_input", template.no_input, ("instruction",)),
                                   ("template_with_input", template.with_input, ("instruction", "input"))):  # fmt: skip
@@ -225,7 +222,7 @@ class SFTDataModule(FinetuneDataModule):
             raise UserError("data.val / data.test need data.train (null: the embedded set).")
         self.files = {"train": train, "val": val, "test": test}
         self.prompt_template = PromptTemplate.build(template, template_no_input, template_with_input)
-        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.hold_out(val_fraction, test_fraction, split_seed)
 
     def model_sizes(self) -> dict[str, int]:
         return {"vocab_size": self.vocab_size}

@@ -15,30 +15,27 @@ import io
 import json
 import logging
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
+from vitrain.data.base import DataModule
 from vitrain.data.detection import DetectionDataModule
 from vitrain.data.detection_transforms import detr_train_transform, detr_val_transform
 from vitrain.data.imagefolder import ImageFolderDataModule
+from vitrain.data.shards import META_FILE, join, read_text
 from vitrain.data.text import _PadCollate
 from vitrain.data.tokenizer import PACKINGS, check_special_tokens
-from vitrain.errors import UserError
-from vitrain.seeding import default_seed, sample_seed, seeded
+from vitrain.errors import UserError, require_choice
+from vitrain.seeding import sample_seed, seeded
 
 log = logging.getLogger(__name__)
 # litdata logs its cache and mmap choices at INFO for every dataset it opens
 logging.getLogger("litdata").setLevel(logging.WARNING)
 
-META_FILE = "vitrain.json"
-
 
 def read_meta(root: str, kind: str) -> dict:
     """The ``vitrain.json`` of a shard folder, checked to hold data of ``kind``."""
-    from vitrain.data.write_shards import join, read_text
-
     path = join(root, META_FILE)
     try:
         meta = json.loads(read_text(path))
@@ -78,8 +75,6 @@ def _streaming_dataset(root: str, split: str, train: bool, seed: int, cache_dir:
             transform.epoch = self.current_epoch
             return super().__getitem__(index)
 
-    from vitrain.data.write_shards import join
-
     return _Dataset(
         input_dir=join(root, split), cache_dir=cache_dir, shuffle=train, drop_last=train, seed=seed,
         transform=transform,
@@ -90,14 +85,21 @@ class _StreamLoaders:
     """The held-out sets and loaders of the streaming DataModules (which set ``root``, ``meta``,
     ``seed``, ``cache_dir`` and the loader settings): litdata's ``StreamingDataLoader`` over the
     module's ``train_set`` / ``val_set`` / ``test_set`` (stateful: the loader position goes into
-    the checkpoint), batched with the module's ``collate_fn`` (None: torch's default)."""
+    the checkpoint), batched with the module's ``collate_fn`` (None: torch's default).
+
+    A streaming dataset learns the epoch (its shuffle and the samples' seeds) in the loader's
+    worker processes when they start, so the workers cannot persist between epochs
+    (huggingface/datasets #6673 is the same trap): ``data.persistent_workers=true`` is refused."""
+
+    early_setup = False  # datasets shard by rank when created: after the process group exists
+    keeps_workers = False
 
     def _stream_loader(self, dataset, train: bool):
         from litdata import StreamingDataLoader
 
         return StreamingDataLoader(
             dataset, batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory,
-            collate_fn=getattr(self, "collate_fn", None), drop_last=train,
+            collate_fn=self.collate_fn, drop_last=train,
         )  # fmt: skip
 
     def _held_out_sets(self, transform) -> tuple:
@@ -152,8 +154,6 @@ class StreamingImageDataModule(_StreamLoaders, ImageFolderDataModule):
     ``ROOT/vitrain.json``. ``root`` is a local folder or an object-store URI; ``cache_dir`` keeps
     downloaded chunks (null: litdata's default cache).
     """
-
-    early_setup = False  # datasets shard by rank when created: after the process group exists
 
     def __init__(
         self, root: str, num_classes: int | None = None, cache_dir: str | None = None, **kwargs
@@ -210,8 +210,6 @@ class StreamingDetectionDataModule(_StreamLoaders, DetectionDataModule):
     names and ``num_classes`` (null: from the shards) come from ``ROOT/vitrain.json``.
     """
 
-    early_setup = False  # datasets shard by rank when created: after the process group exists
-
     def __init__(
         self,
         root: str,
@@ -262,7 +260,7 @@ class _TextItem:
         return out
 
 
-class StreamingTextDataModule(_StreamLoaders, L.LightningDataModule):
+class StreamingTextDataModule(_StreamLoaders, DataModule):
     """Pre-tokenized, packed text from shards of ``python -m vitrain.prepare text``.
 
     Batches are those of ``data=text`` (GPT: ``{"tokens": (B, seq_len + 1)}``; BERT: padded
@@ -270,8 +268,6 @@ class StreamingTextDataModule(_StreamLoaders, L.LightningDataModule):
     packing, sequence length, special token ids and the tokenizer (``ROOT/tokenizer.json``) come
     from the shards; the vocabulary size sets ``model.net.vocab_size`` when that is null.
     """
-
-    early_setup = False  # datasets shard by rank when created: after the process group exists
 
     kind = "text"
     model_size_keys = ("vocab_size",)
@@ -282,37 +278,26 @@ class StreamingTextDataModule(_StreamLoaders, L.LightningDataModule):
         packing: str = "causal",
         cache_dir: str | None = None,
         batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int | None = 0,
+        **loader_kwargs,
     ) -> None:
-        super().__init__()
-        if packing not in PACKINGS:
-            raise UserError(f"data.packing={packing!r}: choose one of {', '.join(PACKINGS)}.")
+        super().__init__(batch_size, **loader_kwargs)
+        require_choice("data.packing", packing, PACKINGS, "it follows the model")
         self.meta = read_meta(str(root), "text")
         if self.meta["packing"] != packing:
             raise UserError(
                 f"data.root={root} holds {self.meta['packing']} shards but the model needs packing={packing}: "
                 f"write shards with python -m vitrain.prepare text --packing {packing}."
             )
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise UserError(f"data.batch_size={batch_size}: must be a positive integer.")
         self.root, self.packing, self.cache_dir = str(root), packing, cache_dir
         self.seq_len, self.nsp = int(self.meta["seq_len"]), bool(self.meta["nsp"])
-        self.batch_size, self.num_workers, self.pin_memory = batch_size, num_workers, pin_memory
-        self.seed = default_seed(seed)
         self.special_ids = {k: int(v) for k, v in self.meta["special_ids"].items()}
         self._tokenizer = None
-        self.train_set = self.val_set = self.test_set = None
 
     @property
     def tokenizer(self):
         """The shards' tokenizer (``ROOT/tokenizer.json``)."""
         if self._tokenizer is None:
             from tokenizers import Tokenizer
-
-            from vitrain.data.write_shards import join, read_text
 
             path = join(self.root, "tokenizer.json")
             self._tokenizer = Tokenizer.from_str(read_text(path))
@@ -335,11 +320,6 @@ class StreamingTextDataModule(_StreamLoaders, L.LightningDataModule):
             return
         self.train_set = _streaming_dataset(self.root, "train", True, self.seed, self.cache_dir, _TextItem())
         self.val_set, self.test_set = self._held_out_sets(_TextItem())
-
-    @property
-    def has_test_split(self) -> bool:
-        """Whether the shards hold a held-out test split (``prepare text --test-fraction``)."""
-        return self.test_set is not None
 
     def predict_dataloader(self):
         raise UserError(

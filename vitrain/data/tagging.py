@@ -26,7 +26,7 @@ from vitrain.data.conll import (
     write_conll,
 )
 from vitrain.data.finetune import IGNORE_INDEX, EncodedSplit, FinetuneDataModule, special_token_ids
-from vitrain.errors import UserError
+from vitrain.errors import UserError, require_choice
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +87,7 @@ class ConllDataModule(FinetuneDataModule):
                 "data.root is required here (a recipe for CoNLL-2003): data.root=<folder with eng.train, "
                 "eng.testa, eng.testb (or train.txt, valid.txt, test.txt)>. Without it the embedded task is used."
             )
-        if scheme not in SCHEMES:
-            raise UserError(f"data.scheme={scheme!r}: choose one of {', '.join(SCHEMES)}.")
+        require_choice("data.scheme", scheme, SCHEMES)
         if root is None and train is None and (val or test or predict):
             raise UserError(
                 "data.val / data.test / data.predict need data.root or data.train (null: the embedded task)."
@@ -98,7 +97,7 @@ class ConllDataModule(FinetuneDataModule):
         self.reading = dict(token_column=token_column, tag_column=tag_column, columns=columns, scheme=scheme,
                             encoding=encoding)  # fmt: skip
         self.scheme = scheme
-        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.hold_out(val_fraction, test_fraction, split_seed)
         self.sentences: dict[str, list[Sentence]] = {}
 
     @property

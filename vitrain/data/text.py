@@ -43,7 +43,7 @@ from vitrain.data.tokenizer import (
     tokenizer_files,
     train_tokenizer,
 )
-from vitrain.errors import UserError
+from vitrain.errors import UserError, require_choice, require_int
 from vitrain.hub import resolve_tokenizer
 
 log = logging.getLogger(__name__)
@@ -290,8 +290,10 @@ class TextDataModule(ShardedDataModule):
         cache_dir: where token files and tokenizers are cached.
         cache_wait_s: how long the other processes of a node wait for its local rank zero to
             build a missing cache before they fail.
-        batch_size, num_workers, pin_memory, persistent_workers, seed: the loaders.
+        batch_size: samples per batch and process.
         require_files: fail unless ``files`` is given (recipes for real corpora set it).
+        **loader_kwargs: ``num_workers``, ``pin_memory``, ``persistent_workers``, ``seed`` (see
+            ``vitrain.data.base.DataModule``).
     """
 
     # network sizes the data decides when the config leaves them null (see model_sizes)
@@ -317,32 +319,19 @@ class TextDataModule(ShardedDataModule):
         cache_dir: str = "data/text_cache",
         cache_wait_s: float = 3600.0,
         batch_size: int = 32,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
-        seed: int | None = 0,
         require_files: bool = False,
+        **loader_kwargs,
     ) -> None:
-        super().__init__(batch_size, num_workers, pin_memory, persistent_workers, seed)
+        super().__init__(batch_size, **loader_kwargs)
         if require_files and files in (None, "", []):
             raise UserError(
                 "data.files is required here (a recipe for a real corpus): data.files=<.txt/.jsonl files or "
                 "folder>. Leave it out only with data.require_files=false (the embedded corpus)."
             )
-        if packing not in PACKINGS:
-            raise UserError(f"data.packing={packing!r}: choose one of {', '.join(PACKINGS)}.")
-        if txt_documents not in ("file", "paragraphs"):
-            raise UserError(f"data.txt_documents={txt_documents!r}: choose file or paragraphs.")
-        if not 0 < val_fraction < 1:
-            raise UserError(f"data.val_fraction={val_fraction}: must be between 0 and 1.")
-        if not (0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
-            raise UserError(
-                f"data.test_fraction={test_fraction}: must be >= 0 (0: no test split) with "
-                f"data.val_fraction + data.test_fraction < 1 (now {val_fraction + test_fraction})."
-            )
-        minimum = 2 if packing == "causal" else 8
-        if not isinstance(seq_len, int) or seq_len < minimum:
-            raise UserError(f"data.seq_len={seq_len}: must be an integer >= {minimum}.")
+        require_choice("data.packing", packing, PACKINGS, "it follows the model")
+        require_choice("data.txt_documents", txt_documents, ("file", "paragraphs"))
+        self.hold_out(val_fraction, test_fraction, split_seed)
+        require_int("data.seq_len", seq_len, minimum=2 if packing == "causal" else 8)
         if nsp and packing != "masked":
             raise UserError("data.nsp=true needs a BERT model (packing=masked); set data.nsp=false.")
         self.files = None if files in (None, "", []) else files
@@ -350,12 +339,12 @@ class TextDataModule(ShardedDataModule):
         tokenizer = resolve_tokenizer(str(tokenizer)) if tokenizer else None
         self.packing, self.tokenizer_file, self.vocab_size_wanted = packing, tokenizer, vocab_size
         self.lowercase, self.seq_len, self.nsp = lowercase, seq_len, nsp
-        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.txt_documents, self.text_field, self.max_chars = txt_documents, text_field, max_chars
         self.cache_dir = Path(cache_dir)
         self.cache_wait_s = cache_wait_s
         self.tokenizer = None
         self.cache_path: Path | None = None
+        self.meta: dict = {}  # the cache's meta.json
         self.cache_built = False  # whether this process tokenized the corpus (False: reused)
 
     # -------------------------------------------------------------- what the model needs
@@ -420,7 +409,7 @@ class TextDataModule(ShardedDataModule):
 
         self.tokenizer = Tokenizer.from_file(str(cache.path / "tokenizer.json"))
         check_special_tokens(self.tokenizer, self.packing, str(cache.path / "tokenizer.json"))
-        self.cache_path = cache.path
+        self.cache_path, self.meta = cache.path, cache.meta()
 
     def _held_out_documents(self) -> dict[int, str]:
         """``{document index: "val" or "test"}``: a ``split_seed`` permutation holds out
@@ -514,9 +503,8 @@ class TextDataModule(ShardedDataModule):
         if self.train_set is not None:
             return
         self.prepare()
-        meta = json.loads((self.cache_path / "meta.json").read_text())
-        for split in meta["splits"]:
-            tokens = np.memmap(self.cache_path / f"{split}.bin", dtype=meta["dtype"], mode="r")
+        for split in self.meta["splits"]:
+            tokens = np.memmap(self.cache_path / f"{split}.bin", dtype=self.meta["dtype"], mode="r")
             index = np.load(self.cache_path / f"{split}.idx.npy")
             if self.packing == "causal":
                 dataset: Dataset = BlockDataset(tokens, self.seq_len)

@@ -28,7 +28,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from vitrain.data.finetune import EncodedSplit, FinetuneDataModule, join_segments, special_token_ids
-from vitrain.errors import UserError
+from vitrain.errors import FRACTION, UserError, require_in
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".parquet")
 
@@ -127,8 +127,7 @@ def help_topic_passages(classes: int = 8) -> list[TextExample]:
 def split_off(examples: list[TextExample], fraction: float, seed: int, key: str) -> tuple[list, list]:
     """``(rest, held)``: a ``seed`` permutation holds out ``fraction`` of ``examples`` (at least
     one, leaving at least one)."""
-    if not 0 < fraction < 1:
-        raise UserError(f"{key}={fraction}: must be between 0 and 1.")
+    require_in(key, fraction, FRACTION)
     if len(examples) < 2:
         raise UserError(
             f"{key}: {len(examples)} example(s) cannot be split; give more data or a file for it."
@@ -318,7 +317,7 @@ class TextClassificationDataModule(ClassificationData):
             raise UserError("data.val / data.test / data.predict need data.train (null: the embedded task).")
         self.files = {"train": train, "val": val, "test": test, "predict": predict}
         self.columns = (text_column, text_pair_column, label_column)
-        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.hold_out(val_fraction, test_fraction, split_seed)
         self.classes_wanted = classes
 
     def source_settings(self) -> tuple[list, list[Path]]:

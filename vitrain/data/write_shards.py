@@ -37,43 +37,12 @@ from pathlib import Path
 import numpy as np
 
 from vitrain.data.base import IMAGE_SUFFIXES
+from vitrain.data.shards import FORMAT_VERSION, META_FILE, is_remote, join, write_text
 from vitrain.errors import UserError
 
 log = logging.getLogger("vitrain.prepare")
 
-META_FILE = "vitrain.json"
-FORMAT_VERSION = 1
 SPLITS = ("train", "val")
-
-
-def join(root: str, *parts: str) -> str:
-    """``root/parts`` for a local path or an object-store URI (``s3://``, ``gs://``, ...)."""
-    return "/".join([root.rstrip("/"), *parts])
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
-
-
-def write_text(path: str, text: str) -> None:
-    """Write a small file locally or to an object store (through fsspec)."""
-    if is_remote(path):
-        import fsspec
-
-        with fsspec.open(path, "w") as f:
-            f.write(text)
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(text)
-
-
-def read_text(path: str) -> str:
-    if is_remote(path):
-        import fsspec
-
-        with fsspec.open(path, "r") as f:
-            return f.read()
-    return Path(path).read_text()
 
 
 # ------------------------------------------------------------------ images
@@ -367,7 +336,7 @@ def prepare_text(
         log.info("Writing %d %s sequences to %s", len(dataset), split, join(out, split))
         optimize_split(fn, list(range(len(dataset))), join(out, split), workers, chunk_bytes, resume)
         splits[split] = len(dataset)
-    cache_meta = json.loads((data.cache_path / "meta.json").read_text())
+    cache_meta = data.meta
     meta = {
         "format": FORMAT_VERSION,
         "kind": "text",

@@ -23,31 +23,25 @@ from PIL import Image
 from vitrain.checkpoints import load_checkpoint, net_state_dict, read_weights
 from vitrain.data.segmentation import resize_longest_side
 from vitrain.errors import UserError
-from vitrain.models.sam import (
-    SAM,
-    SAM_VARIANTS,
-    convert_hf_state_dict,
-    create_sam,
-    load_strict,
-)
+from vitrain.models.sam import SAM, SAM_VARIANTS
+from vitrain.models.sam_weights import convert_hf_state_dict, create_sam, load_sam_state, variant_of_state
 
 log = logging.getLogger("vitrain.segment")
 
 
 def variant_of(state: dict[str, torch.Tensor], path: Path) -> tuple[str, int]:
     """``(variant name, image size)`` of a SAM state dict, from its shapes."""
-    proj = state.get("image_encoder.patch_embed.proj.weight")
-    if proj is None:
+    found = variant_of_state(state)
+    if found is None:
         raise UserError(f"{path}: not SAM weights (no image_encoder.patch_embed.proj.weight).")
-    depth = len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")})
-    for name, arch in SAM_VARIANTS.items():
-        if arch["encoder_embed_dim"] == proj.shape[0] and arch["encoder_depth"] == depth:
-            grid = state["image_encoder.pos_embed"].shape[1]
-            return name, grid * arch["patch_size"]
-    raise UserError(
-        f"{path}: SAM weights of encoder width {proj.shape[0]} and depth {depth} match no variant "
-        f"({', '.join(SAM_VARIANTS)}): export them from vitrain (mode=export) to keep their config."
-    )
+    name, width, depth = found
+    if name is None:
+        raise UserError(
+            f"{path}: SAM weights of encoder width {width} and depth {depth} match no variant "
+            f"({', '.join(SAM_VARIANTS)}): export them from vitrain (mode=export) to keep their config."
+        )
+    grid = state["image_encoder.pos_embed"].shape[1]
+    return name, grid * SAM_VARIANTS[name]["patch_size"]
 
 
 def load_network(path: str | Path) -> SAM:
@@ -78,7 +72,7 @@ def load_network(path: str | Path) -> SAM:
     for key in ("_target_", "checkpoint", "hf_weights", "init_from"):
         config.pop(key, None)
     net = create_sam(**config)
-    load_strict(net, state, path, "WEIGHTS")
+    load_sam_state(net, state, path, "WEIGHTS")
     log.info("Loaded %s (%s at %d px)", path, config["name"], net.image_size)
     return net.eval()
 

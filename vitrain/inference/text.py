@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from vitrain.checkpoints import load_checkpoint, net_state_dict
+from vitrain.checkpoints import checkpoint_network, load_checkpoint, load_fitting, net_state_dict
 from vitrain.errors import UserError
+from vitrain.hub import describe_config
 from vitrain.models.gpt import GPT, GPTConfig, create_gpt
 from vitrain.tasks.instruction import GPT_CONFIG_KEY, PROMPT_KEY
 from vitrain.tasks.language import TOKENIZER_KEY
@@ -54,7 +55,15 @@ def load_generator(path: str | Path):
         net_cfg.pop("_target_")
         net_cfg["hf_weights"] = None
         net = create_gpt(**net_cfg)
-    net.load_state_dict(net_state_dict(checkpoint), strict=False)
+    load_fitting(
+        net,
+        net_state_dict(checkpoint),
+        ignore=("lm_head.weight",),  # tied to wte
+        source=f"checkpoint={path}",
+        holds=checkpoint_network(checkpoint),
+        network=f"the GPT its config describes ({describe_config(net.config)})",
+        fix="Its weights and its recorded architecture disagree: give a checkpoint a vitrain GPT run wrote.",
+    )
     prompt = checkpoint.get(PROMPT_KEY)
     template = PromptTemplate(**prompt) if prompt else None
     return net.eval(), Tokenizer.from_str(checkpoint[TOKENIZER_KEY]), template

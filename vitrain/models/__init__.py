@@ -4,7 +4,8 @@ from vitrain.models.bert import BERT, create_bert
 from vitrain.models.detr import DETR, create_detr
 from vitrain.models.gpt import GPT, create_gpt
 from vitrain.models.mae import MaskedAutoencoderViT, create_mae
-from vitrain.models.sam import SAM, create_sam
+from vitrain.models.sam import SAM
+from vitrain.models.sam_weights import create_sam
 from vitrain.models.sft import create_gpt_sft
 from vitrain.models.t2t_vit import create_t2t_vit
 from vitrain.models.tagger import create_bert_tagger

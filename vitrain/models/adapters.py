@@ -24,14 +24,13 @@ import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from safetensors.torch import save_file
 from torch import nn
 
-from vitrain.checkpoints import shorten_keys
+from vitrain.checkpoints import matches, shorten_keys
 
 if TYPE_CHECKING:
     from peft import LoraModel
@@ -55,12 +54,6 @@ def user_name(name: str) -> str:
 def named_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
     """``module``'s parameters by :func:`user_name`."""
     return {user_name(name): param for name, param in module.named_parameters()}
-
-
-def matches(name: str, pattern: str) -> bool:
-    """Whether ``pattern`` (fnmatch: ``*``, ``?``, ``[...]``) picks parameter ``name``; a pattern
-    also picks everything under it (``blocks.0`` = ``blocks.0`` and ``blocks.0.*``)."""
-    return fnmatchcase(name, pattern) or fnmatchcase(name, pattern + ".*")
 
 
 def select(names: Iterable[str], patterns: Sequence[str], key: str, strict: bool = True) -> set[str]:

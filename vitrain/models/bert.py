@@ -35,9 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from vitrain.checkpoints import read_weights
+from vitrain.checkpoints import load_fitting, read_weights
 from vitrain.errors import UserError
-from vitrain.hub import check_state_fits, hf_architecture
+from vitrain.hub import HF_MISFIT_FIX, describe_config, hf_architecture, rename_first
 from vitrain.models.registry import variant_args
 
 log = logging.getLogger(__name__)
@@ -301,13 +301,7 @@ def convert_hf_state_dict(hf_state: dict[str, Tensor]) -> dict[str, Tensor]:
             layer, part, kind = match.groups()
             qkv.setdefault((layer, kind), {})[part] = tensor
             continue
-        for pattern, repl in _HF_BERT_RENAMES:
-            new, hits = re.subn(pattern, repl, name)
-            if hits:
-                out[new] = tensor
-                break
-        else:
-            out[name] = tensor  # unknown: reported by load_hf_weights
+        out[rename_first(name, _HF_BERT_RENAMES) or name] = tensor  # unknown: reported by load_hf_weights
     for (layer, kind), parts in qkv.items():
         if len(parts) == 3:
             out[f"layers.{layer}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
@@ -325,9 +319,14 @@ def load_hf_weights(
     """
     state = convert_hf_state_dict(read_weights(path, key))
     path = source or path  # what the user named, for messages
-    own = net.state_dict()
-    check_state_fits(own, state, key, path, new_ok=("pooler.", "nsp_head."), extra_ok=True)
-    fresh = sorted(set(own) - set(state))
-    if fresh:
-        log.info("%s (%s) has no %s: they start fresh", path, key, ", ".join(fresh))
-    net.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    fit = load_fitting(
+        net,
+        state,
+        source=f"{key}={str(path)!r}",
+        network=f"model.net ({describe_config(net.config)})",
+        fix=HF_MISFIT_FIX,
+        may_miss=("pooler", "nsp_head"),
+        may_add=("*",),
+    )
+    if fit.missing:
+        log.info("%s (%s) has no %s: they start fresh", path, key, ", ".join(fit.missing))

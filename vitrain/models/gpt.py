@@ -34,9 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from vitrain.checkpoints import read_weights
+from vitrain.checkpoints import load_fitting, read_weights
 from vitrain.errors import UserError
-from vitrain.hub import check_state_fits, hf_architecture
+from vitrain.hub import HF_MISFIT_FIX, describe_config, hf_architecture, rename_first
 from vitrain.models.registry import variant_args
 
 __all__ = ["GPT", "GPT_VARIANTS", "GPTConfig", "create_gpt", "load_hf_weights"]
@@ -292,12 +292,8 @@ def convert_hf_state_dict(hf_state: dict[str, Tensor]) -> dict[str, Tensor]:
         name = name.removeprefix("transformer.")
         if name == "lm_head.weight" or re.match(r"^h\.\d+\.attn\.(bias|masked_bias)$", name):
             continue
-        new = name
-        for pattern, repl in _HF_GPT_RENAMES:
-            new, hits = re.subn(pattern, repl, name)
-            if hits:
-                break
-        else:
+        new = rename_first(name, _HF_GPT_RENAMES)
+        if new is None:
             out[name] = tensor  # unknown: reported by load_hf_weights
             continue
         if new.endswith(".weight") and re.search(r"\.(qkv|proj|fc)\.weight$", new):
@@ -312,8 +308,11 @@ def load_hf_weights(
     """Load a Hugging Face GPT-2 weight file into ``net``; every weight must match in name and
     shape (``source``: what the user named, for messages; default ``path``)."""
     state = convert_hf_state_dict(read_weights(path, key))
-    path = source or path
-    own = net.state_dict()
-    own.pop("lm_head.weight", None)  # tied to wte
-    check_state_fits(own, state, key, path)
-    net.load_state_dict(state, strict=False)
+    load_fitting(
+        net,
+        state,
+        ignore=("lm_head.weight",),  # tied to wte
+        source=f"{key}={str(source or path)!r}",
+        network=f"model.net ({describe_config(net.config)})",
+        fix=HF_MISFIT_FIX,
+    )

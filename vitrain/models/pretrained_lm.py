@@ -15,6 +15,15 @@ BERT or GPT (the *trunk*) plus a new head. :func:`build_trunk` builds the trunk 
   tensors in :attr:`Trunk.head` (``classifier.*`` / ``score.*``) for the caller to load.
 * nothing: a freshly initialised trunk (training from scratch).
 
+A source's head (:func:`load_head`) is loaded only into a head of the same kind (a
+``...ForSequenceClassification`` / sequence classifier run into a sequence classifier, a
+``...ForTokenClassification`` / tagger run into a tagger) with the same number of rows, and its
+rows are matched to the data's labels **by name** (PITFALLS 11: label orders differ between
+sources): the names are the ``id2label`` of the Hugging Face ``config.json`` or the ``class_names``
+of the vitrain checkpoint. The same names in another order are reordered; other names are one
+:class:`UserError` naming both lists; unnamed rows (transformers' generic ``LABEL_0``,
+``LABEL_1``, ...) keep their order, and the log says that it was assumed.
+
 The token embedding has ``vocab_size`` rows (the data's tokenizer). A GPT tokenizer gets GPT-1's
 start / delimiter / extract tokens appended when it lacks them (``vitrain.data.finetune``), so
 a GPT source's embedding (and the tied output layer) grows by up to that many rows: the
@@ -27,7 +36,7 @@ rest). Any other difference between the tokenizer and the source's embedding is 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -36,12 +45,13 @@ from torch import Tensor, nn
 from vitrain.checkpoints import (
     checkpoint_network,
     load_checkpoint,
+    load_fitting,
     net_state_dict,
     read_weights,
     shorten_keys,
 )
 from vitrain.errors import UserError
-from vitrain.hub import arch_from_hf_config, check_state_fits, resolve_hf_model
+from vitrain.hub import HF_MISFIT_FIX, arch_from_hf_config, describe_config, resolve_hf_model
 from vitrain.models import bert, gpt
 from vitrain.models.registry import variant_args
 
@@ -66,7 +76,7 @@ class Family:
     shape_keys: tuple[str, ...]  # config fields a checkpoint decides
     dropped: tuple[str, ...]  # state-dict prefixes of language-model heads a trunk leaves out
     new_tokens: int = 0  # embedding rows the tokenizer may add to a pretrained source
-    fresh_ok: tuple[str, ...] = field(default=())  # trunk tensors a source may lack
+    fresh_ok: tuple[str, ...] = field(default=())  # trunk tensors a source may lack (check_fit patterns)
 
 
 FAMILIES = {
@@ -74,7 +84,7 @@ FAMILIES = {
         "BERT", bert.BERT_VARIANTS, bert.BertConfig, bert.BERT, bert.convert_hf_state_dict, bert._HF_CONFIG_KEYS,
         "bert", "word_embeddings.weight",
         ("n_layer", "n_head", "n_embd", "n_positions", "type_vocab_size", "intermediate_size", "layer_norm_eps"),
-        ("mlm_dense.", "mlm_norm.", "mlm_bias", "nsp_head.", "pooler."), fresh_ok=("pooler.",),
+        ("mlm_dense.", "mlm_norm.", "mlm_bias", "nsp_head.", "pooler."), fresh_ok=("pooler",),
     ),
     "gpt": Family(
         "GPT", gpt.GPT_VARIANTS, gpt.GPTConfig, gpt.GPT, gpt.convert_hf_state_dict, gpt._HF_CONFIG_KEYS,
@@ -92,6 +102,9 @@ class Trunk:
     head: dict[str, Tensor]  # the source's head tensors (HF: classifier.* / score.*; vitrain: non-trunk)
     hf_config: dict | None = None  # the Hugging Face config.json, when there was one
     source: str | None = None  # what the user named
+    key: str | None = None  # the config key that named it (model.net.init_from / hf_weights)
+    head_labels: list[str] | None = None  # the label name of each head row (None: unnamed)
+    head_kind: str | None = None  # what head it is: HF architecture / vitrain factory (None: unknown)
 
 
 def build_trunk(
@@ -119,15 +132,16 @@ def build_trunk(
         )
     allowed = [k for k in fam.config.__dataclass_fields__ if k not in (trunk_args or {})]
     arch = variant_args(fam.title, name, fam.variants, allowed, overrides)
-    state, head, hf_config, key = None, {}, None, None
+    state, head, hf_config, key, head_labels, head_kind = None, {}, None, None, None, None
     if init_from:
         key = "model.net.init_from"
-        found, state, head = _checkpoint_source(fam, init_from)
+        found, state, head, (head_labels, head_kind) = _checkpoint_source(fam, init_from)
         arch = _merge(arch, found, overrides, key, init_from)
     elif hf_weights:
         key = "model.net.hf_weights"
         source = resolve_hf_model(str(hf_weights))
         hf_config = source.config
+        head_labels, head_kind = hf_head_labels(hf_config), _hf_architecture(hf_config)
         if hf_config is not None:
             found = arch_from_hf_config(
                 hf_config, fam.hf_keys, fam.hf_model_type, overrides, None, str(hf_weights)
@@ -141,11 +155,32 @@ def build_trunk(
         source_name = init_from or hf_weights
         state = _grow_embedding(fam, net, state, key, source_name)
         head.update(_load(fam, net, state, key, source_name))
-    return Trunk(net, head, hf_config, init_from or hf_weights)
+    return Trunk(net, head, hf_config, init_from or hf_weights, key, head_labels, head_kind)
 
 
-def _checkpoint_source(fam: Family, path: str) -> tuple[dict, dict[str, Tensor], dict[str, Tensor]]:
-    """A vitrain checkpoint's architecture fields, trunk weights and other (head) weights."""
+def hf_head_labels(config: dict | None) -> list[str] | None:
+    """The label name of each row of a Hugging Face head (``config.json`` ``id2label``); None when
+    it has none or transformers' generic ``LABEL_0``, ``LABEL_1``, ... (names that say nothing)."""
+    id2label = (config or {}).get("id2label") or {}
+    try:
+        names = [str(id2label[k]) for k in sorted(id2label, key=int)]
+    except (TypeError, ValueError):
+        return None
+    if not names or names == [f"LABEL_{i}" for i in range(len(names))]:
+        return None
+    return names
+
+
+def _hf_architecture(config: dict | None) -> str | None:
+    architectures = (config or {}).get("architectures") or []
+    return str(architectures[0]) if architectures else None
+
+
+def _checkpoint_source(
+    fam: Family, path: str
+) -> tuple[dict, dict[str, Tensor], dict[str, Tensor], tuple[list[str] | None, str | None]]:
+    """A vitrain checkpoint's architecture fields, trunk weights, other (head) weights, and its
+    head's label names (``class_names``) and kind (the network factory's name)."""
     key = "model.net.init_from"
     checkpoint = load_checkpoint(path, key=key)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
@@ -169,7 +204,9 @@ def _checkpoint_source(fam: Family, path: str) -> tuple[dict, dict[str, Tensor],
     variant = net_cfg.get("name")
     if variant in fam.variants:
         found = {**{k: v for k, v in fam.variants[variant].items() if k in fam.shape_keys}, **found}
-    return found, state, head
+    labels = [str(name) for name in meta.get("class_names") or []] or None
+    kind = str(net_cfg.get("_target_", "")).rsplit(".", 1)[-1] or None
+    return found, state, head, (labels, kind)
 
 
 def _merge(arch: dict, found: dict, overrides: dict, key: str, source: str) -> dict:
@@ -206,17 +243,22 @@ def _grow_embedding(fam: Family, net: nn.Module, state: dict, key: str, source: 
 def _load(fam: Family, net: nn.Module, state: dict, key: str, source: str) -> dict[str, Tensor]:
     """Load the trunk tensors of ``state`` into ``net`` (every one present with its shape, except
     ``fam.fresh_ok``); returns the tensors that are neither trunk nor a dropped LM head."""
+    tied = ("lm_head.weight",) if isinstance(net, gpt.GPT) else ()  # GPT's output layer is wte
+    state = {k: v for k, v in state.items() if k not in tied}
     own = net.state_dict()
-    if isinstance(net, gpt.GPT):
-        own.pop("lm_head.weight", None)  # tied to wte
-        state = {k: v for k, v in state.items() if k != "lm_head.weight"}
-    trunk = {k: v for k, v in state.items() if k in own}
-    check_state_fits(own, trunk, key, source, new_ok=fam.fresh_ok, extra_ok=True)
+    fit = load_fitting(
+        net,
+        {k: v for k, v in state.items() if k in own},
+        ignore=tied,
+        source=f"{key}={str(source)!r}",
+        network=f"the {fam.title} trunk of model.net ({describe_config(net.config)})",
+        fix=HF_MISFIT_FIX,
+        may_miss=fam.fresh_ok,
+    )
     rest = {k: v for k, v in state.items() if k not in own}
     dropped = sorted(k for k in rest if k.startswith(fam.dropped))
     head = {k: v for k, v in rest.items() if not k.startswith(fam.dropped)}
-    net.load_state_dict(trunk, strict=False)
-    fresh = sorted(set(own) - set(trunk))
+    fresh = fit.missing
     log.info(
         "%s=%s loaded into the %s trunk%s%s", key, source, fam.title,
         f"; language-model head dropped: {shorten_keys(dropped)}" if dropped else "",
@@ -227,24 +269,95 @@ def _load(fam: Family, net: nn.Module, state: dict, key: str, source: str) -> di
 
 @torch.no_grad()
 def load_head(
-    head: nn.Linear, tensors: dict[str, Tensor], prefixes: tuple[str, ...], source: str | None
+    head: nn.Linear,
+    trunk: Trunk,
+    prefixes: tuple[str, ...],
+    kinds: tuple[str, ...],
+    label_names: Sequence[str] | None,
 ) -> bool:
-    """Load a source's head (``<prefix>weight`` / ``<prefix>bias`` of the first prefix present) into
-    ``head`` when the shapes fit; returns whether it did (else the head stays fresh, logged)."""
+    """Load the source's head (``<prefix>weight`` / ``<prefix>bias`` of the first prefix present)
+    into ``head`` when it is a head of one of ``kinds`` (Hugging Face architectures, vitrain
+    factories; an unknown kind is accepted) and its shape fits, its rows matched to
+    ``label_names`` (the data's labels in label-index order) by :func:`head_rows`. Returns whether
+    it did (else the head stays fresh, logged)."""
+    where = f"{trunk.key}={trunk.source}"
     for prefix in prefixes:
-        weight = tensors.get(f"{prefix}weight")
+        weight = trunk.head.get(f"{prefix}weight")
         if weight is None:
             continue
-        bias = tensors.get(f"{prefix}bias")
+        if trunk.head_kind is not None and trunk.head_kind not in kinds:
+            log.info(
+                "%s holds a %s head, not a %s one: the head starts fresh",
+                where,
+                trunk.head_kind,
+                " / ".join(kinds),
+            )
+            return False
+        bias = trunk.head.get(f"{prefix}bias")
         if weight.shape != head.weight.shape or (head.bias is not None) != (bias is not None):
             log.warning(
                 "%s: its head %s%s has shape %s, this network's %s: the head starts fresh",
-                source, prefix, "weight", tuple(weight.shape), tuple(head.weight.shape),
+                where, prefix, "weight", tuple(weight.shape), tuple(head.weight.shape),
             )  # fmt: skip
             return False
-        head.weight.copy_(weight)
+        rows = head_rows(trunk.head_labels, label_names, weight.shape[0], where)
+        head.weight.copy_(weight[rows])
         if bias is not None:
-            head.bias.copy_(bias)
-        log.info("%s: head loaded from %s*", source, prefix)
+            head.bias.copy_(bias[rows])
+        log.info("%s: head loaded from %s*", where, prefix)
         return True
     return False
+
+
+def head_rows(names: list[str] | None, wanted: Sequence[str] | None, rows: int, where: str) -> list[int]:
+    """The row of a source head (whose rows are labelled ``names``; None: unnamed) for each of the
+    data's labels ``wanted`` (label-index order; None: unknown): the same names in any order (exact,
+    else ignoring case, as transformers' ``run_glue.py`` compares them); other names are a
+    :class:`UserError` naming both lists; unnamed rows, or a single output (regression), keep
+    their order."""
+    order = list(range(rows))
+    if rows == 1:
+        return order
+    if names is None or len(names) != rows:
+        log.info(
+            "%s: the head's rows have no label names (id2label LABEL_0, LABEL_1, ...): assumed to be the data's "
+            "labels in order (%s)", where, ", ".join(wanted) if wanted else "names unknown",
+        )  # fmt: skip
+        return order
+    if wanted is None:
+        log.info("%s: the head's labels are %s; the data's are unknown: order kept", where, ", ".join(names))
+        return order
+    wanted = [str(name) for name in wanted]
+    index = {name: row for row, name in enumerate(names)}
+    if set(wanted) != set(index):
+        index = {name.casefold(): row for row, name in enumerate(names)}
+        wanted_folded = [name.casefold() for name in wanted]
+        if len(index) != rows or set(wanted_folded) != set(index):
+            raise UserError(
+                f"{where}: its head predicts the labels {', '.join(names)} (in row order) but the data's "
+                f"labels are {', '.join(wanted)}: a head is reused only for the same labels, matched by name. "
+                "Start from weights without this head, or name the head's label for each of the data's "
+                f"labels, in the data's order: model.net.label_names=[{','.join(names)}] if the head's rows are "
+                "already in the data's order."
+            )
+        wanted = wanted_folded
+    matched = [index[name] for name in wanted]
+    if matched != order:
+        log.info(
+            "%s: the head's rows reordered by label name to the data's order (%s)", where, ", ".join(wanted)
+        )
+    return matched
+
+
+def check_label_names(label_names: Sequence[str] | None, num_labels: int) -> list[str] | None:
+    """``model.net.label_names`` as a list; one name per label (regression: ignored)."""
+    if label_names is None or num_labels == 1:
+        return None
+    names = [str(name) for name in label_names]
+    if len(names) != num_labels:
+        raise UserError(
+            f"model.net.num_labels={num_labels} but model.net.label_names (null: the data's labels) has {len(names)}: "
+            f"{', '.join(names[:12])}{' ...' if len(names) > 12 else ''}. Leave model.net.num_labels at its default "
+            "(the data's label count), or give one name per label."
+        )
+    return names

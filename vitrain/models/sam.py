@@ -21,7 +21,7 @@ so that the official checkpoints load strictly (``image_encoder.*``, ``prompt_en
   a per-pixel dot product: low-resolution mask logits ``(N, M, 4h, 4w)``. Mask token 0 is the
   single-mask output, tokens 1..3 the multimask (ambiguity-aware) outputs.
 
-Variants of :func:`create_sam` (prompt width 256, decoder depth 2, 8 heads, MLP 2048; parameters at
+Variants (``SAM_VARIANTS``; prompt width 256, decoder depth 2, 8 heads, MLP 2048; parameters at
 1024 px, equal to the reference ``segment_anything.build_sam`` (tested when installed)):
 
 ==========  =====  =====  =====  ==============  ===========
@@ -42,15 +42,16 @@ Inputs of the network are images already resized on the long side to ``image_siz
 normalised with ``pixel_mean`` / ``pixel_std`` (0-255 scale, the reference's ImageNet values)
 and zero-padded bottom-right to ``image_size`` square; :meth:`SAM.preprocess` does the last two
 steps for raw images. Prompt coordinates are pixels of that resized frame.
+
+This module is the network alone. ``vitrain.models.sam_weights`` builds a variant
+(:func:`~vitrain.models.sam_weights.create_sam`, the ``model.net`` factory) and reads its weights:
+official and vitrain checkpoints, Hugging Face ``SamModel`` files, an MAE encoder.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import re
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -58,25 +59,7 @@ from timm.layers import DropPath
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as grad_checkpoint
 
-from vitrain.checkpoints import read_weights
-from vitrain.errors import UserError
-from vitrain.models.registry import variant_args
-from vitrain.models.sizes import check_image_size, patch_stages
-
-log = logging.getLogger(__name__)
-
-__all__ = [
-    "SAM",
-    "SAM_VARIANTS",
-    "SamConfig",
-    "create_sam",
-    "convert_hf_state_dict",
-    "load_sam_checkpoint",
-    "load_hf_weights",
-    "load_mae_encoder",
-    "PIXEL_MEAN",
-    "PIXEL_STD",
-]
+__all__ = ["SAM", "SAM_VARIANTS", "SamConfig", "PIXEL_MEAN", "PIXEL_STD"]
 
 # the reference normalisation (ImageNet mean / std on the 0-255 scale)
 PIXEL_MEAN = (123.675, 116.28, 103.53)
@@ -605,11 +588,6 @@ class SAM(nn.Module):
         """Side of the low-resolution mask logits (4x the embedding grid; 256 at 1024 px)."""
         return 4 * self.config.grid
 
-    @property
-    def blocks(self) -> nn.ModuleList:
-        """The image encoder's blocks (for layer-wise learning-rate decay)."""
-        return self.image_encoder.blocks
-
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
         """Parameters without weight decay besides biases and norms: the position tables."""
@@ -692,236 +670,3 @@ SAM_VARIANTS: dict[str, dict] = {
         decoder_num_heads=4, decoder_mlp_dim=256, iou_head_hidden_dim=64,
     ),
 }  # fmt: skip
-
-_ARCH_KEYS = tuple(SamConfig.__dataclass_fields__)
-
-
-def create_sam(
-    name: str,
-    image_size: int | None = None,
-    checkpoint: str | None = None,
-    hf_weights: str | None = None,
-    init_from: str | None = None,
-    require_init_from: bool = False,
-    **overrides,
-) -> SAM:
-    """Build the SAM variant ``name`` (see the module docstring for the table).
-
-    Args:
-        name: ``sam_vit_b``, ``sam_vit_l``, ``sam_vit_h`` or ``sam_tiny``.
-        image_size: input side (long side of the resized images); None: the variant's.
-        checkpoint: an official SAM checkpoint (``sam_vit_b_01ec64.pth``), loaded strictly.
-        hf_weights: a Hugging Face ``SamModel`` weight file (``model.safetensors``), converted.
-        init_from: an MAE pretraining checkpoint (vitrain ``.ckpt`` or the reference ``.pth``)
-            whose encoder initialises the image encoder (see :func:`load_mae_encoder`).
-        require_init_from: fail unless some weights are given (``init_from``, ``checkpoint`` or
-            ``hf_weights``): the paper's recipe starts from an MAE encoder, never from scratch.
-        **overrides: any :class:`SamConfig` field (``drop_path``, ``window_size``, ...).
-    """
-    given = [
-        k for k, v in (("checkpoint", checkpoint), ("hf_weights", hf_weights), ("init_from", init_from)) if v
-    ]
-    if require_init_from and not given:
-        raise UserError(
-            f"model.net.init_from is required by this recipe ({name} starts from an MAE-pretrained encoder, "
-            "as the SAM paper): set model.net.init_from=<MAE pretraining .ckpt or .pth>, or "
-            "model.net.checkpoint=<a SAM checkpoint>."
-        )
-    if len(given) > 1:
-        raise UserError(f"model.net: {' and '.join(given)} are both set; give only one source of weights.")
-    arch = variant_args("SAM", name, SAM_VARIANTS, _ARCH_KEYS, overrides)
-    if image_size is not None:
-        arch["image_size"] = image_size
-    arch["encoder_global_attn_indexes"] = tuple(arch["encoder_global_attn_indexes"])
-    for key in ("pixel_mean", "pixel_std"):
-        if key in arch:
-            arch[key] = tuple(arch[key])
-    cfg = SamConfig(**arch)
-    check_image_size(
-        cfg.image_size, patch_stages(cfg.patch_size), f"the patch size {cfg.patch_size} of {name}"
-    )
-    if cfg.encoder_embed_dim % cfg.encoder_num_heads or cfg.prompt_embed_dim % (2 * cfg.decoder_num_heads):
-        raise UserError(f"model.net: widths of {name} must be divisible by their head counts.")
-    net = SAM(cfg)
-    net.variant = name
-    if checkpoint:
-        load_sam_checkpoint(net, checkpoint)
-    if hf_weights:
-        load_hf_weights(net, hf_weights)
-    if init_from:
-        load_mae_encoder(net, init_from)
-    return net
-
-
-def config_dict(net: SAM) -> dict:
-    return asdict(net.config)
-
-
-# --------------------------------------------------------------------------------- weights
-def describe_state(state: dict[str, Tensor]) -> str:
-    """The variant a SAM state dict belongs to (by its encoder width and depth), in words."""
-    proj = state.get("image_encoder.patch_embed.proj.weight")
-    if proj is None:
-        return "not a SAM network (no image_encoder.patch_embed.proj.weight)"
-    depth = len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")})
-    width = proj.shape[0]
-    for name, arch in SAM_VARIANTS.items():
-        if arch["encoder_embed_dim"] == width and arch["encoder_depth"] == depth:
-            return f"{name} (encoder width {width}, depth {depth})"
-    return f"a SAM with encoder width {width}, depth {depth}"
-
-
-def load_strict(net: SAM, state: dict[str, Tensor], path: str | Path, key: str) -> None:
-    """Load ``state`` into ``net``, every key and shape equal; a mismatch names both variants."""
-    own = net.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        variant = getattr(net, "variant", "the configured network")
-        detail = f"missing {missing[:3]}, unexpected {unexpected[:3]}, shape mismatch " + (
-            ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:3]) or "none"
-        )
-        raise UserError(
-            f"{key}={str(path)!r} holds {describe_state(state)} but model.net.name={variant} "
-            f"({describe_state(own)}) with image_size={net.image_size} ({detail}): set model.net.name "
-            "and model.net.image_size to those of the file."
-        )
-    net.load_state_dict(state)
-
-
-def load_sam_checkpoint(net: SAM, path: str | Path, key: str = "model.net.checkpoint") -> None:
-    """Load an official SAM checkpoint (``sam_vit_b_01ec64.pth``, read with ``weights_only``)
-    or a vitrain SAM checkpoint strictly into ``net``."""
-    load_strict(net, read_weights(path, key), path, key)
-    log.info("Loaded the SAM weights of %s (%s)", path, key)
-
-
-# Hugging Face ``SamModel`` names -> the reference's (first match wins)
-_HF_RENAMES = [
-    (r"^vision_encoder\.patch_embed\.projection\.", "image_encoder.patch_embed.proj."),
-    (r"^vision_encoder\.layers\.(\d+)\.layer_norm(\d)\.", r"image_encoder.blocks.\1.norm\2."),
-    (r"^vision_encoder\.layers\.", "image_encoder.blocks."),
-    (r"^vision_encoder\.neck\.conv1\.", "image_encoder.neck.0."),
-    (r"^vision_encoder\.neck\.layer_norm1\.", "image_encoder.neck.1."),
-    (r"^vision_encoder\.neck\.conv2\.", "image_encoder.neck.2."),
-    (r"^vision_encoder\.neck\.layer_norm2\.", "image_encoder.neck.3."),
-    (r"^vision_encoder\.", "image_encoder."),
-    (
-        r"^shared_image_embedding\.positional_embedding$",
-        "prompt_encoder.pe_layer.positional_encoding_gaussian_matrix",
-    ),
-    (r"^prompt_encoder\.mask_embed\.conv1\.", "prompt_encoder.mask_downscaling.0."),
-    (r"^prompt_encoder\.mask_embed\.layer_norm1\.", "prompt_encoder.mask_downscaling.1."),
-    (r"^prompt_encoder\.mask_embed\.conv2\.", "prompt_encoder.mask_downscaling.3."),
-    (r"^prompt_encoder\.mask_embed\.layer_norm2\.", "prompt_encoder.mask_downscaling.4."),
-    (r"^prompt_encoder\.mask_embed\.conv3\.", "prompt_encoder.mask_downscaling.6."),
-    (r"^prompt_encoder\.point_embed\.", "prompt_encoder.point_embeddings."),
-    (r"^(mask_decoder\.transformer\.layers\.\d+)\.layer_norm(\d)\.", r"\1.norm\2."),
-    (r"^mask_decoder\.transformer\.layer_norm_final_attn\.", "mask_decoder.transformer.norm_final_attn."),
-    (r"^mask_decoder\.upscale_conv1\.", "mask_decoder.output_upscaling.0."),
-    (r"^mask_decoder\.upscale_layer_norm\.", "mask_decoder.output_upscaling.1."),
-    (r"^mask_decoder\.upscale_conv2\.", "mask_decoder.output_upscaling.3."),
-]
-_HF_MLP = re.compile(
-    r"^(mask_decoder\.(?:output_hypernetworks_mlps\.\d+|iou_prediction_head))\.(proj_in|layers\.(\d+)|proj_out)\."
-)
-
-
-def convert_hf_state_dict(hf_state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """A Hugging Face ``SamModel`` state dict in the reference layout (``image_encoder.*``,
-    ``prompt_encoder.*``, ``mask_decoder.*``).
-
-    The prompt encoder's copy of the tied Fourier matrix is dropped (the model-level one is
-    kept); the feed-forward heads' ``proj_in`` / ``layers.i`` / ``proj_out`` become ``layers.0``
-    / ``layers.{i+1}`` / ``layers.{last}``. Unknown names pass through unchanged (and then fail
-    the strict load, naming them).
-    """
-    hf_state = {k.removeprefix("sam."): v for k, v in hf_state.items()}
-    mlp_depth: dict[str, int] = {}
-    for name in hf_state:
-        m = _HF_MLP.match(name)
-        if m and m.group(3) is not None:
-            mlp_depth[m.group(1)] = max(mlp_depth.get(m.group(1), 0), int(m.group(3)) + 1)
-    out = {}
-    for name, tensor in hf_state.items():
-        if name == "prompt_encoder.shared_embedding.positional_embedding":
-            continue
-        m = _HF_MLP.match(name)
-        if m:
-            prefix, part = m.group(1), m.group(2)
-            last = mlp_depth.get(prefix, 0) + 1
-            index = 0 if part == "proj_in" else last if part == "proj_out" else int(m.group(3)) + 1
-            out[f"{prefix}.layers.{index}.{name[m.end() :]}"] = tensor
-            continue
-        new = name
-        for pattern, repl in _HF_RENAMES:
-            new, hits = re.subn(pattern, repl, name)
-            if hits:
-                break
-        out[new] = tensor
-    return out
-
-
-def load_hf_weights(net: SAM, path: str | Path, key: str = "model.net.hf_weights") -> None:
-    """Load a Hugging Face ``SamModel`` weight file (``facebook/sam-vit-base``'s
-    ``model.safetensors``) into ``net`` through :func:`convert_hf_state_dict`, strictly."""
-    load_strict(net, convert_hf_state_dict(read_weights(path, key)), path, key)
-    log.info("Loaded the Hugging Face SAM weights of %s (%s)", path, key)
-
-
-def load_mae_encoder(net: SAM, path: str | Path, key: str = "model.net.init_from") -> list[str]:
-    """Initialise ``net``'s image encoder from an MAE pretraining checkpoint (the paper's start).
-
-    The MAE encoder (timm layout: ``patch_embed``, ``pos_embed`` with a class position,
-    ``blocks.i.{norm1, attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}``) maps onto the image
-    encoder; its absolute position table drops the class position and is interpolated
-    (bicubic) to the SAM grid; the MAE decoder, mask and class tokens and final norm are
-    dropped. The relative-position tables, the neck, the prompt encoder and the mask decoder
-    keep their fresh initialisation. Returns the names of the image-encoder tensors left fresh.
-    """
-    state = read_weights(path, key)
-    encoder = net.image_encoder
-    own = encoder.state_dict()
-    if "patch_embed.proj.weight" not in state or "pos_embed" not in state:
-        raise UserError(
-            f"{key}={str(path)!r} is not an MAE / ViT checkpoint (no patch_embed.proj.weight, pos_embed)."
-        )
-    mapped: dict[str, Tensor] = {}
-    for name, tensor in state.items():
-        if not name.startswith(("patch_embed.", "blocks.")):
-            continue
-        mapped[name.replace(".mlp.fc1.", ".mlp.lin1.").replace(".mlp.fc2.", ".mlp.lin2.")] = tensor
-    pos = state["pos_embed"]  # (1, [1 +] g*g, D)
-    grid = encoder.pos_embed.shape[1]
-    tokens = pos.shape[1]
-    side = math.isqrt(tokens)
-    if side * side != tokens:
-        pos, side = pos[:, 1:], math.isqrt(tokens - 1)
-    if pos.shape[-1] != encoder.pos_embed.shape[-1]:
-        raise UserError(
-            f"{key}={str(path)!r}: its encoder is {pos.shape[-1]} wide but the SAM image encoder is "
-            f"{encoder.pos_embed.shape[-1]}: pick an MAE of the same width, depth and patch size."
-        )
-    pos = pos.reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
-    if side != grid:
-        pos = F.interpolate(pos, size=(grid, grid), mode="bicubic", align_corners=False)
-    mapped["pos_embed"] = pos.permute(0, 2, 3, 1).to(encoder.pos_embed.dtype)
-    extra = sorted(set(mapped) - set(own))
-    wrong = sorted(k for k in set(mapped) & set(own) if mapped[k].shape != own[k].shape)
-    if extra or wrong:
-        detail = extra[:3] + [f"{k} {tuple(mapped[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:3]]
-        raise UserError(
-            f"{key}={str(path)!r} does not fit the SAM image encoder ({', '.join(detail)}): the MAE "
-            "must have the image encoder's width, depth and patch size."
-        )
-    result = encoder.load_state_dict(mapped, strict=False)
-    fresh = sorted(result.missing_keys)
-    unexpected_fresh = [
-        k for k in fresh if not k.startswith("neck.") and not k.endswith(("rel_pos_h", "rel_pos_w"))
-    ]
-    if unexpected_fresh:
-        raise UserError(
-            f"{key}={str(path)!r} lacks encoder weights {unexpected_fresh[:4]}: is it an MAE of this size?"
-        )
-    log.info("Initialised the SAM image encoder from %s (%s); fresh: neck, relative positions", path, key)
-    return fresh

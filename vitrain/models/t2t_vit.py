@@ -50,7 +50,7 @@ from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from vitrain.checkpoints import read_weights, shorten_keys
+from vitrain.checkpoints import load_fitting, read_weights
 from vitrain.errors import UserError
 from vitrain.models.registry import variant_args
 from vitrain.models.sizes import check_image_size
@@ -501,25 +501,12 @@ def load_t2t_state_file(net: T2TViT, path: str | Path) -> None:
     The file is read by ``checkpoints.read_weights``: a timm-style state dict (wrappers and a
     ``module.`` prefix unwrapped) or a vitrain ``.ckpt``.
     """
-    state = read_weights(path)
-    state = {k: v for k, v in state.items() if k != "pos_embed"}
-    own = {k: v for k, v in net.state_dict().items() if k != "pos_embed"}
-    missing = sorted(own.keys() - state.keys())
-    unexpected = sorted(state.keys() - own.keys())
-    mismatched = sorted(
-        f"{k}: file {tuple(state[k].shape)} vs network {tuple(own[k].shape)}"
-        for k in own.keys() & state.keys()
-        if tuple(state[k].shape) != tuple(own[k].shape)
+    load_fitting(
+        net,
+        read_weights(path),
+        ignore=("pos_embed",),  # everything but the regenerated pos_embed
+        source=f"model.net.pretrained_file={str(path)!r}",
+        network=f"the configured {type(net).__name__} ({net.embed_dim} wide, {len(net.blocks)} blocks)",
+        fix="Check model.net.name, its size overrides, num_classes and in_chans.",
     )
-    problems = [
-        f"{label}: {shorten_keys(keys)}"
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("other shape", mismatched))
-        if keys
-    ]
-    if problems:
-        raise UserError(
-            f"model.net.pretrained_file={str(path)!r} does not fit the configured network (check "
-            "model.net.name, its size overrides, num_classes and in_chans): " + "; ".join(problems)
-        )
-    net.load_state_dict(state, strict=False)  # everything but the regenerated pos_embed
     log.info("Loaded %s", path)

@@ -10,17 +10,21 @@ other sub-words carry the label -100).
 The encoder comes from :func:`vitrain.models.pretrained_lm.build_trunk` (``init_from``: a vitrain
 BERT checkpoint, its masked-LM head dropped; ``hf_weights``: Hugging Face weights; or fresh). A
 source that carries a token-classification head of the right shape (a Hugging Face
-``BertForTokenClassification`` folder, a vitrain tagger checkpoint) also gives the head.
+``BertForTokenClassification`` folder, a vitrain tagger checkpoint) also gives the head, its rows
+matched to the data's tags by name (:func:`vitrain.models.pretrained_lm.load_head`).
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-from vitrain.errors import UserError
-from vitrain.models.pretrained_lm import build_trunk, load_head
+from vitrain.errors import require_int
+from vitrain.models.pretrained_lm import build_trunk, check_label_names, load_head
 
 __all__ = ["BertTagger", "create_bert_tagger"]
+
+# the heads a tagger reuses: Hugging Face architectures and vitrain factories
+TAGGER_HEADS = ("BertForTokenClassification", "create_bert_tagger")
 
 
 class BertTagger(nn.Module):
@@ -65,6 +69,7 @@ def create_bert_tagger(
     init_from: str | None = None,
     hf_weights: str | None = None,
     classifier_dropout: float | None = None,
+    label_names: list[str] | None = None,
     **overrides,
 ) -> BertTagger:
     """A BERT token classifier (the ``bert_*_tagging`` models).
@@ -79,10 +84,12 @@ def create_bert_tagger(
             ``BertForTokenClassification`` head of the right shape is loaded too.
         classifier_dropout: dropout before the classifier (None: the encoder's ``dropout``, as
             transformers' ``classifier_dropout=None``).
+        label_names: the tag of each label index (``conf/model``: the data's); a source head's
+            rows are matched to them by name.
         **overrides: :class:`vitrain.models.bert.BertConfig` fields (``dropout``, ``n_layer``, ...).
     """
-    if not isinstance(num_labels, int) or num_labels < 1:
-        raise UserError(f"model.net.num_labels={num_labels}: must be a positive integer (the tag count).")
+    require_int("model.net.num_labels", num_labels, hint="the tag count")
+    label_names = check_label_names(label_names, num_labels)
     trunk = build_trunk(
         "bert",
         name,
@@ -94,5 +101,5 @@ def create_bert_tagger(
     )
     dropout = trunk.net.config.dropout if classifier_dropout is None else classifier_dropout
     net = BertTagger(trunk.net, num_labels, dropout)
-    load_head(net.classifier, trunk.head, ("classifier.",), trunk.source)
+    load_head(net.classifier, trunk, ("classifier.",), TAGGER_HEADS, label_names)
     return net

@@ -13,7 +13,8 @@
 :func:`vitrain.models.pretrained_lm.build_trunk` (``init_from`` / ``hf_weights`` / fresh); a source
 that carries a classification head of the right shape (a Hugging Face
 ``BertForSequenceClassification`` / ``GPT2ForSequenceClassification`` folder, a vitrain
-classifier checkpoint) also gives the head.
+classifier checkpoint) also gives the head, its rows matched to the data's labels by name
+(:func:`vitrain.models.pretrained_lm.load_head`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from vitrain.errors import UserError
-from vitrain.models.pretrained_lm import build_trunk, load_head
+from vitrain.errors import require_int
+from vitrain.models.pretrained_lm import build_trunk, check_label_names, load_head
 
 __all__ = ["BertClassifier", "GPTClassifier", "create_bert_classifier", "create_gpt_classifier", "last_token"]
+
+# the heads a classifier reuses: Hugging Face architectures and vitrain factories
+BERT_CLASSIFIER_HEADS = ("BertForSequenceClassification", "create_bert_classifier")
+GPT_CLASSIFIER_HEADS = ("GPT2ForSequenceClassification", "create_gpt_classifier")
 
 
 def last_token(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
@@ -120,8 +125,7 @@ class GPTClassifier(nn.Module):
 
 
 def _check_labels(num_labels) -> None:
-    if not isinstance(num_labels, int) or num_labels < 1:
-        raise UserError(f"model.net.num_labels={num_labels}: must be a positive integer (1: regression).")
+    require_int("model.net.num_labels", num_labels, hint="1: regression")
 
 
 def create_bert_classifier(
@@ -131,6 +135,7 @@ def create_bert_classifier(
     init_from: str | None = None,
     hf_weights: str | None = None,
     classifier_dropout: float | None = None,
+    label_names: list[str] | None = None,
     **overrides,
 ) -> BertClassifier:
     """A BERT sequence classifier (the ``bert_*_cls`` models).
@@ -145,9 +150,12 @@ def create_bert_classifier(
             ``BertForSequenceClassification`` head of the right shape is loaded too.
         classifier_dropout: dropout before the classifier (None: the trunk's ``dropout``, as
             transformers' ``classifier_dropout=None``).
+        label_names: the name of each label index (``conf/model``: the data's); a source head's
+            rows are matched to them by name.
         **overrides: :class:`vitrain.models.bert.BertConfig` fields (``dropout``, ``n_layer``, ...).
     """
     _check_labels(num_labels)
+    label_names = check_label_names(label_names, num_labels)
     trunk = build_trunk(
         "bert",
         name,
@@ -159,7 +167,7 @@ def create_bert_classifier(
     )
     dropout = trunk.net.config.dropout if classifier_dropout is None else classifier_dropout
     net = BertClassifier(trunk.net, num_labels, dropout)
-    load_head(net.classifier, trunk.head, ("classifier.",), trunk.source)
+    load_head(net.classifier, trunk, ("classifier.",), BERT_CLASSIFIER_HEADS, label_names)
     return net
 
 
@@ -170,6 +178,7 @@ def create_gpt_classifier(
     init_from: str | None = None,
     hf_weights: str | None = None,
     classifier_dropout: float = 0.1,
+    label_names: list[str] | None = None,
     **overrides,
 ) -> GPTClassifier:
     """A GPT sequence classifier (the ``gpt*_cls`` models).
@@ -183,10 +192,13 @@ def create_gpt_classifier(
         hf_weights: Hugging Face GPT-2 weights (hub id, folder, file); a
             ``GPT2ForSequenceClassification`` ``score`` of the right shape is loaded too.
         classifier_dropout: dropout before the classifier (GPT-1 section 4.1: 0.1).
+        label_names: the name of each label index (``conf/model``: the data's); a source head's
+            rows are matched to them by name.
         **overrides: :class:`vitrain.models.gpt.GPTConfig` fields (``dropout``, ``n_layer``, ...).
     """
     _check_labels(num_labels)
+    label_names = check_label_names(label_names, num_labels)
     trunk = build_trunk("gpt", name, vocab_size, init_from, hf_weights, {}, overrides)
     net = GPTClassifier(trunk.net, num_labels, classifier_dropout)
-    load_head(net.classifier, trunk.head, ("score.", "classifier."), trunk.source)
+    load_head(net.classifier, trunk, ("score.", "classifier."), GPT_CLASSIFIER_HEADS, label_names)
     return net

@@ -24,7 +24,7 @@ from timm.layers import trunc_normal_
 from timm.models import adapt_input_conv
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
-from vitrain.checkpoints import read_weights, shorten_keys
+from vitrain.checkpoints import load_fitting, read_weights, shorten_keys
 from vitrain.errors import UserError
 from vitrain.hub import create_timm_model
 from vitrain.models.sizes import check_image_size, patch_stages
@@ -163,6 +163,16 @@ def adapt_patch_embedding(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
 MAE_DECODER_PREFIXES = ("decoder_", "mask_token")
 
 
+def describe_encoder(state: dict[str, torch.Tensor]) -> str:
+    """A ViT encoder's state dict (timm layout: ``patch_embed.proj``, ``blocks.<i>``) in words, for
+    messages: ``an encoder 768 wide, 12 blocks deep, patch 16``."""
+    proj = state.get("patch_embed.proj.weight")
+    if proj is None:
+        return "no ViT encoder (no patch_embed.proj.weight)"
+    depth = len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    return f"an encoder {proj.shape[0]} wide, {depth} blocks deep, patch {proj.shape[-1]}"
+
+
 def load_encoder(net: VisionTransformer, path: str | Path, key: str = "model.net.init_from") -> LoadReport:
     """Load a pretrained encoder (``init_from``: an MAE run's checkpoint or export, or a timm
     weight file) into the classifier ``net``, adapting it to ``net``.
@@ -181,7 +191,8 @@ def load_encoder(net: VisionTransformer, path: str | Path, key: str = "model.net
       the pooling and ``norm`` is an identity), as facebookresearch/mae ``models_vit.py``.
 
     Only ``head.*`` and ``fc_norm.*`` may be missing from the file; any other mismatch is a
-    :class:`UserError` naming ``key``. The new and the dropped keys are logged and returned.
+    :class:`UserError` naming ``key`` (``vitrain.checkpoints.check_fit``). The new and the
+    dropped keys are logged and returned.
     """
     state = read_weights(path, key)
     decoder = [k for k in state if k.startswith(MAE_DECODER_PREFIXES)]
@@ -191,36 +202,19 @@ def load_encoder(net: VisionTransformer, path: str | Path, key: str = "model.net
     conv = "patch_embed.proj.weight"
     if conv in state and conv in own and state[conv].shape[1] != own[conv].shape[1]:
         state[conv] = adapt_patch_embedding(state[conv], own[conv].shape[1])
-    dropped = [k for k, v in state.items() if k in own and v.shape != own[k].shape]
-    misfits = [k for k in dropped if not k.startswith("head")]
-    if misfits:
-        bad = [f"{k}: file {tuple(state[k].shape)} vs network {tuple(own[k].shape)}" for k in misfits]
-        raise UserError(
-            f"{key}={str(path)!r} does not fit the configured network (check model.net.name and "
-            f"its size overrides): " + shorten_keys(bad)
-        )
-    for k in dropped:
-        state.pop(k)
-    result = net.load_state_dict(state, strict=False)
     replaced_norm = isinstance(net.norm, torch.nn.Identity)
-    extra = [
-        k
-        for k in result.unexpected_keys
-        if not (k.startswith(("head.", "fc_norm.")) or (replaced_norm and k.startswith("norm.")))
-    ]
-    if extra:
-        raise UserError(
-            f"{key}={str(path)!r} has weights the configured network lacks ({shorten_keys(extra)}): "
-            "check model.net.name and its size overrides (depth, embed_dim, patch_size)."
-        )
-    dropped = sorted(dropped + list(result.unexpected_keys) + decoder)
-    report = LoadReport(str(path), sorted(result.missing_keys), dropped)
-    missing = [k for k in report.new_keys if not k.startswith(("head", "fc_norm"))]
-    if missing:
-        raise UserError(
-            f"{key}={str(path)!r} lacks weights for {shorten_keys(missing)}: is it a checkpoint of a "
-            "different architecture? Check model.net.name and its size overrides."
-        )
+    fit = load_fitting(
+        net,
+        state,
+        source=f"{key}={str(path)!r}",
+        holds=describe_encoder(state),
+        network=f"the configured network ({describe_encoder(own)})",
+        fix="Check model.net.name and its size overrides (depth, embed_dim, patch_size).",
+        may_miss=("head*", "fc_norm*"),
+        may_add=("head", "fc_norm", *(("norm",) if replaced_norm else ())),
+        may_resize=("head*",),
+    )
+    report = LoadReport(str(path), fit.fresh, sorted(fit.dropped + decoder))
     others = [k for k in report.dropped_keys if k not in decoder]
     dropped_text = ([f"the MAE decoder ({len(decoder)} tensors)"] if decoder else []) + others
     log.info(

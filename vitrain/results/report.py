@@ -40,6 +40,7 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
+from vitrain.errors import UserError
 from vitrain.results.sweep_table import _fmt, _is_number, find_job_dirs
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def scan_runs(dirs: list[Path]) -> tuple[list[Run], list[tuple[Path, str]]]:
     runs, left_out = [], []
     for root in dirs:
         if not Path(root).is_dir():
-            raise FileNotFoundError(f"{root}: no such directory. Pass sweep or run directories.")
+            raise UserError(f"{root}: no such directory. Pass sweep or run directories.")
         for job in find_job_dirs(root):
             run = read_run(job)
             if isinstance(run, str):
@@ -493,7 +494,7 @@ def write_report(dirs: list[Path], out: Path, title: str = "Report") -> Path:
     runs, left_out = scan_runs(dirs)
     if not runs:
         why = "; ".join(f"{p} ({reason})" for p, reason in left_out) or "no run directories"
-        raise ValueError(f"no completed training runs under {', '.join(map(str, dirs))}: {why}")
+        raise UserError(f"no completed training runs under {', '.join(map(str, dirs))}: {why}")
     groups, shared = group_runs(runs)
     out.mkdir(parents=True, exist_ok=True)
     plot(groups, out)

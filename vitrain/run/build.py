@@ -91,7 +91,7 @@ def data_before_task(cfg: DictConfig) -> L.LightningDataModule | None:
     DataModule to reuse, or None (nothing to take, or image data that is rebuilt later with
     the network's timm data config)."""
     data_cls = get_class(cfg.data._target_)
-    keys = getattr(data_cls, "model_size_keys", ())
+    keys = data_cls.model_size_keys
     if not any(key in cfg.model.net and cfg.model.net.get(key) is None for key in keys):
         return None
     datamodule = instantiate(cfg.data)
@@ -102,14 +102,14 @@ def data_before_task(cfg: DictConfig) -> L.LightningDataModule | None:
             if cfg.model.net.get(key) is None:
                 cfg.model.net[key] = value
     # image data is built again with the network's timm data config (build_datamodule)
-    return None if getattr(datamodule, "wants_net_data_config", False) else datamodule
+    return None if datamodule.wants_net_data_config else datamodule
 
 
 def build_datamodule(cfg: DictConfig, task: L.LightningModule) -> L.LightningDataModule:
     """Instantiate ``cfg.data``; image modules also get the network's timm data config."""
     data_cls = get_class(cfg.data._target_)
     extra = {}
-    if getattr(data_cls, "wants_net_data_config", False):
+    if data_cls.wants_net_data_config:
         extra["net_data_config"] = net_data_config(task.net)
     return instantiate(cfg.data, **extra)
 

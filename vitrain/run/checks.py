@@ -18,7 +18,8 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from vitrain.errors import UserError
+from vitrain.data.base import DataModule, check_loader_settings
+from vitrain.errors import Range, UserError, is_number, require_choice, require_in
 from vitrain.run.cli import CONF_DIR
 from vitrain.run.scale import world_size
 
@@ -31,8 +32,7 @@ def check_config(cfg: DictConfig, choices: Any) -> None:
     """The checks that need no network or data: pairing, mode, seed, run length, value ranges,
     precision, loader workers, CPU processes."""
     check_pairing(cfg, choices)
-    if cfg.mode not in MODES:
-        raise UserError(f"mode={cfg.mode}: choose one of {', '.join(MODES)}.")
+    require_choice("mode", cfg.mode, MODES)
     seed = cfg.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise UserError(f"seed={seed!r}: must be an integer (e.g. seed=42) or null (unseeded).")
@@ -49,7 +49,12 @@ def check_config(cfg: DictConfig, choices: Any) -> None:
 def check_pairing(cfg: DictConfig, choices: Any) -> None:
     """Fail before building anything when the model's task cannot use the chosen data."""
     task_cls, data_cls = get_class(cfg.model._target_), get_class(cfg.data._target_)
-    needs, has = getattr(task_cls, "data_kind", None), getattr(data_cls, "kind", None)
+    if not issubclass(data_cls, DataModule):
+        raise UserError(
+            f"data={choices.get('data')}: {cfg.data._target_} is not a vitrain DataModule: the data's "
+            "_target_ must be a subclass of vitrain.data.base.DataModule (see docs/development.md)."
+        )
+    needs, has = getattr(task_cls, "data_kind", None), data_cls.kind
     if needs != has:
         options = "|".join(data_options(needs)) or "<a data config of that kind>"
         raise UserError(
@@ -64,7 +69,7 @@ def data_options(kind: str) -> list[str]:
     options = []
     for path in sorted((CONF_DIR / "data").glob("*.yaml")):
         target = OmegaConf.load(path).get("_target_")
-        if target and getattr(get_class(target), "kind", None) == kind:
+        if target and get_class(target).kind == kind:
             options.append(path.stem)
     return options
 
@@ -84,25 +89,6 @@ def check_cpu_processes(trainer_cfg: DictConfig) -> None:
             "choose trainer.strategy explicitly (e.g. trainer.strategy=ddp) if you mean it."
         )
     log.warning("%d CPU processes on %d cores: they will compete for the cores.", processes, cores)
-
-
-class Range(typing.NamedTuple):
-    """An interval of valid values: ``[low, high)`` and its variants."""
-
-    low: float
-    high: float
-    low_closed: bool = True
-    high_closed: bool = False
-
-    def __contains__(self, value: float) -> bool:
-        above = value >= self.low if self.low_closed else value > self.low
-        below = value <= self.high if self.high_closed else value < self.high
-        return above and below
-
-    def __str__(self) -> str:
-        return (
-            f"{'[' if self.low_closed else '('}{self.low:g}, {self.high:g}{']' if self.high_closed else ')'}"
-        )
 
 
 RATE = Range(0, 1)  # a fraction dropped: 1 would drop everything
@@ -143,12 +129,8 @@ def rated_values(node: DictConfig, prefix: str) -> Iterator[tuple[str, str, floa
                 value = node[key]
             except Exception:  # noqa: BLE001  (an interpolation that does not resolve here)
                 continue
-            if _is_number(value):
+            if is_number(value):
                 yield f"{prefix}.{key}", str(key), value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def check_value_ranges(cfg: DictConfig) -> None:
@@ -159,15 +141,14 @@ def check_value_ranges(cfg: DictConfig) -> None:
             continue
         for key, leaf, value in rated_values(cfg[group], group):
             valid, what = VALUE_RANGES[leaf]
-            if value not in valid:
-                raise UserError(f"{key}={value}: {what} must be in {valid}; set {key} to a value in {valid}.")
+            require_in(key, value, valid, what, f"set {key} to a value in {valid}")
 
 
 def check_run_length(trainer: DictConfig) -> None:
     """Refuse a training run that would train nothing (and report untrained weights as a result)."""
     for key in ("max_epochs", "max_steps", "limit_train_batches"):
         value = trainer.get(key)
-        if _is_number(value) and value == 0:
+        if is_number(value) and value == 0:
             raise UserError(
                 f"trainer.{key}=0: the run would train nothing and report the untrained weights. "
                 f"Set trainer.{key} to a positive number (e.g. trainer.{key}=1), or use mode=eval or "
@@ -195,12 +176,6 @@ def check_precision(trainer: DictConfig) -> None:
 
 
 def check_loader_workers(data: DictConfig) -> None:
-    """``data.num_workers`` is a count of loader processes: 0 (load in the main process) or more."""
-    workers = data.get("num_workers")
-    if workers is None:
-        return
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise UserError(
-            f"data.num_workers={workers}: the number of loader processes must be 0 (load in the "
-            "main process) or a positive integer; set data.num_workers=0 or e.g. data.num_workers=4."
-        )
+    """``data.batch_size`` and ``data.num_workers`` as every DataModule checks them
+    (``vitrain.data.base.check_loader_settings``), before anything is built."""
+    check_loader_settings(data.get("batch_size"), data.get("num_workers"))

@@ -17,6 +17,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
+from vitrain.data.base import DataModule
 from vitrain.errors import UserError
 from vitrain.run.build import find_callback
 from vitrain.run.summary import write_summary
@@ -29,7 +30,7 @@ TEST_OPTIONS = (
 )
 
 
-def setup_data_early(datamodule: L.LightningDataModule) -> None:
+def setup_data_early(datamodule: DataModule) -> None:
     """Run ``datamodule.setup("fit")`` now (Lightning's own call is then a no-op).
 
     Lightning creates the loggers' experiments (a W&B run) before it sets the data up; reading
@@ -38,11 +39,13 @@ def setup_data_early(datamodule: L.LightningDataModule) -> None:
     streaming datasets take the rank and world size when created, so they must be created after
     the process group exists (their shard index is read, and checked, when they are built).
     """
-    if getattr(datamodule, "early_setup", True):
+    if datamodule.early_setup:
         datamodule.setup("fit")
 
 
-def test_after_fit(cfg: DictConfig, trainer: L.Trainer, task: L.LightningModule, datamodule) -> dict | None:
+def test_after_fit(
+    cfg: DictConfig, trainer: L.Trainer, task: L.LightningModule, datamodule: DataModule
+) -> dict | None:
     """Evaluate the best checkpoint of the finished fit on the test split.
 
     Returns ``{"checkpoint": path, "test/...": value, ...}`` for ``summary.json``, or None when
@@ -51,7 +54,7 @@ def test_after_fit(cfg: DictConfig, trainer: L.Trainer, task: L.LightningModule,
     """
     if not cfg.get("test_after_fit", True):
         return None
-    if not getattr(datamodule, "has_test_split", False):
+    if not datamodule.has_test_split:
         log.info("No test split in data=%s: skipping the test evaluation.", type(datamodule).__name__)
         return None
     ckpt = find_callback(trainer, ModelCheckpoint)
@@ -66,14 +69,19 @@ def test_after_fit(cfg: DictConfig, trainer: L.Trainer, task: L.LightningModule,
 
 
 def evaluate_checkpoint(
-    trainer: L.Trainer, task: L.LightningModule, datamodule, mode: str, ckpt_path: str, run_dir: Path
+    trainer: L.Trainer,
+    task: L.LightningModule,
+    datamodule: DataModule,
+    mode: str,
+    ckpt_path: str,
+    run_dir: Path,
 ) -> float | None:
     """``mode=eval`` (the validation split) or ``mode=test`` (the held-out test split) of the
     already loaded ``task``: write ``{"mode": mode, "checkpoint": ..., "metrics": {...}}`` to
     ``run_dir/summary.json`` and return the value of the task's monitored metric on that split."""
     if mode == "test":
         datamodule.setup("test")
-        if not getattr(datamodule, "has_test_split", False):
+        if not datamodule.has_test_split:
             raise UserError(
                 f"mode=test: data {type(datamodule).__name__} has no test split. Give one: {TEST_OPTIONS}; "
                 "or use mode=eval to validate."

@@ -4,7 +4,6 @@ writes the run directory's ``summary.json``."""
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 from typing import Any
@@ -62,18 +61,10 @@ def predict(trainer, task, datamodule, classes: list[str], run_dir: Path) -> tup
     """Write the task's predictions of the data's predict split (images: the files under
     ``data.predict_dir``); returns the files written and the number of predictions.
 
-    Default: ``run_dir/predictions.csv`` with the task's :meth:`predict_rows`; a DataModule with
-    ``write_predictions(header, rows, run_dir)`` writes its own files (GLUE's submission files)."""
+    The task's :meth:`predict_rows` written by the DataModule's ``write_predictions`` (default:
+    ``run_dir/predictions.csv``; GLUE writes its submission files)."""
     batches = trainer.predict(task, datamodule=datamodule)
     header, rows = task.predict_rows(batches, getattr(datamodule.predict_set, "files", None), classes)
-    writer = getattr(datamodule, "write_predictions", None)
-    if writer is not None:
-        paths = writer(header, rows, run_dir)
-    else:
-        paths = [run_dir / "predictions.csv"]
-        with open(paths[0], "w", newline="") as f:
-            csv_writer = csv.writer(f)
-            csv_writer.writerow(header)
-            csv_writer.writerows(rows)
+    paths = datamodule.write_predictions(header, rows, run_dir)
     log.info("Wrote %d predictions to %s", len(rows), ", ".join(str(p) for p in paths))
     return paths, len(rows)

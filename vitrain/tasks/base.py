@@ -106,6 +106,7 @@ class Task(HeldOutTest, L.LightningModule):
         layer_decay: float | None = None,
     ) -> None:
         super().__init__()
+        optim.check_layer_decay(layer_decay)
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from vitrain.data.tokenizer import check_checkpoint_tokenizer
-from vitrain.errors import UserError
+from vitrain.errors import FRACTION, UserError, require_in
 from vitrain.seeding import derive_seed
 from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
 
@@ -200,8 +200,7 @@ class MaskedLMTask(_LanguageTask):
         nsp_weight: float = 1.0,
     ) -> None:
         super().__init__(net, optimizer, scheduler)
-        if not 0 < mask_prob < 1:
-            raise UserError(f"model.mask_prob={mask_prob}: must be between 0 and 1 (BERT: 0.15).")
+        require_in("model.mask_prob", mask_prob, FRACTION, "the fraction of tokens masked", "BERT: 0.15")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.mask_prob, self.mask_seed, self.nsp_weight = mask_prob, mask_seed, nsp_weight
         self.val_acc = MeanMetric()

@@ -9,10 +9,15 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from vitrain.errors import UserError
+from vitrain.errors import UserError, require_choice
+
+LayerMap = tuple[Callable[[str], int], int]
+"""``(layer of a parameter name, num_layers)`` for layer decay (see :func:`layer_map`)."""
 
 
-def param_groups(net: nn.Module, layer_decay: float | None = None, decay_1d: bool = False) -> list[dict]:
+def param_groups(
+    net: nn.Module, layer_decay: float | None = None, decay_1d: bool = False, layers: LayerMap | None = None
+) -> list[dict]:
     """Split ``net``'s trainable parameters into decayed and non-decayed groups.
 
     No weight decay on biases and norm weights (every parameter with fewer than 2 dims; with
@@ -24,18 +29,16 @@ def param_groups(net: nn.Module, layer_decay: float | None = None, decay_1d: boo
     Without ``layer_decay``: ``[decay, no_decay]``. With ``layer_decay`` (layer-wise learning-rate
     decay, BEiT / MAE fine-tuning) every layer gets its own pair of groups (empty ones are left
     out), in layer order, each with ``lr_scale = layer_decay ** (num_layers + 1 - layer_id)``
-    (see :func:`layer_map`) and a ``name`` (``layer<id>`` / ``layer<id>_no_decay``, shown by the
-    learning-rate monitor). torch optimizers ignore ``lr_scale``: :func:`build_optimizer` applies
-    it to each group's ``lr`` before a schedule is attached.
+    and a ``name`` (``layer<id>`` / ``layer<id>_no_decay``, shown by the learning-rate monitor).
+    The layers are numbered by ``layers`` (a task's own numbering, e.g. SAM's image encoder),
+    by default by :func:`layer_map`. torch optimizers ignore ``lr_scale``: :func:`build_optimizer`
+    applies it to each group's ``lr`` before a schedule is attached.
     """
     skip = set(net.no_weight_decay()) if hasattr(net, "no_weight_decay") else set()
     num_layers = 0
     if layer_decay is not None:
-        if not 0 < layer_decay <= 1:
-            raise UserError(
-                f"model.layer_decay={layer_decay}: must be in (0, 1] (0.65-0.75 for ViT-B/L), or null."
-            )
-        layer_of, num_layers = layer_map(net)
+        check_layer_decay(layer_decay)
+        layer_of, num_layers = layers or layer_map(net)
     groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
     for name, param in net.named_parameters():
         if not param.requires_grad:
@@ -61,7 +64,16 @@ def param_groups(net: nn.Module, layer_decay: float | None = None, decay_1d: boo
     return out
 
 
-def layer_map(net: nn.Module) -> tuple[Callable[[str], int], int]:
+def check_layer_decay(layer_decay: float | None) -> None:
+    """``model.layer_decay`` is null or in (0, 1]."""
+    if layer_decay is not None and not 0 < layer_decay <= 1:
+        raise UserError(
+            f"model.layer_decay={layer_decay}: must be in (0, 1] (0.65-0.75 for ViT-B/L fine-tuning, "
+            "0.8 for SAM), or null."
+        )
+
+
+def layer_map(net: nn.Module) -> LayerMap:
     """``(layer of a parameter name, num_layers)`` for layer decay: ids run from 0 (embeddings)
     to ``num_layers + 1`` (the head, at the full learning rate).
 
@@ -232,8 +244,7 @@ def warmup_decay(
     """What :func:`warmup_cosine`, :func:`warmup_linear` and :func:`constant` share: a linear
     warm-up (clipped to leave at least one step after it), then ``decay`` (``cosine``, ``linear``
     or ``none``) to ``min_lr_ratio`` of the peak at ``decay_epochs`` (None: ``total_steps``)."""
-    if decay not in DECAYS:
-        raise UserError(f"scheduler.decay={decay!r}: choose one of {', '.join(DECAYS)}.")
+    require_choice("scheduler.decay", decay, DECAYS)
     end = total_steps if decay_epochs is None else to_steps(decay_epochs, steps_per_epoch)
     warmup = min(to_steps(warmup_epochs, steps_per_epoch), max(end - 1, 0))
     return LambdaLR(optimizer, lr_factor(end, warmup, min_lr_ratio, decay))

@@ -48,6 +48,7 @@ from torchmetrics import MeanMetric
 
 from vitrain.data.segmentation import image_key
 from vitrain.errors import UserError
+from vitrain.tasks import optim
 from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
 from vitrain.tasks.embedding_cache import EmbeddingCache, encoder_key, stochastic_modules
 
@@ -113,8 +114,6 @@ class SegmentationTask(Task):
             )
         if val_clicks < 1:
             raise UserError(f"model.val_clicks={val_clicks}: must be >= 1.")
-        if layer_decay is not None and not 0 < layer_decay <= 1:
-            raise UserError(f"model.layer_decay={layer_decay}: must be in (0, 1] (the paper: 0.8), or null.")
         super().__init__(net, optimizer, scheduler, layer_decay)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.num_rounds, self.mask_only_rounds = num_rounds, mask_only_rounds
@@ -409,43 +408,27 @@ class SegmentationTask(Task):
 
     # ----------------------------------------------------------------------------- optimizer
     def param_groups(self) -> list[dict]:
-        """:func:`sam_param_groups` (frozen parameters left out)."""
-        return sam_param_groups(self.net, self.layer_decay)
+        """``vitrain.tasks.optim.param_groups`` with the layers of :func:`sam_layers`."""
+        return optim.param_groups(self.net, self.layer_decay, layers=sam_layers(self.net))
 
 
 # ------------------------------------------------------------------------------- helpers
-def sam_param_groups(net: nn.Module, layer_decay: float | None = None) -> list[dict]:
-    """Decay / no-decay groups (no decay on biases, norms and position tables); with
-    ``layer_decay`` one pair per layer of the image encoder: the patch and position embedding
-    at ``layer_decay ** (depth + 1)``, block ``i`` at ``layer_decay ** (depth - i)``, the neck,
-    prompt encoder and mask decoder at 1 (``lr_scale``, applied by ``build_optimizer``)."""
-    skip = set(net.no_weight_decay()) if hasattr(net, "no_weight_decay") else set()
+def sam_layers(net: nn.Module) -> optim.LayerMap:
+    """SAM's layers for layer decay (``optim.param_groups``): the patch and position embedding
+    of the image encoder are layer 0 (``lr * layer_decay ** (depth + 1)``), encoder block ``i``
+    is layer ``i + 1``, and the neck, the prompt encoder and the mask decoder are layer
+    ``depth + 1`` (the full rate)."""
     depth = len(net.image_encoder.blocks)
-    groups: dict[tuple[int, bool], list[nn.Parameter]] = {}
-    for name, param in net.named_parameters():
-        if not param.requires_grad:
-            continue
-        decays = not (param.ndim <= 1 or name.split(".")[-1] in skip)
-        layer = depth + 1
-        if layer_decay is not None and name.startswith("image_encoder."):
-            parts = name.split(".")
-            if parts[1] in ("patch_embed", "pos_embed"):
-                layer = 0
-            elif parts[1] == "blocks":
-                layer = int(parts[2]) + 1
-        groups.setdefault((layer, decays), []).append(param)
-    out = []
-    for layer, decays in sorted(groups, key=lambda key: (key[0], not key[1])):
-        group: dict = {
-            "params": groups[(layer, decays)],
-            "name": f"layer{layer}" + ("" if decays else "_no_decay"),
-        }
-        if layer_decay is not None:
-            group["lr_scale"] = layer_decay ** (depth + 1 - layer)
-        if not decays:
-            group["weight_decay"] = 0.0
-        out.append(group)
-    return out
+
+    def layer_of(name: str) -> int:
+        parts = name.split(".")
+        if parts[0] != "image_encoder":
+            return depth + 1
+        if parts[1] in ("patch_embed", "pos_embed"):
+            return 0
+        return int(parts[2]) + 1 if parts[1] == "blocks" else depth + 1
+
+    return layer_of, depth
 
 
 def gather_objects(targets: Targets, device: torch.device) -> tuple[Tensor, Tensor, Tensor] | None:

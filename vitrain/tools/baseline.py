@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 
 from vitrain.results.baseline import bag_of_words
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    """The command line; a mistake in the options or the files is one message (exit status 1)."""
     from vitrain.data.text_classification import TextClassificationDataModule
+    from vitrain.errors import UserError
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -32,14 +35,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--split-seed", type=int, default=0)
     parser.add_argument("--classes", type=int, default=8, help="the embedded task's number of topics")
     args = parser.parse_args(argv)
-    data = TextClassificationDataModule(
-        "masked", train=args.train, val=args.val, test=args.test, text_column=args.text_column,
-        text_pair_column=args.text_pair_column, label_column=args.label_column, val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction, split_seed=args.split_seed, classes=args.classes,
-    )  # fmt: skip
-    json.dump(bag_of_words(data.read_examples()), sys.stdout, indent=2)
+    try:
+        data = TextClassificationDataModule(
+            "masked", train=args.train, val=args.val, test=args.test, text_column=args.text_column,
+            text_pair_column=args.text_pair_column, label_column=args.label_column,
+            val_fraction=args.val_fraction, test_fraction=args.test_fraction, split_seed=args.split_seed,
+            classes=args.classes,
+        )  # fmt: skip
+        result = bag_of_words(data.read_examples())
+    except UserError as err:  # the data's messages name data.<key>: here the option --<key>
+        message = re.sub(r"\bdata\.([a-z_]+)", lambda m: "--" + m.group(1).replace("_", "-"), str(err))
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    json.dump(result, sys.stdout, indent=2)
     print()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from vitrain.errors import UserError
 from vitrain.results.report import PLOTS, write_report
 
 
@@ -25,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         path = write_report(args.dirs, args.out, args.title)
-    except (FileNotFoundError, ValueError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(path.read_text())
