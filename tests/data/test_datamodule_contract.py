@@ -7,7 +7,7 @@ import pytest
 from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-import vitrain.run as vr
+import vitrain.run.checks as vr
 from tests.helpers import CONF
 from vitrain.data.base import DataModule, ShardedDataModule
 from vitrain.data.stream import StreamingTextDataModule
