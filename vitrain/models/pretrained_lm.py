@@ -107,6 +107,40 @@ class Trunk:
     head_kind: str | None = None  # what head it is: HF architecture / vitrain factory (None: unknown)
 
 
+class HeadOnTrunk(nn.Module):
+    """A linear head on a BERT or GPT trunk (the classifiers and the tagger): ``trunk`` (a
+    :class:`vitrain.models.bert.BERT` or :class:`vitrain.models.gpt.GPT`), ``dropout`` before
+    ``classifier``, a ``Linear(n_embd, num_labels)`` initialised N(0, 0.02) as BERT's
+    ``initializer_range`` and GPT-1/2 do (bias zero; a subclass with ``bias = False`` has none).
+    Subclasses give ``forward``."""
+
+    bias = True
+
+    def __init__(self, trunk: nn.Module, num_labels: int, dropout: float) -> None:
+        super().__init__()
+        self.trunk = trunk
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(trunk.config.n_embd, num_labels, bias=self.bias)
+        nn.init.normal_(self.classifier.weight, std=0.02)
+        if self.bias:
+            nn.init.zeros_(self.classifier.bias)
+        self.num_labels = num_labels
+
+    @property
+    def vocab_size(self) -> int:
+        return self.trunk.vocab_size
+
+    @property
+    def n_positions(self) -> int:
+        return self.trunk.n_positions
+
+    def no_weight_decay(self) -> set[str]:
+        return set()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.trunk.set_grad_checkpointing(enable)
+
+
 def build_trunk(
     family: str,
     name: str,

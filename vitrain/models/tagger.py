@@ -16,10 +16,10 @@ matched to the data's tags by name (:func:`vitrain.models.pretrained_lm.load_hea
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from vitrain.errors import require_int
-from vitrain.models.pretrained_lm import build_trunk, check_label_names, load_head
+from vitrain.models.pretrained_lm import HeadOnTrunk, build_trunk, check_label_names, load_head
 
 __all__ = ["BertTagger", "create_bert_tagger"]
 
@@ -27,33 +27,10 @@ __all__ = ["BertTagger", "create_bert_tagger"]
 TAGGER_HEADS = ("BertForTokenClassification", "create_bert_tagger")
 
 
-class BertTagger(nn.Module):
+class BertTagger(HeadOnTrunk):
     """``input_ids (B, T)`` (+ ``attention_mask``, ``token_type_ids``) -> logits ``(B, T, num_labels)``."""
 
     family = "bert"
-
-    def __init__(self, trunk: nn.Module, num_labels: int, dropout: float) -> None:
-        super().__init__()
-        self.trunk = trunk
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(trunk.config.n_embd, num_labels)
-        nn.init.normal_(self.classifier.weight, std=0.02)  # BERT's initializer_range
-        nn.init.zeros_(self.classifier.bias)
-        self.num_labels = num_labels
-
-    @property
-    def vocab_size(self) -> int:
-        return self.trunk.vocab_size
-
-    @property
-    def n_positions(self) -> int:
-        return self.trunk.n_positions
-
-    def no_weight_decay(self) -> set[str]:
-        return set()
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.trunk.set_grad_checkpointing(enable)
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None

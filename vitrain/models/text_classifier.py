@@ -20,10 +20,10 @@ classifier checkpoint) also gives the head, its rows matched to the data's label
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from vitrain.errors import require_int
-from vitrain.models.pretrained_lm import build_trunk, check_label_names, load_head
+from vitrain.models.pretrained_lm import HeadOnTrunk, build_trunk, check_label_names, load_head
 
 __all__ = ["BertClassifier", "GPTClassifier", "create_bert_classifier", "create_gpt_classifier", "last_token"]
 
@@ -41,33 +41,10 @@ def last_token(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
-class BertClassifier(nn.Module):
+class BertClassifier(HeadOnTrunk):
     """``input_ids (B, T)`` (+ ``attention_mask``, ``token_type_ids``) -> logits ``(B, num_labels)``."""
 
     family = "bert"
-
-    def __init__(self, trunk: nn.Module, num_labels: int, dropout: float) -> None:
-        super().__init__()
-        self.trunk = trunk
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(trunk.config.n_embd, num_labels)
-        nn.init.normal_(self.classifier.weight, std=0.02)  # BERT's initializer_range
-        nn.init.zeros_(self.classifier.bias)
-        self.num_labels = num_labels
-
-    @property
-    def vocab_size(self) -> int:
-        return self.trunk.vocab_size
-
-    @property
-    def n_positions(self) -> int:
-        return self.trunk.n_positions
-
-    def no_weight_decay(self) -> set[str]:
-        return set()
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.trunk.set_grad_checkpointing(enable)
 
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
@@ -76,34 +53,14 @@ class BertClassifier(nn.Module):
         return self.classifier(self.dropout(self.trunk.pooled(hidden)))
 
 
-class GPTClassifier(nn.Module):
+class GPTClassifier(HeadOnTrunk):
     """``input_ids (B, T)`` (+ ``attention_mask``) -> logits ``(B, num_labels)`` from the last real
     token; :meth:`hidden`, :meth:`classify` and :meth:`lm_logits` give the parts the auxiliary
     language-model loss needs."""
 
     family = "gpt"
 
-    def __init__(self, trunk: nn.Module, num_labels: int, dropout: float) -> None:
-        super().__init__()
-        self.trunk = trunk
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(trunk.config.n_embd, num_labels, bias=False)
-        nn.init.normal_(self.classifier.weight, std=0.02)  # GPT-1 / GPT-2's initialisation
-        self.num_labels = num_labels
-
-    @property
-    def vocab_size(self) -> int:
-        return self.trunk.vocab_size
-
-    @property
-    def n_positions(self) -> int:
-        return self.trunk.n_positions
-
-    def no_weight_decay(self) -> set[str]:
-        return set()
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.trunk.set_grad_checkpointing(enable)
+    bias = False  # as transformers' GPT2ForSequenceClassification (its ``score`` layer)
 
     def hidden(self, input_ids: Tensor) -> Tensor:
         """``(B, T)`` -> final hidden states ``(B, T, C)`` (causal: padding after a row's text
