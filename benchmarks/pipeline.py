@@ -75,8 +75,9 @@ def compare_pipeline(
 
     ``num_workers=0``: batches in lockstep (a vitrain batch, then a plain one), ``repeats``
     epochs; the ratio is the median of the paired batch-time ratios. With workers, whose
-    prefetching would overlap the two loaders, whole epochs alternate (A B B A ...); the ratio
-    is the median of the per-epoch ratios.
+    prefetching would overlap the two loaders, whole epochs alternate (A B C C B A ...); the
+    ratio is the median of the per-epoch ratios, and a copy of the torchvision loader, alternated
+    the same way, gives the noise floor of that ratio (``floor``, ideally 1.000).
     """
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,28 +108,33 @@ def compare_pipeline(
                     "how": f"median of {len(pairs)} paired batch-time ratios, in lockstep",
                 }
                 continue
-            vitrain_rates, plain_rates, ratios = [], [], []
+            # a copy of the torchvision loader, alternated the same way: the resolution of the ratio
+            copy = DataLoader(
+                plain_set, batch_size=batch, shuffle=True, drop_last=True, num_workers=num_workers,
+                generator=torch.Generator().manual_seed(1),
+            )  # fmt: skip
+            others = {"plain": plain, "copy": copy}
+            rates = {"vitrain": [], **{side: [] for side in others}}
             for repeat in range(repeats):
-                sides = ("vitrain", "plain") if repeat % 2 == 0 else ("plain", "vitrain")
-                rate = {
-                    side: images_per_s(epoch_loader(dm, next(epochs)) if side == "vitrain" else plain)
-                    for side in sides
-                }
-                vitrain_rates.append(rate["vitrain"])
-                plain_rates.append(rate["plain"])
-                ratios.append(rate["vitrain"] / rate["plain"])
+                for side in list(rates) if repeat % 2 == 0 else list(reversed(rates)):
+                    loader = epoch_loader(dm, next(epochs)) if side == "vitrain" else others[side]
+                    rates[side].append(images_per_s(loader))
+            ratios = [v / p for v, p in zip(rates["vitrain"], rates["plain"], strict=True)]
+            floor = [c / p for c, p in zip(rates["copy"], rates["plain"], strict=True)]
             results[num_workers] = {
-                "vitrain": statistics.median(vitrain_rates),
-                "plain": statistics.median(plain_rates),
+                "vitrain": statistics.median(rates["vitrain"]),
+                "plain": statistics.median(rates["plain"]),
                 "ratio": statistics.median(ratios),
+                "floor": statistics.median(floor),
                 "how": f"median of {repeats} alternating epochs: " + ", ".join(f"{r:.3f}" for r in ratios),
+                "floor_how": ", ".join(f"{r:.3f}" for r in floor),
             }
     return results
 
 
 def main(argv: list[str] | None = None) -> list[Ratio]:
     args = module_args(argv, __doc__)
-    pipeline = dict(per_class=32, image_size=224, batch=32, workers=(0, 2), repeats=5)
+    pipeline = dict(per_class=64, image_size=224, batch=32, workers=(0, 2), repeats=7)
     if args.quick:
         pipeline = dict(per_class=4, image_size=64, batch=8, workers=(0, 2), repeats=2)
     print(f"    {pipeline['per_class'] * 10} random 128 px JPEGs, 10 classes, timm train transform at "
@@ -143,6 +149,11 @@ def main(argv: list[str] | None = None) -> list[Ratio]:
             f"    num_workers={workers}: vitrain {r['vitrain']:.0f} images/s, torchvision {r['plain']:.0f} images/s"
         )
         print(f"    num_workers={workers}: vitrain / torchvision images/s = {r['ratio']:.3f} ({r['how']})")
+        if "floor" in r:
+            print(
+                f"    num_workers={workers}: the noise floor, torchvision against a copy of itself alternated "
+                f"the same way = {r['floor']:.3f} ({r['floor_how']}; ideally 1.000)"
+            )
         ratios.append(
             Ratio(
                 f"pipeline_w{workers}",
@@ -151,6 +162,9 @@ def main(argv: list[str] | None = None) -> list[Ratio]:
                 ">= 1.0",
             )
         )
+        if "floor" in r:
+            what = f"torchvision / a copy of itself, num_workers={workers}, alternating: the noise floor"
+            ratios.append(Ratio(f"pipeline_w{workers}_floor", r["floor"], what))
     return ratios
 
 

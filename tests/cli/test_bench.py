@@ -32,6 +32,7 @@ def test_every_module_runs_quick_and_the_runner_prints_one_table(tmp_path, capsy
     text = capsys.readouterr().out
     for pattern in (
         r"num_workers=0: vitrain / torchvision images/s = \d+\.\d{3}",
+        r"num_workers=2: the noise floor, torchvision against a copy of itself alternated the same way = \d+\.\d{3}",
         r"full-token step / MAE step = \d+\.\d{2}x",
         r"FLOP ratio full / masked \d+\.\d{2}",
         r"matching: [\d.]+ ms per vitrain step .* = [\d.]+% of the step",
