@@ -31,6 +31,14 @@ class Detections(L.Callback):
     ``columns`` columns. Written to ``<dirpath>/epoch<NNN>.png`` (``dirpath`` defaults to
     ``<trainer.default_root_dir>/detections``) on rank zero and logged to the W&B /
     TensorBoard loggers under ``detections``.
+
+    Args:
+        dirpath: folder of the PNG files (None: ``<trainer.default_root_dir>/detections``).
+        num_images: validation images shown (fewer when the validation set is smaller).
+        every_n_epochs: draw after every n-th validation epoch (sanity checks skipped).
+        score_threshold: lowest score of a prediction that is drawn.
+        tile_size: side of each image's square tile, pixels.
+        columns: tiles per row of the grid.
     """
 
     def __init__(

@@ -27,6 +27,11 @@ class EMA(WeightAveraging):
     validation epoch), saves them as the checkpoint's ``state_dict`` (the live weights go to
     ``current_model_state`` and are restored on resume), and copies them into the model when
     training ends, so evaluation and export use the averaged weights.
+
+    Args:
+        decay: weight of the running average at each update (the cap of the ramp with ``warmup``).
+        warmup: ramp the decay up as ``(1 + n) / (10 + n)`` over the first ``n`` updates.
+        device: where the averaged copy lives (None: the model's device).
     """
 
     def __init__(self, decay: float = 0.9998, warmup: bool = True, device: str | None = None) -> None:

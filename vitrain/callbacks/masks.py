@@ -29,6 +29,12 @@ class MaskPictures(L.Callback):
     ``<dirpath>/epoch<NNN>.png`` on rank zero (``dirpath`` defaults to
     ``<trainer.default_root_dir>/masks``) and logged to the W&B / TensorBoard loggers under
     ``masks``.
+
+    Args:
+        dirpath: folder of the PNG files (None: ``<trainer.default_root_dir>/masks``).
+        num_images: validation images shown, one row of three tiles each.
+        every_n_epochs: draw after every n-th validation epoch (sanity checks skipped).
+        tile_size: side of each square tile, pixels.
     """
 
     def __init__(

@@ -57,6 +57,10 @@ class Preemption(L.Callback):
     ``#SBATCH --signal=SIGUSR1@90``) or SIGUSR2 (submitit's) to any rank also makes rank zero
     requeue the job (once); it then restarts in the same run directory (run_name defaults to the
     SLURM job id) and ``resume=auto`` continues it.
+
+    Args:
+        checkpoint_dir: folder the stop writes ``last.ckpt`` to.
+        requeue: under SLURM, requeue the job on SIGUSR1/SIGUSR2.
     """
 
     def __init__(self, checkpoint_dir: str, requeue: bool = True) -> None:

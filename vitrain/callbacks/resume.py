@@ -31,6 +31,9 @@ class ExactResume(L.Callback):
       restored (Lightning #20550: ``configure_optimizers`` asked for
       ``trainer.estimated_stepping_batches``, as vitrain's schedules do). ``on_train_start``
       loads such a pending state and restarts the loader's iterator from it.
+
+    Args:
+        seed: the run's seed the per-batch seeds derive from (None: the process's initial seed).
     """
 
     def __init__(self, seed: int | None = None) -> None:

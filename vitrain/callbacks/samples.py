@@ -20,6 +20,15 @@ class TextSamples(L.Callback):
     ``temperature`` and ``top_k``. The text is logged (INFO), appended to ``<dirpath>/samples.txt``
     (``dirpath`` defaults to the run directory) and sent to W&B (a table) or TensorBoard (text).
     Rank zero only; needs a causal LM task (``model=gpt*``) on ``data=text``.
+
+    Args:
+        prompt: text the samples continue (empty: start from the end-of-text token).
+        max_new_tokens: most tokens sampled after the prompt (fewer when end-of-text comes first).
+        temperature: softmax temperature of sampling (0: greedy).
+        top_k: sample among the k most likely tokens only (None: all; 1: greedy).
+        every_n_epochs: sample after every n-th validation epoch (sanity checks skipped).
+        seed: seed of the sampling generator, the same every epoch.
+        dirpath: folder of ``samples.txt`` (None: the run directory).
     """
 
     def __init__(
