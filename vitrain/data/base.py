@@ -505,6 +505,15 @@ class ImageClassificationDataModule(ShardedDataModule):
     """Base class: subclasses set ``train_set``, ``val_set`` and ``classes`` in ``setup``.
 
     Batches are ``(images (B, in_chans, image_size, image_size) float, labels (B,) int64)``.
+
+    Args:
+        num_classes: number of classes of the labels (None: counted from the data, where the
+            subclass can).
+        image_size: side of the square images the network gets, pixels.
+        in_chans: channels of those images.
+        net_data_config: timm's data config of the network (mean, std, interpolation, crop),
+            passed in by the orchestration layer.
+        predict_dir: the folder of images that ``mode=predict`` classifies (see :class:`ImageFiles`).
     """
 
     kind = "image_classification"

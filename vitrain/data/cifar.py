@@ -30,6 +30,17 @@ class CIFARDataModule(ImageClassificationDataModule):
     fraction holds out that share of the training images (drawn with ``split_seed``) for
     validation and makes the official test images the test split, evaluated once after
     training: the "minival" of "How to train your ViT" (Steiner et al. 2021) is 2%.
+
+    Args:
+        root: the folder that holds (or receives) ``cifar-10-batches-py`` / ``cifar-100-python``.
+        num_classes: 10 (CIFAR-10) or 100 (CIFAR-100).
+        image_size: side the 32 px images are resized to.
+        in_chans: 3 (the images are RGB).
+        download: fetch the files into ``root`` when they are missing.
+        val_fraction: share of the training images held out for validation (None: validate on
+            the official test images).
+        split_seed: seed of the draw of the held-out training images.
+        mean, std: per-channel normalisation (None: CIFAR's own statistics).
     """
 
     def __init__(

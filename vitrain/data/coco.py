@@ -129,6 +129,11 @@ class COCODataModule(DetectionDataModule):
         test_ann, test_images: an optional held-out test split in the same format (its
             categories must be those of the training file); ``test_images`` None: the folder
             of ``val_images``.
+        scales: short sides of the multi-scale resize, pixels (one drawn per image).
+        max_size: the longest long side after the multi-scale and the validation resize.
+        crop_resize: short sides of the resize before the random crop (one drawn per image).
+        crop_size: ``[min, max]`` side of the random crop, pixels.
+        val_size: short side of the validation and test images.
     """
 
     # network sizes the data decides when the config leaves them null (see model_sizes)

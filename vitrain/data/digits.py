@@ -40,6 +40,15 @@ class DigitsDataModule(ImageClassificationDataModule):
     runs; the three splits are disjoint. Images are upscaled once with
     bilinear interpolation from 8x8 to ``image_size``; training adds small random affine
     jitter (rotation, shift, scale) when ``augment`` is true.
+
+    Args:
+        image_size: side the 8x8 images are upscaled to, pixels.
+        val_fraction: share of the images that validates.
+        test_fraction: share of the images held out as the test split (0: none).
+        split_seed: seed of the permutation that splits the images.
+        augment: random affine jitter (rotation, shift, scale) of the training images.
+        num_classes: 10, the digits (None: the same).
+        in_chans: 1 (the images are grey).
     """
 
     def __init__(

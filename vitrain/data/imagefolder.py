@@ -35,19 +35,33 @@ def _has_image(folder: Path) -> bool:
 class ImageFolderDataModule(ImageClassificationDataModule):
     """Any ImageFolder tree; class folders of ``train``, ``val`` (and ``test``) must agree.
 
-    ``num_classes`` None takes the class count from the class folders of ``train``; an explicit
-    value must match them. ``test_split`` names an optional folder beside ``train`` and ``val``
-    holding the held-out test images (used when it exists; None: no test split).
-
-    Transforms are timm's ``create_transform``: training uses RandomResizedCrop (area range
-    ``scale``, timm's default ``(0.08, 1)`` when None), flip, RandAugment (``auto_augment``; with
-    it off, colour jitter of strength ``color_jitter`` unless None) and random erasing
-    (probability ``re_prob``, up to ``re_count`` regions, filled per ``re_mode``: ``pixel`` with
-    per-pixel normal noise as DeiT, MAE fine-tuning and T2T-ViT do, ``rand`` one random colour
-    per region, ``const`` zeros, timm's default); evaluation resizes by ``crop_pct`` and
-    centre-crops. ``mean``, ``std``, ``interpolation`` and ``crop_pct`` default
+    Transforms are timm's ``create_transform``: training uses RandomResizedCrop, flip,
+    RandAugment (or, without it, colour jitter) and random erasing; evaluation resizes by
+    ``crop_pct`` and centre-crops. ``mean``, ``std``, ``interpolation`` and ``crop_pct`` default
     to the network's own data config (timm ``resolve_model_data_config``), passed in as
     ``net_data_config`` by the orchestration layer.
+
+    Args:
+        root: the folder that holds ``train``, ``val`` (and the test split's folder).
+        num_classes: None takes the class count from the class folders of ``train``; an
+            explicit value must match them.
+        image_size: side of the square crops the network gets, pixels.
+        in_chans: 3 (the images are loaded as RGB).
+        auto_augment: timm's RandAugment policy of the training images (None: off).
+        re_prob: probability of random erasing for each training image.
+        re_mode: how an erased region is filled: ``pixel`` per-pixel normal noise (as DeiT, MAE
+            fine-tuning and T2T-ViT), ``rand`` one random colour per region, ``const`` zeros
+            (timm's default).
+        re_count: the most regions erased in one image.
+        crop_pct: evaluation: resize to ``image_size / crop_pct``, then centre-crop ``image_size``
+            (None: the network's).
+        interpolation: the resize interpolation, ``bicubic``, ``bilinear``, ... (None: the
+            network's).
+        mean, std: per-channel normalisation (None: the network's).
+        scale: RandomResizedCrop area range (None: timm's ``(0.08, 1)``).
+        color_jitter: colour jitter strength, used only without ``auto_augment`` (None: off).
+        test_split: the folder beside ``train`` and ``val`` that holds the held-out test images
+            (used when it exists; None: no test split).
     """
 
     # network sizes the data decides when the config leaves them null (see model_sizes)

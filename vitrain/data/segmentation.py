@@ -157,10 +157,18 @@ class MaskSubset(Dataset):
 
 class SegmentationDataModule(ShardedDataModule):
     """Base class: subclasses set ``train_set``, ``val_set`` and, when the data has one, the
-    held-out ``test_set`` (samples of this module's format) in ``setup``; this class caps the objects per image (``max_masks_per_image``).
-    ``hflip``: random left-right flips of training images (the SAM paper uses none).
-    ``max_mask_area``: training drops masks covering more than this fraction of the image (the
-    paper's light filtering of SA-1B: 0.9); None keeps all."""
+    held-out ``test_set`` (samples of this module's format) in ``setup``; this class caps the
+    objects per image (``max_masks_per_image``).
+
+    Args:
+        image_size: the images are resized on their long side to this many pixels and padded
+            to a square of that side (SAM's input frame).
+        max_masks_per_image: the most objects (masks) of an image in a sample: a random subset
+            in training, the first ones in validation (None: all).
+        hflip: random left-right flips of training images (the SAM paper uses none).
+        max_mask_area: training drops masks covering more than this fraction of the image (the
+            paper's light filtering of SA-1B: 0.9); None keeps all.
+    """
 
     kind = "segmentation"
     mean, std = SAM_MEAN, SAM_STD
@@ -271,6 +279,18 @@ class ShapesMasksDataModule(SegmentationDataModule):
     ``fill`` how they are painted (``flat``: one colour; ``stripes``: two colours in stripes). The
     defaults are the ``data=shapes`` images; ``kinds=[ring, cross, diamond]`` with
     ``fill=stripes`` is the shifted domain of experiments/sam_adapt.md.
+
+    Args:
+        render_size: side the images are drawn at, pixels (None: ``image_size``).
+        train_size, val_size: number of images of the training (``train_size``) and the
+            validation split (``val_size``).
+        test_size: number of images of the held-out test split (0: none).
+        min_objects, max_objects: fewest and most shapes per image (at least 1).
+        min_size, max_size: smallest and largest side of a shape's (square) box, as a
+            fraction of the image.
+        data_seed: fixes the images (independent of the training seed).
+        kinds: the shapes drawn: any of circle, square, triangle, ring, cross, diamond.
+        fill: how shapes are painted: ``flat`` (one colour) or ``stripes`` (two colours).
     """
 
     def __init__(
@@ -405,7 +425,15 @@ class COCOMasks(Dataset):
 class COCOMasksDataModule(SegmentationDataModule):
     """COCO-format instance masks: ``<root>/<train_ann>`` + ``<root>/<train_images>`` (and val;
     and a held-out test split when ``test_ann`` is given, its images in ``test_images``, by
-    default the validation folder)."""
+    default the validation folder).
+
+    Args:
+        root: the dataset folder; the paths below are relative to it (or absolute).
+        train_ann, val_ann: the COCO instances files.
+        train_images, val_images: their image folders.
+        test_ann, test_images: an optional held-out test split (None: none); ``test_images``
+            None: the folder of ``val_images``.
+    """
 
     def __init__(
         self,
@@ -475,7 +503,13 @@ class SA1B(Dataset):
 class SA1BDataModule(SegmentationDataModule):
     """The SA-1B layout: image / JSON pairs under ``root`` (recursive). The last ``val_images``
     pairs (sorted by name) are held out for validation and the ``test_images`` before them for
-    a test split (0: none); SA-1B has neither."""
+    a test split (0: none); SA-1B has neither.
+
+    Args:
+        root: the folder of the extracted tar files (searched recursively).
+        val_images: image / JSON pairs held out for validation (at least 1).
+        test_images: pairs held out as the test split (0: none).
+    """
 
     def __init__(self, root: str, val_images: int = 500, test_images: int = 0, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -530,7 +564,20 @@ class ShapesImagesDataModule(ImageClassificationDataModule):
     """The ``data=shapes_masks`` images as image data (one dummy class, labels unused), for MAE
     pretraining of an encoder that then initialises ``sam_tiny`` (``model.net.init_from``).
     Same rendering, same SAM normalisation, same frame, same ``data_seed``: the pretraining sees
-    exactly the segmentation training images."""
+    exactly the segmentation training images.
+
+    Args:
+        image_size: side of the square images, pixels (rendered at that size).
+        train_size, val_size: number of images of the training (``train_size``) and the
+            validation split (``val_size``); no test split.
+        min_objects, max_objects: fewest and most shapes per image (at least 1).
+        min_size, max_size: smallest and largest side of a shape's (square) box, as a
+            fraction of the image.
+        data_seed: fixes the images (independent of the training seed).
+        hflip: random left-right flips of training images.
+        num_classes: 1, the dummy class.
+        in_chans: 3 (the images are RGB).
+    """
 
     mean, std = tuple(m / 255 for m in SAM_MEAN), tuple(s / 255 for s in SAM_STD)
 

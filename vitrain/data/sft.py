@@ -183,8 +183,14 @@ class SFTDataModule(FinetuneDataModule):
             set (:mod:`vitrain.data.python_instructions`). Without ``val`` (``test``) a
             ``val_fraction`` (``test_fraction``) of the training records is held out with
             ``split_seed`` (``test_fraction: 0``: no test split).
-        template: the prompt template, ``alpaca`` or ``plain`` (see :data:`TEMPLATES`);
-            ``template_no_input`` / ``template_with_input`` replace its strings.
+        template: the prompt template, ``alpaca`` or ``plain`` (see :data:`TEMPLATES`).
+        template_no_input: replaces the template's string for records without an input (it
+            must hold ``{instruction}``; None: the named template's).
+        template_with_input: replaces its string for records with an input (it must hold
+            ``{instruction}`` and ``{input}``; None: the named template's).
+        val_fraction, test_fraction: shares of the training records held out when ``val``
+            (``test``) is not given (``test_fraction`` 0: no test split).
+        split_seed: seed of the draw of the held-out records.
         require_files: fail unless ``train`` is given (recipes for real data set it).
         **kwargs: see :class:`vitrain.data.finetune.FinetuneDataModule` (``max_length``: prompt +
             response + end-of-text; longer sequences lose the end of their response, counted).

@@ -228,6 +228,17 @@ class ShapesDataModule(DetectionDataModule):
     images (independent of the training seed, so validation numbers compare across runs).
     The ``test_size`` test images (0: no test split) are drawn from their own stream, apart
     from the training and validation images.
+
+    Args:
+        num_classes: 3, the shape kinds (None: the same).
+        image_size: side of the square images, pixels.
+        train_size, val_size: number of images of the training (``train_size``) and the
+            validation split (``val_size``).
+        test_size: number of images of the held-out test split (0: none).
+        min_objects, max_objects: fewest and most shapes per image.
+        min_size, max_size: smallest and largest side of a shape's (square) box, as a
+            fraction of ``image_size``.
+        data_seed: fixes the images (independent of the training seed).
     """
 
     def __init__(

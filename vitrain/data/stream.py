@@ -208,6 +208,17 @@ class StreamingDetectionDataModule(_StreamLoaders, DetectionDataModule):
 
     DETR's augmentation and batches as ``data=coco`` (padded images with pixel masks); the class
     names and ``num_classes`` (null: from the shards) come from ``ROOT/vitrain.json``.
+
+    Args:
+        root: the shard folder (local, or an object-store URI).
+        num_classes: None: from the shards; an explicit value must match them.
+        cache_dir: where chunks downloaded from an object store are kept (None: litdata's
+            default cache).
+        scales: short sides of the multi-scale resize, pixels (one drawn per image).
+        max_size: the longest long side after the multi-scale and the validation resize.
+        crop_resize: short sides of the resize before the random crop (one drawn per image).
+        crop_size: ``[min, max]`` side of the random crop, pixels.
+        val_size: short side of the validation and test images.
     """
 
     def __init__(
@@ -267,6 +278,13 @@ class StreamingTextDataModule(_StreamLoaders, DataModule):
     ``input_ids`` / ``token_type_ids`` / ``attention_mask`` (+ ``next_sentence_label``)). The
     packing, sequence length, special token ids and the tokenizer (``ROOT/tokenizer.json``) come
     from the shards; the vocabulary size sets ``model.net.vocab_size`` when that is null.
+
+    Args:
+        root: the shard folder (local, or an object-store URI).
+        packing: ``causal`` (GPT) or ``masked`` (BERT), the model's; the shards must have been
+            written with it.
+        cache_dir: where chunks downloaded from an object store are kept (None: litdata's
+            default cache).
     """
 
     kind = "text"

@@ -282,6 +282,7 @@ class TextDataModule(ShardedDataModule):
         nsp: BERT sentence pairs with next-sentence labels.
         val_fraction: share of the documents held out for validation (at least one), chosen
             with ``split_seed``.
+        split_seed: seed of the draw of the held-out documents.
         test_fraction: share of the documents held out as the test split (0: none), disjoint
             from the validation documents; evaluated once after training.
         txt_documents: ``file`` (a .txt file is one document) or ``paragraphs``.

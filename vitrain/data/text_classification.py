@@ -290,6 +290,9 @@ class TextClassificationDataModule(ClassificationData):
             column may be absent).
         text_column, text_pair_column, label_column: the columns (``text_pair_column: null``:
             single texts).
+        val_fraction, test_fraction: shares of the training examples held out for validation
+            and testing when ``val`` (``test``) is not given (``test_fraction`` 0: no test split).
+        split_seed: seed of the draw of the held-out examples.
         regression: null decides from the labels (a non-integer number, or ``num_labels: 1``).
         classes: the embedded task's number of topics.
         **kwargs: see :class:`vitrain.data.finetune.FinetuneDataModule`.
