@@ -66,7 +66,13 @@ class _AppendingWriter(ExperimentWriter):
 
 
 class CSVLogger(LightningCSVLogger):
-    """Metrics to ``<save_dir>/<name>/<version>/metrics.csv``, appended across restarts."""
+    """Metrics to ``<save_dir>/<name>/<version>/metrics.csv``, appended across restarts.
+
+    Args:
+        save_dir: the folder the logs go under.
+        name: the subfolder of ``save_dir``.
+        version: the subfolder of ``name`` (``""``: none; None: Lightning's next ``version_<n>``).
+    """
 
     @property
     @rank_zero_experiment

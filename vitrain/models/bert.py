@@ -236,6 +236,8 @@ def create_bert(name: str, vocab_size: int | None = None, hf_weights: str | None
             With a hub id or a folder the architecture is its ``config.json``'s, whatever
             ``name`` says; an explicit override or a ``vocab_size`` that disagrees with it is an
             error naming both values.
+        dropout: dropout probability on the embeddings, the attention weights and the residual
+            branches (a :class:`BertConfig` field).
         **overrides: any :class:`BertConfig` field (``n_layer``, ``n_head``, ``n_embd``,
             ``n_positions``, ``type_vocab_size``, ``intermediate_size``, ``dropout``, ``nsp``, ...).
     """

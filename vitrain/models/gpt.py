@@ -233,6 +233,10 @@ def create_gpt(name: str, vocab_size: int | None = None, hf_weights: str | None 
             file. With a hub id or a folder the architecture (layers, width, heads, positions,
             vocabulary) is its ``config.json``'s, whatever ``name`` says; an explicit override or
             a ``vocab_size`` that disagrees with it is an error naming both values.
+        dropout: dropout probability on the embeddings, the attention weights and the residual
+            branches (a :class:`GPTConfig` field).
+        gelu: the MLP's GELU, ``tanh`` (GPT-2's approximation) or ``exact`` (erf; nanoGPT's
+            ``nn.GELU()``); a :class:`GPTConfig` field.
         **overrides: any :class:`GPTConfig` field (``n_layer``, ``n_head``, ``n_embd``,
             ``n_positions``, ``dropout``, ``layer_norm_eps``, ``bias``, ``gelu``). nanoGPT's
             OpenWebText runs use ``bias=False`` and ``gelu="exact"``; released GPT-2 weights

@@ -35,6 +35,8 @@ def create_gpt_sft(
         vocab_size: the data's tokenizer size (None: the source's).
         init_from: a vitrain GPT checkpoint (``.ckpt``).
         hf_weights: Hugging Face GPT-2 weights (hub id, folder, file).
+        dropout: dropout probability on the embeddings, the attention weights and the residual
+            branches (a :class:`vitrain.models.gpt.GPTConfig` field).
         **overrides: :class:`vitrain.models.gpt.GPTConfig` fields (``dropout``, ...).
     """
     return build_trunk("gpt", name, vocab_size, init_from, hf_weights, {}, overrides).net

@@ -74,6 +74,11 @@ def create_vit(
             google-research/vision_transformer ``models_vit.py`` initialises the head kernel and
             bias with zeros, and ``checkpoint.py`` ``load_pretrained`` keeps that fresh head).
             None keeps timm's initialisation (std 0.02).
+        img_size: side of the input images, pixels.
+        in_chans: channels of the input images.
+        num_classes: outputs of the classifier head (0: no head).
+        drop_path_rate: stochastic depth of the last block; timm raises it linearly from 0 at
+            the first block.
         **kwargs: passed to ``timm.create_model`` (img_size, num_classes, in_chans,
             drop_path_rate, global_pool, ... and any architecture override).
 

@@ -186,6 +186,12 @@ class MaskedLMTask(_LanguageTask):
 
     Metrics: ``train/loss``, ``train/mlm_loss``, ``val/loss`` (masked-LM loss), ``val/ppl``,
     ``val/acc`` (masked-LM accuracy), and ``val/nsp_acc`` with NSP.
+
+    Args:
+        mask_prob: share of the non-special tokens selected for prediction.
+        mask_seed: seed of the token masks (training: per epoch, batch and rank; validation:
+            per batch, the same every epoch).
+        nsp_weight: weight of the NSP loss in the training loss.
     """
 
     packing = "masked"

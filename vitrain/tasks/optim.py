@@ -178,6 +178,15 @@ def warmup_cosine(
 
     ViT/DeiT/MAE: ``warmup_epochs`` 5-40, ``min_lr_ratio`` ~0; nanoGPT's GPT-2 schedule: 2000
     warm-up steps, cosine to 0.1 of the peak.
+
+    Args:
+        optimizer, total_steps, steps_per_epoch: the optimizer, the optimizer steps of the run and
+            per epoch (passed by the task).
+        warmup_epochs: length of the linear warm-up, in epochs (fractions allowed); it ends at
+            least one step before the decay does.
+        min_lr_ratio: the learning rate at the end of the decay, as a fraction of the peak.
+        decay_epochs: the epoch where the decay reaches ``min_lr_ratio`` (None: the end of the
+            run).
     """
     return warmup_decay(
         optimizer, total_steps, steps_per_epoch, warmup_epochs, "cosine", min_lr_ratio, decay_epochs
@@ -194,7 +203,17 @@ def warmup_linear(
 ) -> LambdaLR:
     """Linear warm-up from 0 over ``warmup_epochs``, then linear decay to ``min_lr_ratio * lr``
     at ``decay_epochs`` (default: the end of the run), flat afterwards (BERT: 10k warm-up steps,
-    linear decay to 0)."""
+    linear decay to 0).
+
+    Args:
+        optimizer, total_steps, steps_per_epoch: the optimizer, the optimizer steps of the run and
+            per epoch (passed by the task).
+        warmup_epochs: length of the linear warm-up, in epochs (fractions allowed); it ends at
+            least one step before the decay does.
+        min_lr_ratio: the learning rate at the end of the decay, as a fraction of the peak.
+        decay_epochs: the epoch where the decay reaches ``min_lr_ratio`` (None: the end of the
+            run).
+    """
     return warmup_decay(
         optimizer, total_steps, steps_per_epoch, warmup_epochs, "linear", min_lr_ratio, decay_epochs
     )
@@ -203,7 +222,14 @@ def warmup_linear(
 def constant(
     optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: float, warmup_epochs: float = 0.0
 ) -> LambdaLR:
-    """Linear warm-up from 0 over ``warmup_epochs``, then the peak learning rate to the end."""
+    """Linear warm-up from 0 over ``warmup_epochs``, then the peak learning rate to the end.
+
+    Args:
+        optimizer, total_steps, steps_per_epoch: the optimizer, the optimizer steps of the run and
+            per epoch (passed by the task).
+        warmup_epochs: length of the linear warm-up, in epochs (fractions allowed; 0: none); it
+            ends at least one step before the run does.
+    """
     return warmup_decay(optimizer, total_steps, steps_per_epoch, warmup_epochs, "none")
 
 
@@ -216,7 +242,15 @@ def step_decay(
     warmup_epochs: float = 0.0,
 ) -> LambdaLR:
     """The peak lr (after an optional linear warm-up) multiplied by ``gamma`` at each epoch of
-    ``drop_epochs`` (DETR: ``[400]`` of 500 epochs, ``gamma=0.1``)."""
+    ``drop_epochs`` (DETR: ``[400]`` of 500 epochs, ``gamma=0.1``).
+
+    Args:
+        optimizer, total_steps, steps_per_epoch: the optimizer, the optimizer steps of the run and
+            per epoch (passed by the task).
+        drop_epochs: the epochs (or one epoch) at which the learning rate drops.
+        gamma: the factor of each drop.
+        warmup_epochs: length of the linear warm-up, in epochs (fractions allowed); 0: none.
+    """
     drops = [drop_epochs] if isinstance(drop_epochs, int | float) else list(drop_epochs)
     drop_steps = sorted(to_steps(e, steps_per_epoch) for e in drops)
     warmup = to_steps(warmup_epochs, steps_per_epoch)
