@@ -46,15 +46,16 @@ def images_per_s(loader: DataLoader) -> float:
 
 
 def batch_pairs(vitrain: DataLoader, plain: DataLoader) -> list[tuple[float, float]]:
-    """One epoch of both loaders in lockstep (a vitrain batch, then a plain batch): the seconds
-    each batch took, the first batch of each left out."""
+    """One epoch of both loaders in lockstep, which goes first alternating batch by batch (a
+    vitrain batch then a plain one, then the other way round): the seconds each batch took
+    ``(vitrain, plain)``, the first batch of each left out."""
     pairs, iterators = [], (iter(vitrain), iter(plain))
     for index in range(min(len(vitrain), len(plain))):
-        times = []
-        for iterator in iterators:
+        times = [0.0, 0.0]
+        for side in (0, 1) if index % 2 == 0 else (1, 0):
             start = time.perf_counter()
-            next(iterator)
-            times.append(time.perf_counter() - start)
+            next(iterators[side])
+            times[side] = time.perf_counter() - start
         if index:
             pairs.append((times[0], times[1]))
     return pairs
@@ -73,8 +74,8 @@ def compare_pipeline(
 ) -> dict:
     """images/s of both pipelines per ``num_workers``.
 
-    ``num_workers=0``: batches in lockstep (a vitrain batch, then a plain one), ``repeats``
-    epochs; the ratio is the median of the paired batch-time ratios. With workers, whose
+    ``num_workers=0``: batches in lockstep (a vitrain batch and a plain one, alternating which
+    goes first), ``repeats`` epochs; the ratio is the median of the paired batch-time ratios. With workers, whose
     prefetching would overlap the two loaders, whole epochs alternate (A B C C B A ...); the
     ratio is the median of the per-epoch ratios, and a copy of the torchvision loader, alternated
     the same way, gives the noise floor of that ratio (``floor``, ideally 1.000).
