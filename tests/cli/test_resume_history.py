@@ -118,4 +118,5 @@ def test_train_accuracy_of_an_epoch_resumed_midway_covers_the_whole_epoch(tmp_pa
     assert proc.returncode == 0, proc.stderr
     assert "resume=auto: continuing from" in proc.stderr
     # the epoch's accuracy counts its first 2 batches (before the stop) too, and only its own
+    assert set(train_acc1_by_epoch(straight)) == {0, 1}  # logged once per epoch
     assert train_acc1_by_epoch(resumed) == train_acc1_by_epoch(straight)

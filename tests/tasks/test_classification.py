@@ -86,3 +86,33 @@ def test_any_timm_classifier_trains_on_digits_with_layer_decay(tmp_path, net):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["global_step"] == 3
     assert summary["model"] == "timm" and 0 <= summary["last"]["val/acc1"] <= 1
+
+
+def test_log_written_steps_logs_in_the_steps_lightning_writes():
+    """Task.log_written_steps (per-step diagnostics) logs exactly in the steps whose logs
+    Lightning's logger connector writes (its own rule, read in the same step)."""
+    import lightning as L
+
+    class Probe(ClassificationTask):
+        def log(self, name, value, *args, **kwargs):
+            if name == "train/probe":
+                logged.add(self.global_step)
+            super().log(name, value, *args, **kwargs)
+
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log_written_steps({"train/probe": loss.detach()})
+            written.append(self.trainer._logger_connector.should_update_logs)  # Lightning's rule
+            return loss
+
+    logged, written = set(), []
+    net = create_vit("vit_tiny_patch16_224", embed_dim=32, depth=1, num_heads=2, img_size=32, num_classes=10)
+    task = Probe(net, optimizer=partial(torch.optim.SGD, lr=0.0))
+    data = torch.utils.data.TensorDataset(*batch(14))
+    trainer = L.Trainer(
+        max_epochs=1, log_every_n_steps=3, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(task, torch.utils.data.DataLoader(data, batch_size=2))
+    assert written == [False, False, True, False, False, True, False]
+    assert [step in logged for step in range(7)] == written

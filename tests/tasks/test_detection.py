@@ -458,7 +458,7 @@ def test_cli_trains_on_shapes_and_draws_boxes(tmp_path):
     proc = run_train(
         run_dir, *CLI_TINY, "callbacks=detection", "data.train_size=16", "data.val_size=4", "data.test_size=4",
         "data.batch_size=8",
-        "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "callbacks.detections.num_images=4",
+        "trainer.max_epochs=2", "trainer.log_every_n_steps=2", "callbacks.detections.num_images=4",
         "callbacks.throughput=null",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -477,6 +477,9 @@ def test_cli_trains_on_shapes_and_draws_boxes(tmp_path):
         "val/map50",
     } <= keys
     assert {"val/map75", "val/map_small"} <= keys
+    # the loss parts in every row the logger writes (every 2nd of the 4 steps; see log_written_steps)
+    written = [r for r in rows if r.get("train/loss")]
+    assert len(written) == 2 and all(r["train/loss_ce"] and r["train/loss_giou"] for r in written)
     # a size range without ground-truth boxes is not logged (COCO's -1 is n/a, not a score)
     sizes = [
         float(r[k]) for r in rows for k in ("val/map_small", "val/map_medium", "val/map_large") if r.get(k)

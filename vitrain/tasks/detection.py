@@ -101,8 +101,9 @@ class DetectionTask(Task):
         loss, parts = self.criterion(self(images, mask), without_crowd(targets))
         batch_size = images.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
-        for name, value in parts.items():
-            self.log(f"train/{name}", value, batch_size=batch_size)
+        self.log_written_steps(
+            {f"train/{name}": value for name, value in parts.items()}, batch_size=batch_size
+        )
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor, Targets], batch_idx: int) -> None:
