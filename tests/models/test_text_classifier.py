@@ -26,8 +26,8 @@ def fake_checkpoint(path, net, target, name, model_choice):
 
 
 def test_hf_sequence_classification_heads_give_transformers_logits(tmp_path, caplog):
-    """The logits of each label *name* equal transformers' (PITFALLS 11: a head's label order is its
-    own, as an MNLI head's): a named head's rows are matched to the data's labels by name."""
+    """The logits of each label *name* equal transformers' (a head's label order is its own, as an
+    MNLI head's): a named head's rows are matched to the data's labels by name."""
     torch.manual_seed(0)
     head_order = ["neutral", "contradiction", "entailment"]  # config.json id2label, not the data's order
     cfg = transformers.BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

@@ -245,7 +245,7 @@ class GlueDataModule(ClassificationData):
             label = record["label"]
             if test or label is None or (names is not None and label < 0):
                 label = None  # hidden (GLUE test splits carry -1)
-            elif names is not None:  # map by name, never by position (PITFALLS 11)
+            elif names is not None:  # map by name, never by position: label orders differ between sources
                 label = self.spec.hf_names.get(names[label], names[label])
             pair = record[pair_col] if pair_col else None
             out.append(TextExample(record[text_col], pair, label, where, subset, int(record.get("idx", i))))

@@ -294,7 +294,7 @@ def _add_base_layer(module: nn.Module, state: dict, prefix: str, *args) -> None:
 def merge_lora(tuner: LoraModel) -> nn.Module:
     """Merge the adapters into the base weights in fp32 (``merge_and_unload``): the network of
     ``tuner`` (same object) with plain layers again, the same function as before."""
-    tuner.model.float()  # merging in bf16 loses precision (PITFALLS 12)
+    tuner.model.float()  # merging in bf16 rounds the merged weights (peft merges in the weights' dtype)
     merged = tuner.merge_and_unload()
     if hasattr(merged, "peft_config"):
         del merged.peft_config

@@ -18,8 +18,8 @@ BERT or GPT (the *trunk*) plus a new head. :func:`build_trunk` builds the trunk 
 A source's head (:func:`load_head`) is loaded only into a head of the same kind (a
 ``...ForSequenceClassification`` / sequence classifier run into a sequence classifier, a
 ``...ForTokenClassification`` / tagger run into a tagger) with the same number of rows, and its
-rows are matched to the data's labels **by name** (PITFALLS 11: label orders differ between
-sources): the names are the ``id2label`` of the Hugging Face ``config.json`` or the ``class_names``
+rows are matched to the data's labels **by name** (a head's label order is its own, as an MNLI
+head's): the names are the ``id2label`` of the Hugging Face ``config.json`` or the ``class_names``
 of the vitrain checkpoint. The same names in another order are reordered; other names are one
 :class:`UserError` naming both lists; unnamed rows (transformers' generic ``LABEL_0``,
 ``LABEL_1``, ...) keep their order, and the log says that it was assumed.
