@@ -70,6 +70,7 @@ from vitrain.data.tokenizer import (
     EOT,
     PACKINGS,
     SPECIAL_TOKENS,
+    TOKENIZER_KEY,
     load_tokenizer,
     tokenizer_files,
     train_tokenizer,
@@ -82,8 +83,6 @@ log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 # GPT-1 section 3.3: start, delimiter and extract tokens around (pairs of) texts
 GPT1_TOKENS = ("<|start|>", "<|delim|>", "<|extract|>")
-# the key under which vitrain's language tasks store their tokenizer.json in a checkpoint
-TOKENIZER_KEY = "vitrain_tokenizer"
 CACHE_VERSION = 1
 SPLITS = ("train", "val", "test", "predict")
 # per-token fields and the value that pads them

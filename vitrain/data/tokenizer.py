@@ -126,6 +126,10 @@ def special_ids(tok: Tokenizer, packing: str) -> dict[str, int]:
     return {t.strip("[]").lower(): tok.token_to_id(t) for t in BERT_SPECIALS}
 
 
+# the key under which vitrain's language tasks store their tokenizer.json in a checkpoint
+TOKENIZER_KEY = "vitrain_tokenizer"
+
+
 def check_checkpoint_tokenizer(stored: str | None, current: str | None, out_dir: str | Path) -> None:
     """Refuse to continue a checkpoint trained with another tokenizer than the data's.
 

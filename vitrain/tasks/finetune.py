@@ -11,17 +11,14 @@ fine-tuned checkpoint predicts, generates or starts another fine-tuning run on i
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from torch import nn
 
-from vitrain.data.finetune import TOKENIZER_KEY
-from vitrain.data.tokenizer import check_checkpoint_tokenizer
 from vitrain.errors import UserError
-from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
+from vitrain.tasks.base import Task
+from vitrain.tasks.language import CarriesTokenizer
 
 
-class FinetuneTask(Task):
+class FinetuneTask(CarriesTokenizer, Task):
     """Base class of the fine-tuning tasks; a subclass sets ``data_kind``, ``packing`` (``masked``:
     BERT, ``causal``: GPT; ``data.packing`` follows it), ``monitor`` and ``monitor_mode``."""
 
@@ -30,40 +27,13 @@ class FinetuneTask(Task):
     monitor = "val/loss"
     monitor_mode = "min"
 
-    def __init__(
-        self,
-        net: nn.Module,
-        optimizer: OptimizerFactory,
-        scheduler: SchedulerFactory | None = None,
-        layer_decay: float | None = None,
-    ) -> None:
-        super().__init__(net, optimizer, scheduler, layer_decay)
-        self.tokenizer_json: str | None = None
-
     def setup(self, stage: str) -> None:
         """Check the data against the network and keep the tokenizer (for checkpoints)."""
         data = self.trainer.datamodule if self.trainer else None
         if data is None or not hasattr(data, "tokenizer_source"):
             return
         check_finetune_data(data, self.net, self.packing)
-        self.tokenizer_json = data.tokenizer.to_str()
-        if self.trainer.is_global_zero and stage == "fit":
-            out = Path(self.trainer.default_root_dir) / "tokenizer.json"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(self.tokenizer_json)
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self.tokenizer_json is not None:
-            checkpoint[TOKENIZER_KEY] = self.tokenizer_json
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if (
-            self._trainer is not None
-        ):  # a fit / test from the checkpoint: the data's tokenizer must be its own
-            check_checkpoint_tokenizer(
-                checkpoint.get(TOKENIZER_KEY), self.tokenizer_json, self.trainer.default_root_dir
-            )
-        self.tokenizer_json = checkpoint.get(TOKENIZER_KEY, self.tokenizer_json)
+        self.keep_tokenizer(data.tokenizer, stage)
 
 
 def check_finetune_data(data, net: nn.Module, packing: str) -> None:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from vitrain.data.tokenizer import check_checkpoint_tokenizer
+from vitrain.data.tokenizer import TOKENIZER_KEY, check_checkpoint_tokenizer
 from vitrain.errors import FRACTION, UserError, require_in
 from vitrain.seeding import derive_seed
 from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
@@ -25,7 +25,6 @@ from vitrain.tasks.base import OptimizerFactory, SchedulerFactory, Task
 log = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-TOKENIZER_KEY = "vitrain_tokenizer"
 
 
 def mask_tokens(
@@ -56,30 +55,17 @@ def mask_tokens(
     return inputs, input_ids.masked_fill(~selected, IGNORE_INDEX)
 
 
-class _LanguageTask(Task):
-    """What both language tasks share: the optimizer, the data checks, the tokenizer."""
+class CarriesTokenizer:
+    """For a LightningModule whose checkpoints carry the data's tokenizer (the language tasks):
+    :meth:`keep_tokenizer` at ``setup``; every checkpoint then holds it under ``TOKENIZER_KEY`` (a
+    ``tokenizer.json`` string) and a checkpoint loaded into a fit or test must hold the data's."""
 
-    data_kind = "text"
-    packing = ""
-    monitor = "val/loss"
-    monitor_mode = "min"
+    tokenizer_json: str | None = None
 
-    def __init__(
-        self, net: nn.Module, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None
-    ) -> None:
-        super().__init__(net, optimizer, scheduler)
-        self.tokenizer_json: str | None = None
-        self.special_ids: dict[str, int] = {}
-        self.val_loss = MeanMetric()  # per-token losses, synced across ranks: an exact mean
-
-    def setup(self, stage: str) -> None:
-        """Check the data against the network and keep the tokenizer (for checkpoints)."""
-        data = self.trainer.datamodule if self.trainer else None
-        if data is None or not hasattr(data, "tokenizer"):
-            return
-        check_data_fits(data, self.net, self.packing)
-        self.tokenizer_json = data.tokenizer.to_str()
-        self.special_ids = data.special_ids
+    def keep_tokenizer(self, tokenizer, stage: str) -> None:
+        """Keep ``tokenizer`` for the checkpoints; when fitting, rank zero also writes it to
+        ``<run dir>/tokenizer.json``."""
+        self.tokenizer_json = tokenizer.to_str()
         if self.trainer.is_global_zero and stage == "fit":
             out = Path(self.trainer.default_root_dir) / "tokenizer.json"
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +83,31 @@ class _LanguageTask(Task):
                 checkpoint.get(TOKENIZER_KEY), self.tokenizer_json, self.trainer.default_root_dir
             )
         self.tokenizer_json = checkpoint.get(TOKENIZER_KEY, self.tokenizer_json)
+
+
+class _LanguageTask(CarriesTokenizer, Task):
+    """What both language tasks share: the optimizer, the data checks, the tokenizer."""
+
+    data_kind = "text"
+    packing = ""
+    monitor = "val/loss"
+    monitor_mode = "min"
+
+    def __init__(
+        self, net: nn.Module, optimizer: OptimizerFactory, scheduler: SchedulerFactory | None
+    ) -> None:
+        super().__init__(net, optimizer, scheduler)
+        self.special_ids: dict[str, int] = {}
+        self.val_loss = MeanMetric()  # per-token losses, synced across ranks: an exact mean
+
+    def setup(self, stage: str) -> None:
+        """Check the data against the network and keep the tokenizer (for checkpoints)."""
+        data = self.trainer.datamodule if self.trainer else None
+        if data is None or not hasattr(data, "tokenizer"):
+            return
+        check_data_fits(data, self.net, self.packing)
+        self.keep_tokenizer(data.tokenizer, stage)
+        self.special_ids = data.special_ids
 
     def on_validation_epoch_end(self) -> None:
         if self.val_loss.update_called:
