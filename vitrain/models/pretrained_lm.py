@@ -50,7 +50,7 @@ from vitrain.checkpoints import (
     read_weights,
     shorten_keys,
 )
-from vitrain.errors import UserError
+from vitrain.errors import UserError, require_int
 from vitrain.hub import HF_MISFIT_FIX, arch_from_hf_config, describe_config, resolve_hf_model
 from vitrain.models import bert, gpt
 from vitrain.models.registry import variant_args
@@ -139,6 +139,37 @@ class HeadOnTrunk(nn.Module):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.trunk.set_grad_checkpointing(enable)
+
+
+def create_head_on_trunk(
+    head: type[HeadOnTrunk],
+    family: str,
+    name: str,
+    num_labels: int,
+    *,
+    vocab_size: int | None,
+    init_from: str | None,
+    hf_weights: str | None,
+    classifier_dropout: float | None,
+    label_names: Sequence[str] | None,
+    trunk_args: dict,
+    overrides: dict,
+    head_keys: tuple[str, ...],
+    head_kinds: tuple[str, ...],
+    labels_hint: str,
+) -> HeadOnTrunk:
+    """What every head-on-trunk factory does (``create_bert_classifier``, ``create_gpt_classifier``,
+    ``create_bert_tagger``): check ``num_labels`` (``labels_hint`` says what it counts) and
+    ``label_names``, build the trunk (:func:`build_trunk`), put ``head`` on it with
+    ``classifier_dropout`` (None: the trunk's ``dropout``) and load a source's head stored under
+    ``head_keys`` by one of ``head_kinds`` (:func:`load_head`)."""
+    require_int("model.net.num_labels", num_labels, hint=labels_hint)
+    label_names = check_label_names(label_names, num_labels)
+    trunk = build_trunk(family, name, vocab_size, init_from, hf_weights, trunk_args, overrides)
+    dropout = trunk.net.config.dropout if classifier_dropout is None else classifier_dropout
+    net = head(trunk.net, num_labels, dropout)
+    load_head(net.classifier, trunk, head_keys, head_kinds, label_names)
+    return net
 
 
 def build_trunk(

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from vitrain.errors import require_int
-from vitrain.models.pretrained_lm import HeadOnTrunk, build_trunk, check_label_names, load_head
+from vitrain.models.pretrained_lm import HeadOnTrunk, create_head_on_trunk
 
 __all__ = ["BertTagger", "create_bert_tagger"]
 
@@ -65,18 +64,9 @@ def create_bert_tagger(
             rows are matched to them by name.
         **overrides: :class:`vitrain.models.bert.BertConfig` fields (``dropout``, ``n_layer``, ...).
     """
-    require_int("model.net.num_labels", num_labels, hint="the tag count")
-    label_names = check_label_names(label_names, num_labels)
-    trunk = build_trunk(
-        "bert",
-        name,
-        vocab_size,
-        init_from,
-        hf_weights,
-        {"mlm_head": False, "pooler": False, "nsp": False},
-        overrides,
-    )
-    dropout = trunk.net.config.dropout if classifier_dropout is None else classifier_dropout
-    net = BertTagger(trunk.net, num_labels, dropout)
-    load_head(net.classifier, trunk, ("classifier.",), TAGGER_HEADS, label_names)
-    return net
+    return create_head_on_trunk(
+        BertTagger, "bert", name, num_labels, vocab_size=vocab_size, init_from=init_from,
+        hf_weights=hf_weights, classifier_dropout=classifier_dropout, label_names=label_names,
+        trunk_args={"mlm_head": False, "pooler": False, "nsp": False}, overrides=overrides,
+        head_keys=("classifier.",), head_kinds=TAGGER_HEADS, labels_hint="the tag count",
+    )  # fmt: skip

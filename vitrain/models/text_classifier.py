@@ -22,14 +22,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vitrain.errors import require_int
-from vitrain.models.pretrained_lm import HeadOnTrunk, build_trunk, check_label_names, load_head
+from vitrain.models.pretrained_lm import HeadOnTrunk, create_head_on_trunk
 
 __all__ = ["BertClassifier", "GPTClassifier", "create_bert_classifier", "create_gpt_classifier", "last_token"]
 
 # the heads a classifier reuses: Hugging Face architectures and vitrain factories
 BERT_CLASSIFIER_HEADS = ("BertForSequenceClassification", "create_bert_classifier")
 GPT_CLASSIFIER_HEADS = ("GPT2ForSequenceClassification", "create_gpt_classifier")
+LABELS_HINT = "1: regression"  # what model.net.num_labels counts
 
 
 def last_token(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
@@ -81,10 +81,6 @@ class GPTClassifier(HeadOnTrunk):
         return self.classify(self.hidden(input_ids), attention_mask)
 
 
-def _check_labels(num_labels) -> None:
-    require_int("model.net.num_labels", num_labels, hint="1: regression")
-
-
 def create_bert_classifier(
     name: str = "bert_base",
     num_labels: int = 2,
@@ -111,21 +107,12 @@ def create_bert_classifier(
             rows are matched to them by name.
         **overrides: :class:`vitrain.models.bert.BertConfig` fields (``dropout``, ``n_layer``, ...).
     """
-    _check_labels(num_labels)
-    label_names = check_label_names(label_names, num_labels)
-    trunk = build_trunk(
-        "bert",
-        name,
-        vocab_size,
-        init_from,
-        hf_weights,
-        {"mlm_head": False, "pooler": True, "nsp": False},
-        overrides,
-    )
-    dropout = trunk.net.config.dropout if classifier_dropout is None else classifier_dropout
-    net = BertClassifier(trunk.net, num_labels, dropout)
-    load_head(net.classifier, trunk, ("classifier.",), BERT_CLASSIFIER_HEADS, label_names)
-    return net
+    return create_head_on_trunk(
+        BertClassifier, "bert", name, num_labels, vocab_size=vocab_size, init_from=init_from,
+        hf_weights=hf_weights, classifier_dropout=classifier_dropout, label_names=label_names,
+        trunk_args={"mlm_head": False, "pooler": True, "nsp": False}, overrides=overrides,
+        head_keys=("classifier.",), head_kinds=BERT_CLASSIFIER_HEADS, labels_hint=LABELS_HINT,
+    )  # fmt: skip
 
 
 def create_gpt_classifier(
@@ -148,14 +135,15 @@ def create_gpt_classifier(
         init_from: a vitrain GPT checkpoint (``.ckpt``), see :mod:`vitrain.models.pretrained_lm`.
         hf_weights: Hugging Face GPT-2 weights (hub id, folder, file); a
             ``GPT2ForSequenceClassification`` ``score`` of the right shape is loaded too.
-        classifier_dropout: dropout before the classifier (GPT-1 section 4.1: 0.1).
+        classifier_dropout: dropout before the classifier (GPT-1 section 4.1: 0.1; None: the trunk's
+            ``dropout``).
         label_names: the name of each label index (``conf/model``: the data's); a source head's
             rows are matched to them by name.
         **overrides: :class:`vitrain.models.gpt.GPTConfig` fields (``dropout``, ``n_layer``, ...).
     """
-    _check_labels(num_labels)
-    label_names = check_label_names(label_names, num_labels)
-    trunk = build_trunk("gpt", name, vocab_size, init_from, hf_weights, {}, overrides)
-    net = GPTClassifier(trunk.net, num_labels, classifier_dropout)
-    load_head(net.classifier, trunk, ("score.", "classifier."), GPT_CLASSIFIER_HEADS, label_names)
-    return net
+    return create_head_on_trunk(
+        GPTClassifier, "gpt", name, num_labels, vocab_size=vocab_size, init_from=init_from,
+        hf_weights=hf_weights, classifier_dropout=classifier_dropout, label_names=label_names,
+        trunk_args={}, overrides=overrides, head_keys=("score.", "classifier."),
+        head_kinds=GPT_CLASSIFIER_HEADS, labels_hint=LABELS_HINT,
+    )  # fmt: skip
