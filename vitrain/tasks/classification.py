@@ -110,7 +110,7 @@ class ClassificationTask(Task):
         """Log the epoch's ``train/acc1`` (summed over ranks by torchmetrics) and start the next
         epoch's counts. Logged once here rather than as a Metric from every ``training_step``:
         Lightning's ``self.log`` costs 0.5-1.5 ms of CPU time per call and step."""
-        if self.train_acc1._update_count:
+        if self.train_acc1.update_called:
             self.log("train/acc1", self.train_acc1.compute())
         self.train_acc1.reset()
 
